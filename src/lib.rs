@@ -5,6 +5,9 @@
 mod clock;
 mod config;
 mod error;
+// Not yet used by the engine; the lead's engine integration wires it in.
+#[allow(dead_code)]
+mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, UserIdCase, UserIdPolicy, DAY_MS};
