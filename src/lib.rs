@@ -48,3 +48,8 @@ pub use session_token::{
     SessionToken, VerifiedSession, SESSION_TOKEN_MAX_LEN, SESSION_TOKEN_MIN_LEN,
 };
 pub use user::{NewUser, User, UserPatch, PRIVATE_METADATA_KEY};
+
+/// The README's Rust examples run as doc tests, so the front page cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
