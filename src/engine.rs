@@ -157,6 +157,8 @@ pub struct Authenticated {
 pub struct EngineBuilder {
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Used by [`EngineBuilder::open`] (in the store module).
+    pub(crate) sync: crate::store::SyncMode,
 }
 
 impl EngineBuilder {
@@ -258,6 +260,7 @@ impl Engine {
         EngineBuilder {
             config: Config::default(),
             clock: Arc::new(SystemClock),
+            sync: crate::store::SyncMode::default(),
         }
     }
 
@@ -359,11 +362,27 @@ impl Engine {
 
     /// Waits until the write of `ticket` is durable.
     fn durable(&self, ticket: u64) -> Result<()> {
-        self.inner.persistence.wait(ticket)
+        self.inner.persistence.wait(ticket)?;
+        // Outside the writer mutex: lets the store start a background compaction.
+        self.inner.persistence.maintain(self);
+        Ok(())
+    }
+
+    /// Writes a snapshot of the whole state and starts a fresh journal, so the next open
+    /// replays less. Durable engines also do this on their own when the journal has grown
+    /// larger than the last snapshot; in memory it does nothing. Readers are never blocked;
+    /// writers wait while the state is copied out (not while it is synced).
+    pub fn compact(&self) -> Result<()> {
+        self.inner.persistence.compact(self)
+    }
+
+    /// Journal counters of a durable engine since it was opened (all zero in memory):
+    /// `records_synced / syncs` shows how many concurrent writes shared each sync.
+    pub fn store_stats(&self) -> crate::store::StoreStats {
+        self.inner.persistence.stats()
     }
 
     /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
-    #[allow(dead_code)] // used by the store
     pub(crate) fn replay(&self, m: &Mutation) -> Result<()> {
         let mut w = self.lock_writer();
         self.apply(&mut w, m)
@@ -371,9 +390,20 @@ impl Engine {
 
     /// Calls `f` with a sequence of mutations that rebuilds the current state, holding the
     /// writer mutex so the state does not move underneath (readers are not blocked).
-    #[allow(dead_code)] // used by the store
-    pub(crate) fn export(&self, mut f: impl FnMut(&Mutation) -> Result<()>) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) fn export(&self, f: impl FnMut(&Mutation) -> Result<()>) -> Result<()> {
+        self.export_from(|| Ok(()), f)
+    }
+
+    /// [`Engine::export`], first calling `start` with the writer mutex held: the store starts
+    /// its new journal there, so the snapshot is exactly the state at the journal switch.
+    pub(crate) fn export_from(
+        &self,
+        start: impl FnOnce() -> Result<()>,
+        mut f: impl FnMut(&Mutation) -> Result<()>,
+    ) -> Result<()> {
         let w = self.lock_writer();
+        start()?;
         f(&Mutation::Counters {
             next_handle: w.next_handle,
             next_token_id: w.next_token_id,
@@ -396,7 +426,7 @@ impl Engine {
     }
 
     /// The persisted form of the key ring.
-    #[allow(dead_code)] // used by the store
+    #[allow(dead_code)] // used by the store's tests
     pub(crate) fn stored_keys(&self) -> StoredKeyRing {
         self.inner.keys.load().to_stored()
     }

@@ -188,7 +188,6 @@ impl KeyRing {
     }
 
     /// Rebuilds a ring from storage.
-    #[allow(dead_code)] // used by the store
     pub fn from_stored(stored: &StoredKeyRing) -> Result<KeyRing> {
         let corrupt = |m: &str| Error::new(ErrorKind::Corrupt, format!("key ring: {m}"));
         if stored.keys.is_empty() {

@@ -30,8 +30,6 @@ mod mutation;
 mod persistence;
 mod profile_image;
 mod session_token;
-// Wired into the engine by the next commit.
-#[allow(dead_code)]
 mod store;
 mod user;
 mod user_table;
@@ -51,6 +49,7 @@ pub use profile_image::{ImageFormat, ProfileImage};
 pub use session_token::{
     SessionToken, VerifiedSession, SESSION_TOKEN_MAX_LEN, SESSION_TOKEN_MIN_LEN,
 };
+pub use store::{StoreStats, SyncMode};
 pub use user::{NewUser, User, UserPatch, PRIVATE_METADATA_KEY};
 
 /// The README's Rust examples run as doc tests, so the front page cannot rot.

@@ -85,18 +85,8 @@ impl BlobStore {
         Ok(Some(bytes))
     }
 
-    /// Removes a blob nothing refers to any more. Removing a missing blob is not an error.
-    pub(crate) fn remove(&self, sha256: &[u8; 32]) -> Result<()> {
-        let path = self.path(sha256);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&format!("removing {}", path.display()), e)),
-        }
-    }
-
-    /// Every stored blob address (for collecting unreferenced blobs), and removes leftover
-    /// temporary files of interrupted writes unless `read_only`.
+    /// Every stored blob address, and removes leftover temporary files of interrupted writes
+    /// unless `read_only`.
     pub(crate) fn list(&self, read_only: bool) -> Result<Vec<[u8; 32]>> {
         let mut out = Vec::new();
         let entries = match fs::read_dir(&self.dir) {
@@ -170,8 +160,5 @@ mod tests {
 
         fs::write(&file, b"\x89PNG not reallY").unwrap();
         assert_eq!(blobs.get(&h).unwrap_err().kind(), ErrorKind::Corrupt);
-        blobs.remove(&h).unwrap();
-        blobs.remove(&h).unwrap();
-        assert_eq!(blobs.get(&h).unwrap(), None);
     }
 }

@@ -140,6 +140,37 @@ pub(crate) fn parse_header(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<
     ))
 }
 
+/// Appends one framed record to `out`, its payload written by `write` straight into `out` (no
+/// intermediate buffer). On error `out` is left as it was.
+pub(crate) fn encode_frame_with(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    let written = write(out);
+    let len = out.len() - start - FRAME_HEADER_LEN;
+    if let Err(e) = written {
+        out.truncate(start);
+        return Err(e);
+    }
+    if len > MAX_RECORD_LEN {
+        out.truncate(start);
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!("a store record of {len} bytes exceeds the {MAX_RECORD_LEN}-byte limit"),
+        ));
+    }
+    let len = len as u32;
+    let word = (len | (length_check(len) << 24)).to_le_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&word);
+    crc.update(&out[start + FRAME_HEADER_LEN..]);
+    out[start..start + 4].copy_from_slice(&word);
+    out[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
+    Ok(())
+}
+
 /// Appends one framed record to `out`.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) -> Result<()> {
     if payload.len() > MAX_RECORD_LEN {

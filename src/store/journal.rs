@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::frame::encode_frame;
+use super::frame::encode_frame_with;
 use crate::error::{Error, ErrorKind, Result};
 
 /// When appended records reach the disk.
@@ -44,15 +44,19 @@ pub enum SyncMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Ticket(pub(crate) u64);
 
-/// Counters for tests and benchmarks.
+/// Counters of a durable engine's journal since it was opened ([`crate::Engine::store_stats`]).
+///
+/// `records_synced / syncs` is the group-commit factor: how many writes shared one
+/// `fdatasync`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct JournalStats {
+#[non_exhaustive]
+pub struct StoreStats {
     /// Records written and synced.
-    pub(crate) records_synced: u64,
+    pub records_synced: u64,
     /// Calls to `fdatasync` that succeeded.
-    pub(crate) syncs: u64,
-    /// Bytes written, headers excluded.
-    pub(crate) bytes_written: u64,
+    pub syncs: u64,
+    /// Record bytes written (file headers excluded).
+    pub bytes_written: u64,
 }
 
 /// Where batches go: the journal file, or a fault-injecting stand-in in tests.
@@ -155,13 +159,25 @@ impl Journal {
     }
 
     /// Buffers one record; call [`Journal::wait`] with the ticket to make it durable.
+    #[cfg(test)]
     pub(crate) fn append(&self, record: &[u8]) -> Result<Ticket> {
+        self.append_with(|buf| {
+            buf.extend_from_slice(record);
+            Ok(())
+        })
+    }
+
+    /// Buffers the record `write` serialises into the pending batch.
+    pub(crate) fn append_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<Ticket> {
         let mut st = self.inner.state.lock();
         if let Some(msg) = &st.poisoned {
             return Err(poisoned_error(msg));
         }
         let before = st.pending.len();
-        encode_frame(&mut st.pending, record)?;
+        encode_frame_with(&mut st.pending, write)?;
         st.file_bytes += (st.pending.len() - before) as u64;
         st.pending_records += 1;
         st.appended += 1;
@@ -209,8 +225,8 @@ impl Journal {
         self.inner.state.lock().file_bytes
     }
 
-    pub(crate) fn stats(&self) -> JournalStats {
-        JournalStats {
+    pub(crate) fn stats(&self) -> StoreStats {
+        StoreStats {
             records_synced: self.inner.records_synced.load(Ordering::Relaxed),
             syncs: self.inner.syncs.load(Ordering::Relaxed),
             bytes_written: self.inner.bytes_written.load(Ordering::Relaxed),
@@ -386,7 +402,7 @@ pub(crate) mod tests {
         assert_eq!(j.stats().records_synced, 1);
     }
 
-    fn hammer(threads: usize, per_thread: usize) -> JournalStats {
+    fn hammer(threads: usize, per_thread: usize) -> StoreStats {
         let sink = Arc::new(FakeSink::default());
         *sink.sync_delay.lock() = Duration::from_micros(300);
         let j = journal(&sink, SyncMode::Durable);

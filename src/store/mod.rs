@@ -22,6 +22,7 @@
 mod atomic_file;
 mod blobs;
 mod dir_lock;
+mod durable;
 mod frame;
 mod journal;
 mod key_file;
@@ -44,8 +45,9 @@ use frame::{
     corrupt_error, encode_header, parse_header, scan_frames, FileKind, ScanEnd, HEADER_LEN,
 };
 use journal::Journal;
+pub use journal::StoreStats;
 pub use journal::SyncMode;
-pub(crate) use journal::{JournalStats, Ticket};
+pub(crate) use journal::Ticket;
 use snapshot::{read_snapshot, SnapshotWriter};
 
 const JOURNAL_PREFIX: &str = "journal-";
@@ -55,6 +57,26 @@ const SNAPSHOT_SUFFIX: &str = ".tss";
 
 /// A journal smaller than this is never worth compacting, whatever the snapshot size.
 pub(crate) const COMPACTION_MIN_JOURNAL_BYTES: u64 = 16 << 20;
+
+#[cfg(not(test))]
+fn compaction_min_journal_bytes() -> u64 {
+    COMPACTION_MIN_JOURNAL_BYTES
+}
+
+#[cfg(test)]
+static COMPACTION_MIN_FOR_TESTS: AtomicU64 = AtomicU64::new(COMPACTION_MIN_JOURNAL_BYTES);
+
+/// Lets a test see automatic compaction without writing 16 MiB (affects every test running
+/// at the same time, which only makes them compact more).
+#[cfg(test)]
+fn set_compaction_min_journal_bytes_for_tests(bytes: u64) {
+    COMPACTION_MIN_FOR_TESTS.store(bytes, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+fn compaction_min_journal_bytes() -> u64 {
+    COMPACTION_MIN_FOR_TESTS.load(Ordering::Relaxed)
+}
 
 fn journal_name(generation: u64) -> String {
     format!("{JOURNAL_PREFIX}{generation:016x}{JOURNAL_SUFFIX}")
@@ -77,9 +99,6 @@ fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 pub(crate) struct StoreOptions {
     /// When appended records are synced.
     pub(crate) sync: SyncMode,
-    /// Read-only open that loads every record before the first damaged one instead of failing,
-    /// changes nothing on disk, and refuses writes with [`ErrorKind::ReadOnly`].
-    pub(crate) salvage: bool,
 }
 
 /// Where a replayed record came from: snapshots hold state entries, journals hold changes.
@@ -102,6 +121,59 @@ pub(crate) struct Recovery {
     pub(crate) torn_bytes: u64,
     /// In salvage mode, the damage where loading stopped; everything after it was not loaded.
     pub(crate) salvage_stopped_at: Option<Error>,
+}
+
+/// A data directory locked for this engine, before its records are loaded: the key ring is
+/// read first because the engine needs it before replaying anything.
+pub(crate) struct LockedDir {
+    dir: PathBuf,
+    lock: Option<DirLock>,
+    read_only: bool,
+}
+
+impl LockedDir {
+    /// Locks `dir` — exclusively, creating it if needed; or shared and read-only for salvage.
+    pub(crate) fn acquire(dir: &Path, salvage: bool) -> Result<LockedDir> {
+        let lock = if salvage {
+            if !dir.is_dir() {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("data directory {} does not exist", dir.display()),
+                ));
+            }
+            DirLock::shared(dir)?
+        } else {
+            if !dir.is_dir() {
+                fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(&format!("creating {}", dir.display()), e))?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+            Some(DirLock::exclusive(dir)?)
+        };
+        Ok(LockedDir {
+            dir: dir.to_path_buf(),
+            lock,
+            read_only: salvage,
+        })
+    }
+
+    /// The serialised key ring, if one was written.
+    pub(crate) fn read_key_ring(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        key_file::read_key_file(&self.dir.join(key_file::KEY_FILE))
+    }
+
+    /// Writes the key ring (first open of a new directory).
+    pub(crate) fn write_key_ring(&self, key_ring: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                "salvage opens write nothing",
+            ));
+        }
+        key_file::write_key_file(&self.dir.join(key_file::KEY_FILE), key_ring)
+    }
 }
 
 /// An open data directory.
@@ -128,31 +200,34 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed, unless salvaging) the data directory `dir`, delivering every
     /// stored record to `apply` in order: the newest snapshot's, then the journals'.
+    #[cfg(test)]
     pub(crate) fn open(
         dir: &Path,
+        salvage: bool,
+        apply: impl FnMut(Origin, &[u8]) -> Result<()>,
+    ) -> Result<(Store, Recovery)> {
+        Store::open_locked(
+            LockedDir::acquire(dir, salvage)?,
+            StoreOptions::default(),
+            apply,
+        )
+    }
+
+    /// Opens a locked data directory, delivering every stored record to `apply` in order: the
+    /// newest snapshot's, then the journals'. A salvage lock loads every record before the
+    /// first damaged one instead of failing, changes nothing on disk, and refuses writes with
+    /// [`ErrorKind::ReadOnly`].
+    pub(crate) fn open_locked(
+        locked: LockedDir,
         opts: StoreOptions,
         mut apply: impl FnMut(Origin, &[u8]) -> Result<()>,
     ) -> Result<(Store, Recovery)> {
-        let read_only = opts.salvage;
-        let lock = if read_only {
-            if !dir.is_dir() {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("data directory {} does not exist", dir.display()),
-                ));
-            }
-            DirLock::shared(dir)?
-        } else {
-            if !dir.is_dir() {
-                fs::create_dir_all(dir)
-                    .map_err(|e| Error::io(&format!("creating {}", dir.display()), e))?;
-                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    sync_dir(parent)?;
-                }
-            }
-            Some(DirLock::exclusive(dir)?)
-        };
-
+        let LockedDir {
+            dir,
+            lock,
+            read_only,
+        } = locked;
+        let dir = dir.as_path();
         let (mut snapshots, mut journals) = (Vec::new(), Vec::new());
         let entries =
             fs::read_dir(dir).map_err(|e| Error::io(&format!("listing {}", dir.display()), e))?;
@@ -176,7 +251,7 @@ impl Store {
         let base = snapshots.last().copied();
         if let Some(s) = base {
             let path = dir.join(snapshot_name(s));
-            let (read, stopped) = read_snapshot(&path, opts.salvage, |rec| {
+            let (read, stopped) = read_snapshot(&path, read_only, |rec| {
                 recovery.records += 1;
                 apply(Origin::Snapshot, rec)
             })?;
@@ -218,7 +293,7 @@ impl Store {
             for (i, &g) in live.iter().enumerate() {
                 let newest = i + 1 == live.len();
                 let path = dir.join(journal_name(g));
-                let replayed = replay_journal(&path, g, newest, opts.salvage, &mut |rec| {
+                let replayed = replay_journal(&path, g, newest, read_only, &mut |rec| {
                     recovery.records += 1;
                     apply(Origin::Journal, rec)
                 })?;
@@ -300,12 +375,8 @@ impl Store {
         Ok((store, recovery))
     }
 
-    /// The data directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Whether this is a read-only salvage open.
+    #[cfg(test)]
     pub(crate) fn is_read_only(&self) -> bool {
         self.journal.is_none()
     }
@@ -320,8 +391,20 @@ impl Store {
     }
 
     /// Buffers a record in apply order (call with the engine's writer mutex held).
+    #[cfg(test)]
     pub(crate) fn append(&self, record: &[u8]) -> Result<Ticket> {
-        self.journal()?.append(record)
+        self.journal()?.append_with(|buf| {
+            buf.extend_from_slice(record);
+            Ok(())
+        })
+    }
+
+    /// Buffers the record that `write` serialises straight into the journal's buffer.
+    pub(crate) fn append_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<Ticket> {
+        self.journal()?.append_with(write)
     }
 
     /// Waits until the record of `ticket` is as durable as the sync mode promises.
@@ -329,13 +412,8 @@ impl Store {
         self.journal()?.wait(ticket)
     }
 
-    /// Syncs every appended record, whatever the sync mode.
-    pub(crate) fn sync(&self) -> Result<()> {
-        self.journal()?.sync_all()
-    }
-
     /// Group-commit counters.
-    pub(crate) fn stats(&self) -> JournalStats {
+    pub(crate) fn stats(&self) -> StoreStats {
         self.journal
             .as_ref()
             .map(Journal::stats)
@@ -354,14 +432,9 @@ impl Store {
     }
 
     /// Every stored blob address.
+    #[cfg(test)]
     pub(crate) fn blob_addresses(&self) -> Result<Vec<[u8; 32]>> {
         self.blobs.list(self.is_read_only())
-    }
-
-    /// Deletes a blob nothing refers to.
-    pub(crate) fn remove_blob(&self, sha256: &[u8; 32]) -> Result<()> {
-        self.journal()?;
-        self.blobs.remove(sha256)
     }
 
     /// Replaces the key file (mode 0600) with the serialised key ring.
@@ -371,6 +444,7 @@ impl Store {
     }
 
     /// The serialised key ring, if one was written.
+    #[cfg(test)]
     pub(crate) fn read_key_ring(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
         key_file::read_key_file(&self.dir.join(key_file::KEY_FILE))
     }
@@ -387,7 +461,7 @@ impl Store {
         let floor = self
             .snapshot_bytes
             .load(Ordering::Relaxed)
-            .max(COMPACTION_MIN_JOURNAL_BYTES);
+            .max(compaction_min_journal_bytes());
         !self.compacting.load(Ordering::Relaxed) && self.journal_bytes() > floor
     }
 
@@ -421,6 +495,13 @@ impl Store {
     /// Records the size of a snapshot just finished, for [`Store::wants_compaction`].
     pub(crate) fn compaction_finished(&self, snapshot_bytes: u64) {
         self.snapshot_bytes.store(snapshot_bytes, Ordering::Relaxed);
+    }
+
+    /// After a failed compaction, waits for the journal to double before trying again, so a
+    /// full disk does not start a compaction after every write.
+    pub(crate) fn compaction_failed(&self) {
+        self.snapshot_bytes
+            .fetch_max(self.journal_bytes(), Ordering::Relaxed);
     }
 }
 
@@ -572,5 +653,7 @@ fn replay_journal(
     }
 }
 
+#[cfg(test)]
+mod engine_tests;
 #[cfg(test)]
 mod tests;

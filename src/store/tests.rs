@@ -7,11 +7,7 @@ type Records = Vec<(Origin, Vec<u8>)>;
 
 fn open(dir: &Path, salvage: bool) -> Result<(Store, Records, Recovery)> {
     let mut got = Vec::new();
-    let opts = StoreOptions {
-        salvage,
-        ..StoreOptions::default()
-    };
-    let (store, rec) = Store::open(dir, opts, |o, r| {
+    let (store, rec) = Store::open(dir, salvage, |o, r| {
         got.push((o, r.to_vec()));
         Ok(())
     })?;
