@@ -19,12 +19,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::frame::encode_frame_with;
 use crate::error::{Error, ErrorKind, Result};
+
+/// Longest a leader waits for more records before syncing (see [`Inner::lead`]).
+const MAX_GATHER: Duration = Duration::from_millis(1);
 
 /// When appended records reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -91,6 +94,13 @@ struct State {
     poisoned: Option<Arc<str>>,
     sink: Arc<dyn Sink>,
     path: PathBuf,
+    /// Threads inside [`Inner::wait_durable`].
+    waiters: usize,
+    /// Writers that were waiting when the last batch finished: how many records the next
+    /// leader may reasonably gather.
+    concurrency: usize,
+    /// Duration of the last write + sync, bounding how long a leader gathers.
+    last_sync: Duration,
     /// Bytes in the current file after its header, for the compaction threshold.
     file_bytes: u64,
     shutdown: bool,
@@ -100,6 +110,8 @@ struct Inner {
     state: Mutex<State>,
     /// Signalled when a batch finishes (or the journal is poisoned or shut down).
     done: Condvar,
+    /// Signalled on every append, for a leader gathering a batch.
+    appended: Condvar,
     records_synced: AtomicU64,
     syncs: AtomicU64,
     bytes_written: AtomicU64,
@@ -131,10 +143,14 @@ impl Journal {
                 poisoned: None,
                 sink,
                 path,
+                waiters: 0,
+                concurrency: 0,
+                last_sync: Duration::ZERO,
                 file_bytes,
                 shutdown: false,
             }),
             done: Condvar::new(),
+            appended: Condvar::new(),
             records_synced: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -181,7 +197,10 @@ impl Journal {
         st.file_bytes += (st.pending.len() - before) as u64;
         st.pending_records += 1;
         st.appended += 1;
-        Ok(Ticket(st.appended))
+        let ticket = Ticket(st.appended);
+        drop(st);
+        self.inner.appended.notify_one();
+        Ok(ticket)
     }
 
     /// Blocks until the record of `ticket` is durable (in [`SyncMode::Durable`]); in relaxed
@@ -251,6 +270,13 @@ impl Drop for Journal {
 impl Inner {
     fn wait_durable(&self, ticket: u64) -> Result<()> {
         let mut st = self.state.lock();
+        st.waiters += 1;
+        let result = self.wait_durable_locked(&mut st, ticket);
+        st.waiters -= 1;
+        result
+    }
+
+    fn wait_durable_locked(&self, st: &mut MutexGuard<'_, State>, ticket: u64) -> Result<()> {
         loop {
             if st.durable >= ticket {
                 return Ok(());
@@ -259,7 +285,7 @@ impl Inner {
                 return Err(poisoned_error(msg));
             }
             if st.leading {
-                self.done.wait(&mut st);
+                self.done.wait(st);
             } else if st.pending.is_empty() {
                 // Every appended record is pending, in a leader's batch, or durable.
                 return Err(Error::new(
@@ -267,7 +293,7 @@ impl Inner {
                     format!("journal ticket {ticket} is neither pending nor durable"),
                 ));
             } else {
-                self.lead(&mut st);
+                self.lead(st);
             }
         }
     }
@@ -278,14 +304,30 @@ impl Inner {
             return;
         }
         st.leading = true;
+        // Gather: if the last sync ended with several writers waiting, they are likely to
+        // append again right away; waiting a fraction of a sync for them turns strict
+        // alternation (one record per sync with two writers) into shared syncs. A lone
+        // writer (concurrency 1) never waits.
+        if st.concurrency > 1 && st.pending_records < st.concurrency as u64 {
+            let deadline = Instant::now() + (st.last_sync / 2).min(MAX_GATHER);
+            while st.pending_records < st.concurrency as u64 && !st.shutdown {
+                if self.appended.wait_until(st, deadline).timed_out() {
+                    break;
+                }
+            }
+        }
         let spare = std::mem::take(&mut st.spare);
         let mut batch = std::mem::replace(&mut st.pending, spare);
         let records = std::mem::take(&mut st.pending_records);
         let target = st.appended;
         let sink = Arc::clone(&st.sink);
+        let started = Instant::now();
         let result = MutexGuard::unlocked(st, || {
             sink.write_all(&batch).and_then(|()| sink.sync_data())
         });
+        st.last_sync = started.elapsed();
+        // Everyone still in `wait` now (this leader included) is a concurrent writer.
+        st.concurrency = st.waiters;
         st.leading = false;
         match result {
             Ok(()) => {
