@@ -5,6 +5,7 @@
 mod clock;
 mod config;
 mod error;
+pub mod ffi;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, UserIdCase, UserIdPolicy, DAY_MS};
