@@ -12,7 +12,7 @@
  *
  * Last error. After a failure, tessera_last_error_message() copies a human-readable message
  * (never containing a secret) for the calling thread. It is thread-local and is cleared at the
- * start of every call, so read it right after the failing call.
+ * start of every call that returns a tessera_status, so read it right after the failing call.
  *
  * Text inputs are (const char *ptr, size_t len) pairs: UTF-8, NOT NUL-terminated, borrowed for
  * the duration of the call only. ptr may be NULL when len is 0 (the empty string). NULL with
@@ -65,6 +65,40 @@
  * Longer inputs fail with `TESSERA_INPUT_TOO_LARGE` before anything else is looked at.
  */
 #define TESSERA_MAX_INPUT_LEN ((16 * 1024) * 1024)
+
+/**
+ * Length of every access token, in bytes (`tsat_` + 49 characters). A buffer for one needs
+ * `TESSERA_ACCESS_TOKEN_LEN + 1` bytes.
+ */
+#define TESSERA_ACCESS_TOKEN_LEN 54
+
+/**
+ * Most events one `tessera_event_drain` call may take.
+ */
+#define TESSERA_EVENT_DRAIN_MAX 65536
+
+/**
+ * Longest possible session token, in bytes. A buffer for any session token needs
+ * `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
+ */
+#define TESSERA_SESSION_TOKEN_MAX_LEN 168
+
+/**
+ * Size of the `key_id` array of `tessera_verified_session`: 1..=3 characters plus the NUL.
+ */
+#define TESSERA_KEY_ID_BUF_SIZE 4
+
+/**
+ * Pass as `expires_at_ms` to `tessera_session_token_issue` for the configured default
+ * lifetime (7 days unless configured otherwise).
+ */
+#define TESSERA_SESSION_DEFAULT_EXPIRY 0
+
+/**
+ * Size of the `user_id` arrays in result structs: the longest user id any configuration allows
+ * (191 characters of up to 4 UTF-8 bytes each) plus the terminating NUL.
+ */
+#define TESSERA_USER_ID_BUF_SIZE 765
 
 /**
  * The C ABI version. It changes only when a change would break a program compiled against an
@@ -243,14 +277,135 @@ typedef uint32_t tessera_status;
 #endif // __cplusplus
 
 /**
+ * How `tessera_user_authenticate` accepted a login.
+ */
+enum tessera_auth_method
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * By user id alone (only with `allow_id_only_login`, before any token was issued).
+     */
+    TESSERA_AUTH_USER_ID_ONLY = 1,
+    /**
+     * By an access token (`token_id` is set).
+     */
+    TESSERA_AUTH_ACCESS_TOKEN = 2,
+    /**
+     * By a session token (`expires_at_ms` is set).
+     */
+    TESSERA_AUTH_SESSION_TOKEN = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tessera_auth_method tessera_auth_method;
+#else
+typedef uint32_t tessera_auth_method;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Binary data owned by Tessera (an uploaded profile image).
+ *
+ * Read it with `tessera_bytes_ptr` and `tessera_bytes_len`; free it with `tessera_bytes_free`,
+ * never with libc `free`. Freeing overwrites the bytes with zeros first. A
+ * `const tessera_bytes *` may be read from several threads at once.
+ */
+typedef struct tessera_bytes tessera_bytes;
+
+/**
+ * An engine handle. Opened with `tessera_engine_open_in_memory` (or
+ * `tessera_engine_open_in_memory_with_config`), freed with `tessera_engine_free`.
+ *
+ * Every function taking a `const tessera_engine *` may be called on the same handle from any
+ * number of threads at once; readers (verify, get, list) do not block each other. Only
+ * `tessera_engine_free` needs exclusive use.
+ */
+typedef struct tessera_engine tessera_engine;
+
+/**
  * A UTF-8 string owned by Tessera (a JSON record, a list page, a batch of events).
  *
  * Read it with `tessera_string_ptr` and `tessera_string_len`; free it with
- * `tessera_string_free`, never with libc `free`. Freeing overwrites the bytes with zeros first,
- * since some of these strings hold secrets. A `const tessera_string *` may be read from several
- * threads at once.
+ * `tessera_string_free`, never with libc `free`. Freeing overwrites the bytes with zeros first.
+ * A `const tessera_string *` may be read from several threads at once.
  */
 typedef struct tessera_string tessera_string;
+
+/**
+ * The result of a successful `tessera_access_token_verify`. Filled by Tessera; no pointers
+ * inside, nothing to free.
+ */
+typedef struct tessera_verified_access_token {
+    /**
+     * The owner's user id, NUL-terminated UTF-8.
+     */
+    char user_id[TESSERA_USER_ID_BUF_SIZE];
+    /**
+     * Length of `user_id` in bytes, without the NUL.
+     */
+    size_t user_id_len;
+    /**
+     * The token's id (for `tessera_access_token_revoke`).
+     */
+    uint64_t token_id;
+} tessera_verified_access_token;
+
+/**
+ * The result of a successful `tessera_session_token_verify`. Filled by Tessera; no pointers
+ * inside, nothing to free.
+ */
+typedef struct tessera_verified_session {
+    /**
+     * The user's id, NUL-terminated UTF-8.
+     */
+    char user_id[TESSERA_USER_ID_BUF_SIZE];
+    /**
+     * Length of `user_id` in bytes, without the NUL.
+     */
+    size_t user_id_len;
+    /**
+     * When the token was issued, ms since the Unix epoch (whole seconds).
+     */
+    int64_t issued_at_ms;
+    /**
+     * When it expires, ms since the Unix epoch (whole seconds).
+     */
+    int64_t expires_at_ms;
+    /**
+     * The id of the signing key, NUL-terminated.
+     */
+    char key_id[TESSERA_KEY_ID_BUF_SIZE];
+} tessera_verified_session;
+
+/**
+ * The result of a successful `tessera_user_authenticate`. Filled by Tessera; no pointers
+ * inside, nothing to free.
+ */
+typedef struct tessera_authenticated {
+    /**
+     * The user's id as stored (after case normalisation), NUL-terminated UTF-8.
+     */
+    char user_id[TESSERA_USER_ID_BUF_SIZE];
+    /**
+     * Length of `user_id` in bytes, without the NUL.
+     */
+    size_t user_id_len;
+    /**
+     * Which credential was accepted.
+     */
+    tessera_auth_method method;
+    /**
+     * The access token's id for `TESSERA_AUTH_ACCESS_TOKEN`, else 0.
+     */
+    uint64_t token_id;
+    /**
+     * The session token's expiry (ms since the Unix epoch) for `TESSERA_AUTH_SESSION_TOKEN`,
+     * else 0.
+     */
+    int64_t expires_at_ms;
+} tessera_authenticated;
 
 #ifdef __cplusplus
 extern "C" {
@@ -260,8 +415,9 @@ extern "C" {
  * Copies the calling thread's last error message into `buf` as NUL-terminated UTF-8.
  *
  * The last error message is set by the most recent Tessera call on this thread that failed,
- * and cleared at the start of every Tessera call except this one, `tessera_status_str` and
- * the version functions; it is empty after a call that succeeded. It never contains a secret
+ * and cleared at the start of every function returning a `tessera_status` except this one
+ * (accessors such as `tessera_string_len` or `tessera_status_str` leave it alone); it is empty
+ * after a call that succeeded. It never contains a secret
  * (no token, key or digest).
  *
  * `buf` may be NULL only when `cap` is 0 (a size query). `*out_len` receives the message
@@ -278,24 +434,256 @@ extern "C" {
 tessera_status tessera_last_error_message(char *buf, size_t cap, size_t *out_len);
 
 /**
- * A short static description of a status code, as a NUL-terminated ASCII string.
+ * Issues a permanent access token for a user and writes it, NUL-terminated, into `token_buf`.
  *
- * Takes any value, including codes this version does not know (it returns
- * `"unknown status"` for those). Never returns NULL; the string lives for the whole program
- * and must not be freed. Does not touch the last error message. Safe to call from any thread.
+ * `label` is optional (NULL with length 0 for none). `token_cap` must be at least
+ * `TESSERA_ACCESS_TOKEN_LEN + 1`; this is checked *before* anything is issued
+ * (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_ACCESS_TOKEN_LEN`).
+ * `*out_token_len` receives the token length. `*out_token_id` (if not NULL) receives the new
+ * token's id; `*out_evicted_id` (if not NULL) the id of the user's oldest token if issuing this
+ * one revoked it to stay within the per-user limit, else 0 (token ids start at 1).
+ *
+ * The token is shown only now: Tessera keeps its SHA-256 digest. Wipe your copy when done.
+ * Hot path: allocates nothing for the caller. Thread-safe.
+ *
+ * # Safety
+ * Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; out-pointers NULL (where
+ * allowed) or valid for one write; `engine` a live handle.
  */
-const char *tessera_status_str(uint32_t code);
+tessera_status tessera_access_token_issue(const struct tessera_engine *engine,
+                                          const char *user_id,
+                                          size_t user_id_len,
+                                          const char *label,
+                                          size_t label_len,
+                                          char *token_buf,
+                                          size_t token_cap,
+                                          size_t *out_token_len,
+                                          uint64_t *out_token_id,
+                                          uint64_t *out_evicted_id);
+
+/**
+ * Verifies an access token: `TESSERA_OK` when it is valid, else `TESSERA_INVALID_TOKEN`
+ * (malformed, unknown or revoked: one code, no hint) or `TESSERA_USER_DEACTIVATED`.
+ *
+ * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
+ * Thread-safe.
+ *
+ * # Safety
+ * `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
+ */
+tessera_status tessera_access_token_verify(const struct tessera_engine *engine,
+                                           const char *token,
+                                           size_t token_len,
+                                           struct tessera_verified_access_token *out);
+
+/**
+ * Writes the user's valid access tokens, oldest first, as a JSON array to `*out_tokens`
+ * (required): `[{"id": 1, "created_at_ms": ..., "label": "phone" or null}, ...]`. Never the
+ * secrets. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `out_tokens` valid for one pointer write; `engine`
+ * a live handle.
+ */
+tessera_status tessera_access_token_list(const struct tessera_engine *engine,
+                                         const char *user_id,
+                                         size_t user_id_len,
+                                         struct tessera_string **out_tokens);
+
+/**
+ * Revokes one access token of a user, by id (an `access_token_revoked` event is queued).
+ * Fails with `TESSERA_TOKEN_NOT_FOUND`. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
+ */
+tessera_status tessera_access_token_revoke(const struct tessera_engine *engine,
+                                           const char *user_id,
+                                           size_t user_id_len,
+                                           uint64_t token_id);
+
+/**
+ * Revokes every access token of a user. `*out_count` (if not NULL) receives how many there
+ * were. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `out_count` NULL or valid for one write; `engine`
+ * a live handle.
+ */
+tessera_status tessera_access_token_revoke_all(const struct tessera_engine *engine,
+                                               const char *user_id,
+                                               size_t user_id_len,
+                                               size_t *out_count);
+
+/**
+ * Registers a push device for a user, from JSON:
+ * `{"device_type": "ios" | "android" | "web", "push_token": "...", "voip_push_token": "...",
+ * "os_version": "...", "mode": "production" | "sandbox"}` (the last three optional).
+ *
+ * Re-registering a push token refreshes it; a push token held by another user moves to this
+ * one; past the per-type limit the oldest device of that type is evicted. `*out_result` (if not
+ * NULL) receives `{"device": {...}, "evicted": {...} or null}`. Thread-safe.
+ *
+ * # Safety
+ * Pointer/length pairs valid; `out_result` NULL or valid for one pointer write; `engine` live.
+ */
+tessera_status tessera_device_add(const struct tessera_engine *engine,
+                                  const char *user_id,
+                                  size_t user_id_len,
+                                  const char *device_json,
+                                  size_t device_len,
+                                  struct tessera_string **out_result);
+
+/**
+ * Writes the user's devices, oldest first, as a JSON array to `*out_devices` (required).
+ * Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `out_devices` valid for one pointer write; `engine`
+ * a live handle.
+ */
+tessera_status tessera_device_list(const struct tessera_engine *engine,
+                                   const char *user_id,
+                                   size_t user_id_len,
+                                   struct tessera_string **out_devices);
+
+/**
+ * Removes the user's device with this push token. Fails with `TESSERA_DEVICE_NOT_FOUND`.
+ * `*out_device` (if not NULL) receives the removed device as JSON. Thread-safe.
+ *
+ * # Safety
+ * Pointer/length pairs valid; `out_device` NULL or valid for one pointer write; `engine` live.
+ */
+tessera_status tessera_device_remove(const struct tessera_engine *engine,
+                                     const char *user_id,
+                                     size_t user_id_len,
+                                     const char *push_token,
+                                     size_t push_token_len,
+                                     struct tessera_string **out_device);
+
+/**
+ * Opens an engine that keeps its state in memory only, with the default configuration.
+ *
+ * On success writes a new handle to `*out_engine`; free it with `tessera_engine_free`. On
+ * failure `*out_engine` is left untouched. Returns `TESSERA_NULL_POINTER` when `out_engine`
+ * is NULL. Thread-safe.
+ *
+ * # Safety
+ * `out_engine`, unless NULL, must be valid for one pointer write.
+ */
+tessera_status tessera_engine_open_in_memory(struct tessera_engine **out_engine);
+
+/**
+ * Opens an in-memory engine with a configuration given as a JSON object.
+ *
+ * `config_json` (UTF-8, `config_len` bytes) holds any of the fields of the Rust
+ * `tessera::Config`, by the same names; absent fields keep their documented defaults, e.g.
+ * `{"allow_id_only_login": true, "access_tokens_per_user": 20}`.
+ * `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
+ * `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
+ * `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
+ *
+ * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
+ * failure leaves it untouched. Thread-safe.
+ *
+ * # Safety
+ * `config_json` must be valid for `config_len` bytes (or NULL with 0); `out_engine`, unless
+ * NULL, valid for one pointer write.
+ */
+tessera_status tessera_engine_open_in_memory_with_config(const char *config_json,
+                                                         size_t config_len,
+                                                         struct tessera_engine **out_engine);
+
+/**
+ * Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
+ *
+ * No other call may be using `engine` (from any thread) while, or after, it is freed.
+ *
+ * # Safety
+ * `engine` must be NULL or a handle from `tessera_engine_open*` not yet freed.
+ */
+void tessera_engine_free(struct tessera_engine *engine);
+
+/**
+ * Writes the number of users to `*out_count`. Thread-safe.
+ *
+ * # Safety
+ * `engine` must be a live handle; `out_count`, unless NULL, valid for one write.
+ */
+tessera_status tessera_engine_user_count(const struct tessera_engine *engine, size_t *out_count);
+
+/**
+ * Takes up to `max` (1..=`TESSERA_EVENT_DRAIN_MAX`) queued revocation events, oldest first, and
+ * writes them as a JSON array to `*out_events` (required; `[]` when there are none). Each event
+ * is `{"seq": 1, "kind": "sessions_revoked", "code": 4, "user_id": "alice" or null,
+ * "token_id": 3 or null, "key_id": "a" or null, "at_ms": ...}`. Kinds and codes:
+ * `access_token_evicted` 1, `access_token_revoked` 2, `access_tokens_revoked` 3,
+ * `sessions_revoked` 4, `user_deleted` 5, `user_deactivated` 6, `key_retired` 7,
+ * `all_sessions_revoked` 8; new kinds may appear.
+ *
+ * Each event is delivered to exactly one drain call, even with several threads draining.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out_events` valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_event_drain(const struct tessera_engine *engine,
+                                   size_t max,
+                                   struct tessera_string **out_events);
+
+/**
+ * Writes to `*out_count` how many events were dropped because the queue was full (the
+ * `event_queue_capacity` setting) since the engine was opened. Thread-safe.
+ *
+ * # Safety
+ * `out_count` valid for one write; `engine` a live handle.
+ */
+tessera_status tessera_event_dropped_count(const struct tessera_engine *engine,
+                                           uint64_t *out_count);
+
+/**
+ * Adds a new active signing key; older keys keep verifying until retired. `*out_key` (if not
+ * NULL) receives `{"key_id": "b", "created_at_ms": ..., "active": true}`. Thread-safe.
+ *
+ * # Safety
+ * `out_key` NULL or valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_key_rotate(const struct tessera_engine *engine,
+                                  struct tessera_string **out_key);
+
+/**
+ * Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
+ * is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
+ * (rotate first). Thread-safe.
+ *
+ * # Safety
+ * `key_id` valid for `key_id_len` bytes; `engine` a live handle.
+ */
+tessera_status tessera_key_retire(const struct tessera_engine *engine,
+                                  const char *key_id,
+                                  size_t key_id_len);
+
+/**
+ * Writes every live signing key, oldest first, as a JSON array of
+ * `{"key_id", "created_at_ms", "active"}` objects to `*out_keys` (required). Never the
+ * secrets. Thread-safe.
+ *
+ * # Safety
+ * `out_keys` valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_key_list(const struct tessera_engine *engine,
+                                struct tessera_string **out_keys);
 
 /**
  * The text of `s`, NUL-terminated UTF-8. Valid until `tessera_string_free(s)`.
  *
- * Returns NULL when `s` is NULL. The text contains no NUL byte before its end, so it can be
- * used as a C string; its length is `tessera_string_len(s)`.
+ * Returns NULL when `s` is NULL. The length is `tessera_string_len(s)`; JSON text never holds
+ * a NUL byte before its end (NUL inside strings is escaped), so it can be used as a C string.
  *
  * # Safety
  * `s` must be NULL or a live `tessera_string` from Tessera.
  */
-const char *tessera_string_ptr(const tessera_string *s);
+const char *tessera_string_ptr(const struct tessera_string *s);
 
 /**
  * The length of `s` in bytes, not counting the terminating NUL. 0 when `s` is NULL.
@@ -303,7 +691,7 @@ const char *tessera_string_ptr(const tessera_string *s);
  * # Safety
  * `s` must be NULL or a live `tessera_string` from Tessera.
  */
-size_t tessera_string_len(const tessera_string *s);
+size_t tessera_string_len(const struct tessera_string *s);
 
 /**
  * Overwrites the bytes of `s` with zeros and frees it. `tessera_string_free(NULL)` does
@@ -313,7 +701,309 @@ size_t tessera_string_len(const tessera_string *s);
  * `s` must be NULL or a `tessera_string` from Tessera not yet freed, and no other thread may
  * be using it.
  */
-void tessera_string_free(tessera_string *s);
+void tessera_string_free(struct tessera_string *s);
+
+/**
+ * The bytes of `b`. Valid until `tessera_bytes_free(b)`. Returns NULL when `b` is NULL; the
+ * pointer of an empty object is not NULL but must not be read.
+ *
+ * # Safety
+ * `b` must be NULL or a live `tessera_bytes` from Tessera.
+ */
+const uint8_t *tessera_bytes_ptr(const struct tessera_bytes *b);
+
+/**
+ * The length of `b` in bytes. 0 when `b` is NULL.
+ *
+ * # Safety
+ * `b` must be NULL or a live `tessera_bytes` from Tessera.
+ */
+size_t tessera_bytes_len(const struct tessera_bytes *b);
+
+/**
+ * Overwrites the bytes of `b` with zeros and frees it. `tessera_bytes_free(NULL)` does
+ * nothing. `b` must not be used afterwards.
+ *
+ * # Safety
+ * `b` must be NULL or a `tessera_bytes` from Tessera not yet freed, and no other thread may be
+ * using it.
+ */
+void tessera_bytes_free(struct tessera_bytes *b);
+
+/**
+ * Uploads a profile image for a user: PNG or JPEG bytes (checked by magic number), at most
+ * the engine's `profile_image_max_bytes` (default 5 MiB; this input is exempt from
+ * `TESSERA_MAX_INPUT_LEN`). The image is stored content-addressed and the user's
+ * `profile_url` points at it (`tessera://images/<sha256>.png` by default).
+ *
+ * Fails with `TESSERA_INVALID_IMAGE`, `TESSERA_IMAGE_TOO_LARGE` or `TESSERA_USER_NOT_FOUND`.
+ * `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes, `image` for `image_len` bytes; `out_user` NULL or
+ * valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_profile_image_upload(const struct tessera_engine *engine,
+                                            const char *user_id,
+                                            size_t user_id_len,
+                                            const uint8_t *image,
+                                            size_t image_len,
+                                            struct tessera_string **out_user);
+
+/**
+ * Reads an uploaded image by its content address: the 64 lowercase hex digits of its SHA-256,
+ * as in the user's `profile_url`. `*out_image` (required) receives the bytes (free with
+ * `tessera_bytes_free`); `*out_content_type` (if not NULL) receives a static string,
+ * `"image/png"` or `"image/jpeg"` (do not free). Fails with `TESSERA_IMAGE_NOT_FOUND`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `sha256_hex` valid for `sha256_hex_len` bytes; `out_image` valid for one pointer write;
+ * `out_content_type` NULL or valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_profile_image_get(const struct tessera_engine *engine,
+                                         const char *sha256_hex,
+                                         size_t sha256_hex_len,
+                                         struct tessera_bytes **out_image,
+                                         const char **out_content_type);
+
+/**
+ * Issues a session token (an HS256 JWT of 119..=168 characters) for a user and writes it,
+ * NUL-terminated, into `token_buf`.
+ *
+ * `expires_at_ms` is the expiry in ms since the Unix epoch (rounded down to whole seconds), or
+ * `TESSERA_SESSION_DEFAULT_EXPIRY` (0) for the configured default; one in the past or beyond
+ * the configured maximum fails with `TESSERA_INVALID_EXPIRY`. `token_cap` must be at least
+ * `TESSERA_SESSION_TOKEN_MAX_LEN + 1`; this is checked before anything happens
+ * (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_SESSION_TOKEN_MAX_LEN`).
+ * `*out_token_len` receives the token length; `*out_expires_at_ms` (if not NULL) the expiry.
+ *
+ * Hot path: allocates nothing for the caller. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `token_buf` valid for `token_cap` bytes;
+ * `out_token_len` valid for one write; `out_expires_at_ms` NULL or valid for one write;
+ * `engine` a live handle.
+ */
+tessera_status tessera_session_token_issue(const struct tessera_engine *engine,
+                                           const char *user_id,
+                                           size_t user_id_len,
+                                           int64_t expires_at_ms,
+                                           char *token_buf,
+                                           size_t token_cap,
+                                           size_t *out_token_len,
+                                           int64_t *out_expires_at_ms);
+
+/**
+ * Verifies a session token: format and signature first (any failure there is
+ * `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), the user's existence
+ * (`TESSERA_USER_NOT_FOUND`), revocation (`TESSERA_TOKEN_REVOKED`) and state
+ * (`TESSERA_USER_DEACTIVATED`).
+ *
+ * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
+ * Thread-safe; verifications never block one another.
+ *
+ * # Safety
+ * `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
+ */
+tessera_status tessera_session_token_verify(const struct tessera_engine *engine,
+                                            const char *token,
+                                            size_t token_len,
+                                            struct tessera_verified_session *out);
+
+/**
+ * Revokes every session token of a user issued before this call returns (tokens issued after
+ * it verify; access tokens are untouched). A `sessions_revoked` event is queued. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
+ */
+tessera_status tessera_session_token_revoke(const struct tessera_engine *engine,
+                                            const char *user_id,
+                                            size_t user_id_len);
+
+/**
+ * Emergency: invalidates every session token of every user by replacing all signing keys with
+ * one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
+ * Thread-safe.
+ *
+ * # Safety
+ * `engine` must be a live handle.
+ */
+tessera_status tessera_session_token_revoke_everyone(const struct tessera_engine *engine);
+
+/**
+ * A short static description of a status code, as a NUL-terminated ASCII string.
+ *
+ * Takes any value, including codes this version does not know (it returns
+ * `"unknown status"` for those). Never returns NULL; the string lives for the whole program
+ * and must not be freed. Does not touch the last error message. Safe to call from any thread.
+ */
+const char *tessera_status_str(uint32_t code);
+
+/**
+ * Creates a user from a JSON object: `{"user_id": "alice", "nickname": "Alice", ...}` with the
+ * optional fields `profile_url`, `metadata` (object), `tags`, `role`, `status_message`, `link`,
+ * `email`, `mobile_number`, `discovery_keys`. Unknown fields fail with `TESSERA_INVALID_JSON`.
+ *
+ * Fails with `TESSERA_USER_ALREADY_EXISTS` when the id is taken, or a field code
+ * (`TESSERA_INVALID_USER_ID`, `TESSERA_FIELD_TOO_LONG`, ...). On success, when `out_user` is
+ * not NULL, writes the stored user as a JSON `tessera_string` (free with
+ * `tessera_string_free`). Thread-safe.
+ *
+ * # Safety
+ * `user_json` valid for `user_len` bytes; `out_user` NULL or valid for one pointer write;
+ * `engine` a live handle.
+ */
+tessera_status tessera_user_create(const struct tessera_engine *engine,
+                                   const char *user_json,
+                                   size_t user_len,
+                                   struct tessera_string **out_user);
+
+/**
+ * Creates a user, or finds the existing user with that id and leaves it unchanged.
+ *
+ * Takes the same JSON as `tessera_user_create`. `*out_created` (if not NULL) receives `true`
+ * when this call created the user. `*out_user` (if not NULL) receives the stored user as JSON.
+ * Thread-safe.
+ *
+ * # Safety
+ * As `tessera_user_create`; `out_created` NULL or valid for one write.
+ */
+tessera_status tessera_user_upsert(const struct tessera_engine *engine,
+                                   const char *user_json,
+                                   size_t user_len,
+                                   bool *out_created,
+                                   struct tessera_string **out_user);
+
+/**
+ * Gets a user by id and writes it as a JSON `tessera_string` to `*out_user` (required; free
+ * with `tessera_string_free`). Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `out_user` valid for one pointer write; `engine` a
+ * live handle.
+ */
+tessera_status tessera_user_get(const struct tessera_engine *engine,
+                                const char *user_id,
+                                size_t user_id_len,
+                                struct tessera_string **out_user);
+
+/**
+ * Changes the fields a JSON patch sets, all or nothing. The patch has the optional fields
+ * `nickname`, `profile_url`, `metadata`, `tags`, `role`, `status_message`, `link`, `email`,
+ * `mobile_number`, `discovery_keys`; a field set to `null` is cleared, a missing field is kept.
+ * `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
+ *
+ * # Safety
+ * Pointer/length pairs valid; `out_user` NULL or valid for one pointer write; `engine` live.
+ */
+tessera_status tessera_user_update(const struct tessera_engine *engine,
+                                   const char *user_id,
+                                   size_t user_id_len,
+                                   const char *patch_json,
+                                   size_t patch_len,
+                                   struct tessera_string **out_user);
+
+/**
+ * Deletes a user and revokes every token it held (a `user_deleted` event is queued). A user
+ * created later with the same id can never be reached by the old tokens. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
+ */
+tessera_status tessera_user_delete(const struct tessera_engine *engine,
+                                   const char *user_id,
+                                   size_t user_id_len);
+
+/**
+ * Deactivates a user: its tokens stop verifying (with `TESSERA_USER_DEACTIVATED`) until it
+ * is reactivated; nothing is revoked. Idempotent. `*out_user` (if not NULL) receives the user
+ * as JSON. Thread-safe.
+ *
+ * # Safety
+ * `user_id` valid for `user_id_len` bytes; `out_user` NULL or valid for one pointer write;
+ * `engine` a live handle.
+ */
+tessera_status tessera_user_deactivate(const struct tessera_engine *engine,
+                                       const char *user_id,
+                                       size_t user_id_len,
+                                       struct tessera_string **out_user);
+
+/**
+ * Reactivates a deactivated user; its unrevoked tokens verify again. Idempotent. `*out_user`
+ * (if not NULL) receives the user as JSON. Thread-safe.
+ *
+ * # Safety
+ * As `tessera_user_deactivate`.
+ */
+tessera_status tessera_user_reactivate(const struct tessera_engine *engine,
+                                       const char *user_id,
+                                       size_t user_id_len,
+                                       struct tessera_string **out_user);
+
+/**
+ * Lists users in creation order, one page at a time.
+ *
+ * `query_json` is an object with the optional fields `limit` (1..=100, default 20), `cursor`
+ * (the previous page's `next_cursor`), `user_ids` (array), `nickname_prefix`,
+ * `metadata_key` + `metadata_value`, `tag`, `active` (bool); every set filter must match. An
+ * empty input (NULL, 0) is the first page with no filter. `*out_page` (required) receives
+ * `{"users": [...], "next_cursor": "..." or null}`. Thread-safe.
+ *
+ * # Safety
+ * `query_json` valid for `query_len` bytes (or NULL with 0); `out_page` valid for one pointer
+ * write; `engine` a live handle.
+ */
+tessera_status tessera_user_list(const struct tessera_engine *engine,
+                                 const char *query_json,
+                                 size_t query_len,
+                                 struct tessera_string **out_page);
+
+/**
+ * Finds the user holding a discovery key and writes it as JSON to `*out_user` (required).
+ * Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
+ *
+ * # Safety
+ * `key` valid for `key_len` bytes; `out_user` valid for one pointer write; `engine` live.
+ */
+tessera_status tessera_user_find_by_discovery_key(const struct tessera_engine *engine,
+                                                  const char *key,
+                                                  size_t key_len,
+                                                  struct tessera_string **out_user);
+
+/**
+ * Finds the user owning a device push token and writes it as JSON to `*out_user` (required).
+ * Fails with `TESSERA_DEVICE_NOT_FOUND`. Thread-safe.
+ *
+ * # Safety
+ * `push_token` valid for `push_token_len` bytes; `out_user` valid for one pointer write;
+ * `engine` live.
+ */
+tessera_status tessera_user_find_by_push_token(const struct tessera_engine *engine,
+                                               const char *push_token,
+                                               size_t push_token_len,
+                                               struct tessera_string **out_user);
+
+/**
+ * Logs a user in (Sendbird's rule). With no token (`token` NULL and `token_len` 0), succeeds
+ * only when the engine allows id-only login and the user was never issued a token (else
+ * `TESSERA_TOKEN_REQUIRED`). With a token, it must be a valid access or session token *of
+ * this user* (else `TESSERA_INVALID_TOKEN`, `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`,
+ * `TESSERA_USER_DEACTIVATED`, ...).
+ *
+ * Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
+ * Thread-safe.
+ *
+ * # Safety
+ * Pointer/length pairs valid; `out` NULL or valid for one write; `engine` a live handle.
+ */
+tessera_status tessera_user_authenticate(const struct tessera_engine *engine,
+                                         const char *user_id,
+                                         size_t user_id_len,
+                                         const char *token,
+                                         size_t token_len,
+                                         struct tessera_authenticated *out);
 
 /**
  * The version of the loaded library as a static NUL-terminated string, e.g. `"0.1.0"`

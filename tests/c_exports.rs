@@ -69,7 +69,7 @@ fn exports_match_the_header_declarations() {
         .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with('*'))
         .filter_map(|l| {
             let open = l.find('(')?;
-            let name = l[..open].rsplit(|c: char| c == ' ' || c == '*').next()?;
+            let name = l[..open].rsplit([' ', '*']).next()?;
             name.starts_with("tessera_").then(|| name.to_owned())
         })
         .collect();

@@ -137,8 +137,9 @@ macro_rules! ffi_boundary {
 /// Copies the calling thread's last error message into `buf` as NUL-terminated UTF-8.
 ///
 /// The last error message is set by the most recent Tessera call on this thread that failed,
-/// and cleared at the start of every Tessera call except this one, `tessera_status_str` and
-/// the version functions; it is empty after a call that succeeded. It never contains a secret
+/// and cleared at the start of every function returning a `tessera_status` except this one
+/// (accessors such as `tessera_string_len` or `tessera_status_str` leave it alone); it is empty
+/// after a call that succeeded. It never contains a secret
 /// (no token, key or digest).
 ///
 /// `buf` may be NULL only when `cap` is 0 (a size query). `*out_len` receives the message

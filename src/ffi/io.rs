@@ -195,6 +195,33 @@ pub(crate) unsafe fn write_out<T>(out: *mut T, value: T, what: &str) -> Result<(
     Ok(())
 }
 
+/// Writes `text` NUL-terminated into the fixed array at `dst` (of `N` bytes) without creating a
+/// reference to it, and returns its length. Used for the `user_id` fields of the typed result
+/// structs, whose size holds the longest user id any configuration allows.
+///
+/// # Safety
+/// `dst` must be valid for writes of `N` bytes.
+pub(crate) unsafe fn fill_array<const N: usize>(
+    dst: *mut [c_char; N],
+    text: &str,
+) -> Result<usize, Failure> {
+    // Ids are bounded by the configuration's limit, which the array size covers.
+    let len = text.len();
+    if len >= N {
+        return fail(
+            TESSERA_INTERNAL,
+            format!("text of {len} bytes exceeds a {N}-byte field"),
+        );
+    }
+    // SAFETY: `len + 1 <= N` bytes into a writable array; distinct allocations.
+    unsafe {
+        let dst = dst.cast::<u8>();
+        std::ptr::copy_nonoverlapping(text.as_ptr(), dst, len);
+        dst.add(len).write(0);
+    }
+    Ok(len)
+}
+
 /// A `tessera_status` failure with a message, for use with `?`.
 pub(crate) fn fail<T>(status: tessera_status, message: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::new(status, message))

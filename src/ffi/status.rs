@@ -239,10 +239,10 @@ impl From<ErrorKind> for tessera_status {
 #[no_mangle]
 pub extern "C" fn tessera_status_str(code: u32) -> *const c_char {
     // Nothing in here can panic, but the boundary is kept so the rule has no exception.
-    ffi_boundary!(value, b"panic\0".as_ptr().cast(), {
+    ffi_boundary!(value, c"panic".as_ptr(), {
         match tessera_status::from_code(code) {
             Some(s) => s.as_cstr().as_ptr().cast(),
-            None => b"unknown status\0".as_ptr().cast(),
+            None => c"unknown status".as_ptr(),
         }
     })
 }
