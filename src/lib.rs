@@ -31,6 +31,7 @@ mod persistence;
 mod profile_image;
 mod session_token;
 mod user;
+mod user_table;
 
 pub mod ffi;
 
