@@ -67,10 +67,10 @@
 #define TESSERA_MAX_INPUT_LEN ((16 * 1024) * 1024)
 
 /**
- * Length of every access token, in bytes (`tsat_` + 49 characters). A buffer for one needs
+ * Length of every access token, in bytes (`tsat_` + 60 characters). A buffer for one needs
  * `TESSERA_ACCESS_TOKEN_LEN + 1` bytes.
  */
-#define TESSERA_ACCESS_TOKEN_LEN 54
+#define TESSERA_ACCESS_TOKEN_LEN 65
 
 /**
  * Most events one `tessera_event_drain` call may take.

@@ -10,9 +10,9 @@ use super::status::tessera_status;
 use super::user::{user_id_in, TESSERA_USER_ID_BUF_SIZE};
 use crate::access_token::ACCESS_TOKEN_LEN;
 
-/// Length of every access token, in bytes (`tsat_` + 49 characters). A buffer for one needs
+/// Length of every access token, in bytes (`tsat_` + 60 characters). A buffer for one needs
 /// `TESSERA_ACCESS_TOKEN_LEN + 1` bytes.
-pub const TESSERA_ACCESS_TOKEN_LEN: usize = 54;
+pub const TESSERA_ACCESS_TOKEN_LEN: usize = 65;
 const _: () = assert!(TESSERA_ACCESS_TOKEN_LEN == ACCESS_TOKEN_LEN);
 
 /// The result of a successful `tessera_access_token_verify`. Filled by Tessera; no pointers
