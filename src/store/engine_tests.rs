@@ -373,3 +373,23 @@ fn automatic_compaction_runs_in_the_background_and_loses_nothing() {
     };
     assert_eq!(e.user_count(), 400);
 }
+
+#[test]
+fn a_record_that_passes_its_checksum_but_does_not_apply_is_located() {
+    let dir = TestDir::new("engine-undecodable");
+    drop(Engine::open(dir.path()).unwrap());
+    let offset = {
+        let (store, _) = super::Store::open(dir.path(), false, |_, _| Ok(())).unwrap();
+        let at = super::frame::HEADER_LEN as u64 + store.journal_bytes();
+        store.wait(store.append(b"\xff\xff\xff").unwrap()).unwrap();
+        at
+    };
+    let err = Engine::open(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.message().contains(&super::journal_name(1)), "{err}");
+    assert!(
+        err.message().contains(&format!("byte offset {offset}")),
+        "{err}"
+    );
+    assert!(err.message().contains("does not decode"), "{err}");
+}

@@ -302,6 +302,22 @@ pub(crate) fn corrupt_error(path: &Path, offset: u64, reason: &str) -> Error {
     )
 }
 
+/// Adds the file and offset to an error the engine raised while applying the record there (a
+/// record that passed its checksum but does not decode, or refers to a missing user).
+pub(crate) fn locate(err: Error, path: &Path, offset: u64) -> Error {
+    if err.kind() != ErrorKind::Corrupt {
+        return err;
+    }
+    Error::new(
+        ErrorKind::Corrupt,
+        format!(
+            "{}: record at byte offset {offset}: {}",
+            path.display(),
+            err.message()
+        ),
+    )
+}
+
 /// Lowercase hex, for file names of content-addressed blobs and for messages about magic bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

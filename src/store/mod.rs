@@ -625,7 +625,13 @@ fn replay_journal(
             format!("{}: header says generation {found}", path.display()),
         ));
     }
-    let end = scan_frames(&mut r, HEADER_LEN as u64, len, |_, rec| apply(rec), path)?;
+    let end = scan_frames(
+        &mut r,
+        HEADER_LEN as u64,
+        len,
+        |offset, rec| apply(rec).map_err(|e| frame::locate(e, path, offset)),
+        path,
+    )?;
     let mut out = Replayed {
         valid_len: len,
         torn_bytes: 0,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::atomic_file::{create_private, sync_dir, temp_path_for};
 use super::frame::{
-    corrupt_error, encode_frame, encode_header, parse_header, scan_frames, FileKind, ScanEnd,
-    HEADER_LEN,
+    corrupt_error, encode_frame, encode_header, locate, parse_header, scan_frames, FileKind,
+    ScanEnd, HEADER_LEN,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -155,9 +155,9 @@ pub(crate) fn read_snapshot(
         &mut r,
         HEADER_LEN as u64,
         if footer_ok { footer_start } else { len },
-        |_, rec| {
+        |offset, rec| {
             count += 1;
-            f(rec)
+            f(rec).map_err(|e| locate(e, path, offset))
         },
         path,
     )?;
