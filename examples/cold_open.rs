@@ -20,6 +20,17 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux): less
+/// sensitive than wall time to other processes competing for the machine's cores.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn timed_open(dir: &std::path::Path, drop_caches: bool, users: usize, what: &str) {
     if drop_caches {
         let _ = std::process::Command::new("sync").status();
@@ -27,12 +38,12 @@ fn timed_open(dir: &std::path::Path, drop_caches: bool, users: usize, what: &str
             eprintln!("(cannot drop caches; measuring with a warm page cache)");
         }
     }
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let engine = Engine::open(dir).unwrap();
-    let took = t.elapsed();
+    let (took, cpu) = (t.elapsed(), cpu_seconds() - cpu);
     assert_eq!(engine.user_count(), users);
     println!(
-        "open {what}: {:.2} s ({} MB on disk)",
+        "open {what}: {:.2} s wall, {cpu:.2} s CPU ({} MB on disk)",
         took.as_secs_f64(),
         dir_bytes(dir) / 1_000_000
     );

@@ -160,6 +160,10 @@ impl EngineBuilder {
     /// A durable engine on the data directory `dir`, created if missing: loads the newest
     /// snapshot, replays the journal, and journals every later change before the call that made
     /// it returns. Fails with [`ErrorKind::Locked`] if another engine has `dir` open.
+    ///
+    /// The directory stays locked until the last handle is gone: a background compaction
+    /// holds one while it runs, so a reopen right after dropping the engine can briefly see
+    /// [`ErrorKind::Locked`].
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Engine> {
         self.open_dir(dir.as_ref(), false).map(|(e, _)| e)
     }

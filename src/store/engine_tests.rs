@@ -393,3 +393,32 @@ fn a_record_that_passes_its_checksum_but_does_not_apply_is_located() {
     );
     assert!(err.message().contains("does not decode"), "{err}");
 }
+
+#[test]
+fn cutting_the_journal_anywhere_in_its_last_record_keeps_every_earlier_user() {
+    let dir = TestDir::new("engine-torn");
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            e.create_user(NewUser::new(id, "someone")).unwrap();
+        }
+    }
+    let journal = dir.path().join(super::journal_name(1));
+    let full = fs::read(&journal).unwrap();
+    // Find where the last record starts by walking the frames.
+    let mut at = super::frame::HEADER_LEN;
+    let mut starts = Vec::new();
+    while at < full.len() {
+        starts.push(at);
+        let len = u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) & 0xFF_FFFF;
+        at += 8 + len as usize;
+    }
+    let last = *starts.last().unwrap();
+    for cut in last..full.len() {
+        fs::write(&journal, &full[..cut]).unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        assert_eq!(e.user_count(), 2, "cut at {cut}");
+        assert!(e.get_user("c").is_err());
+        e.get_user("b").unwrap();
+    }
+}

@@ -64,18 +64,22 @@ fn compaction_min_journal_bytes() -> u64 {
 }
 
 #[cfg(test)]
-static COMPACTION_MIN_FOR_TESTS: AtomicU64 = AtomicU64::new(COMPACTION_MIN_JOURNAL_BYTES);
+thread_local! {
+    static COMPACTION_MIN_FOR_TESTS: std::cell::Cell<u64> =
+        const { std::cell::Cell::new(COMPACTION_MIN_JOURNAL_BYTES) };
+}
 
-/// Lets a test see automatic compaction without writing 16 MiB (affects every test running
-/// at the same time, which only makes them compact more).
+/// Lets a test see automatic compaction without writing 16 MiB. Per thread (the decision is
+/// made on the writing thread), so tests running alongside never start a compaction whose
+/// engine clone would keep their directory locked a moment after they drop their engine.
 #[cfg(test)]
 fn set_compaction_min_journal_bytes_for_tests(bytes: u64) {
-    COMPACTION_MIN_FOR_TESTS.store(bytes, Ordering::Relaxed);
+    COMPACTION_MIN_FOR_TESTS.with(|c| c.set(bytes));
 }
 
 #[cfg(test)]
 fn compaction_min_journal_bytes() -> u64 {
-    COMPACTION_MIN_FOR_TESTS.load(Ordering::Relaxed)
+    COMPACTION_MIN_FOR_TESTS.with(|c| c.get())
 }
 
 fn journal_name(generation: u64) -> String {
