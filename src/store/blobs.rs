@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -46,7 +47,13 @@ impl BlobStore {
         let path = self.path(sha256);
         if let Ok(meta) = fs::metadata(&path) {
             if meta.len() == bytes.len() as u64 {
-                return Ok(());
+                // Refresh its time so that collection (which spares recent blobs) cannot
+                // remove it between now and the append of the record that refers to it.
+                return fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(SystemTime::now()))
+                    .map_err(|e| Error::io(&format!("touching {}", path.display()), e));
             }
         }
         let tmp = temp_path_for(&path);
@@ -83,6 +90,25 @@ impl BlobStore {
             ));
         }
         Ok(Some(bytes))
+    }
+
+    /// Removes the blob if it was last written before `cutoff` (a blob written later may belong
+    /// to a write whose record is not yet appended). Returns whether it was removed.
+    pub(crate) fn remove_if_older(&self, sha256: &[u8; 32], cutoff: SystemTime) -> Result<bool> {
+        let path = self.path(sha256);
+        let modified = match fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(&format!("reading {}", path.display()), e)),
+        };
+        if modified >= cutoff {
+            return Ok(false);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(&format!("removing {}", path.display()), e)),
+        }
     }
 
     /// Every stored blob address, and removes leftover temporary files of interrupted writes
@@ -157,6 +183,14 @@ mod tests {
             fs::read_dir(dir.path().join(IMAGES_DIR)).unwrap().count(),
             1
         );
+
+        // Collection spares blobs written after the cutoff.
+        let before = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert!(!blobs.remove_if_older(&h, before).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(blobs.remove_if_older(&h, SystemTime::now()).unwrap());
+        assert_eq!(blobs.get(&h).unwrap(), None);
+        blobs.put(&h, &img).unwrap();
 
         fs::write(&file, b"\x89PNG not reallY").unwrap();
         assert_eq!(blobs.get(&h).unwrap_err().kind(), ErrorKind::Corrupt);

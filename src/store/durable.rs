@@ -6,9 +6,11 @@
 //! produces (counters, then one `UserRestored` per user). Both replay through
 //! [`Engine::replay`], the engine's own apply path, so recovery cannot drift from live behaviour.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use ring::rand::SystemRandom;
@@ -104,6 +106,15 @@ impl Persistence for DurableStore {
     fn compact(&self, engine: &Engine) -> Result<()> {
         let store = self.store()?;
         let _one = self.compaction.lock();
+        // Blobs last written before `cutoff` and referenced by no user after the export are
+        // collected. Listed before the export (and without the writer mutex): a blob written
+        // later is not a candidate, and the grace period covers a write that stored its blob
+        // but had not yet appended its record when the state was copied.
+        let cutoff = SystemTime::now()
+            .checked_sub(blob_grace())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let stored_blobs = store.blob_addresses()?;
+        let mut referenced = HashSet::new();
         // Filled by the first closure, used by the second; both run under the writer mutex.
         let compaction = std::cell::RefCell::new(None);
         let mut buf = Vec::new();
@@ -117,6 +128,11 @@ impl Persistence for DurableStore {
                 let Some(c) = compaction.as_mut() else {
                     return Ok(());
                 };
+                if let Mutation::UserRestored { record, .. } = m {
+                    if let Some(sha) = record.profile_url.as_deref().and_then(blob_address_in) {
+                        referenced.insert(sha);
+                    }
+                }
                 buf.clear();
                 serialize_into(m, &mut buf)?;
                 c.write(&buf)
@@ -130,6 +146,9 @@ impl Persistence for DurableStore {
         match finished {
             Ok(Some(bytes)) => {
                 store.compaction_finished(bytes);
+                for sha in stored_blobs.iter().filter(|s| !referenced.contains(*s)) {
+                    store.collect_blob(sha, cutoff)?;
+                }
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -139,6 +158,51 @@ impl Persistence for DurableStore {
             }
         }
     }
+}
+
+/// How long a stored blob is safe from collection: longer than any write can take between
+/// storing its image and appending the record that points at it.
+const BLOB_GRACE: Duration = Duration::from_secs(10 * 60);
+
+#[cfg(not(test))]
+fn blob_grace() -> Duration {
+    BLOB_GRACE
+}
+
+#[cfg(test)]
+thread_local! {
+    static BLOB_GRACE_FOR_TESTS: std::cell::Cell<Duration> = const { std::cell::Cell::new(BLOB_GRACE) };
+}
+
+/// Lets a test collect blobs it has just written (per thread, like the compaction threshold).
+#[cfg(test)]
+pub(crate) fn set_blob_grace_for_tests(grace: Duration) {
+    BLOB_GRACE_FOR_TESTS.with(|g| g.set(grace));
+}
+
+#[cfg(test)]
+fn blob_grace() -> Duration {
+    BLOB_GRACE_FOR_TESTS.with(|g| g.get())
+}
+
+/// The blob a profile URL points at: its first run of 64 hex digits. Any such run counts, not
+/// only URLs under the configured image base, so changing `image_url_base` between runs can
+/// never get a referenced image collected.
+fn blob_address_in(url: &str) -> Option<[u8; 32]> {
+    let b = url.as_bytes();
+    let mut run = 0;
+    for (i, c) in b.iter().enumerate() {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        if run == 64 && b.get(i + 1).is_none_or(|n| !n.is_ascii_hexdigit()) {
+            let hex = &url[i + 1 - 64..=i];
+            let mut out = [0u8; 32];
+            for (j, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).ok()?;
+            }
+            return Some(out);
+        }
+    }
+    None
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {

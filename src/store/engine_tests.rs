@@ -422,3 +422,30 @@ fn cutting_the_journal_anywhere_in_its_last_record_keeps_every_earlier_user() {
         e.get_user("b").unwrap();
     }
 }
+
+#[test]
+fn compaction_collects_images_no_user_refers_to_and_keeps_the_rest() {
+    let dir = TestDir::new("engine-blob-gc");
+    super::durable::set_blob_grace_for_tests(std::time::Duration::ZERO);
+    let e = Engine::open(dir.path()).unwrap();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    e.create_user(NewUser::new("b", "")).unwrap();
+    e.set_profile_image("a", &png(1)).unwrap(); // replaced below: collectable
+    e.set_profile_image("a", &png(2)).unwrap();
+    e.set_profile_image("b", &png(3)).unwrap(); // b deleted below: collectable
+    e.delete_user("b").unwrap();
+    let images = dir.path().join(super::blobs::IMAGES_DIR);
+    assert_eq!(fs::read_dir(&images).unwrap().count(), 3);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    e.compact().unwrap();
+    assert_eq!(fs::read_dir(&images).unwrap().count(), 1);
+    let url = e.get_user("a").unwrap().profile_url.unwrap();
+    let hex = url.rsplit('/').next().unwrap().split('.').next().unwrap();
+    assert_eq!(e.profile_image(hex).unwrap().bytes, png(2));
+
+    // With the normal grace period, a just-written unreferenced image is spared.
+    super::durable::set_blob_grace_for_tests(std::time::Duration::from_secs(600));
+    e.set_profile_image("a", &png(4)).unwrap();
+    e.compact().unwrap();
+    assert_eq!(fs::read_dir(&images).unwrap().count(), 2);
+}

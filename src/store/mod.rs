@@ -33,8 +33,9 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -191,6 +192,8 @@ pub(crate) struct Store {
     generation: Mutex<u64>,
     snapshot_bytes: AtomicU64,
     compacting: Arc<AtomicBool>,
+    /// Held shared by blob writes and exclusively by blob collection.
+    blob_collection: RwLock<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -322,6 +325,7 @@ impl Store {
                 generation: Mutex::new(live.last().copied().unwrap_or(first)),
                 snapshot_bytes: AtomicU64::new(snapshot_bytes),
                 compacting: Arc::new(AtomicBool::new(false)),
+                blob_collection: RwLock::new(()),
             };
             return Ok((store, recovery));
         }
@@ -375,6 +379,7 @@ impl Store {
             generation: Mutex::new(generation),
             snapshot_bytes: AtomicU64::new(snapshot_bytes),
             compacting: Arc::new(AtomicBool::new(false)),
+            blob_collection: RwLock::new(()),
         };
         Ok((store, recovery))
     }
@@ -427,7 +432,17 @@ impl Store {
     /// Stores a content-addressed blob durably; call before appending the record naming it.
     pub(crate) fn put_blob(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<()> {
         self.journal()?;
+        let _no_collection = self.blob_collection.read();
         self.blobs.put(sha256, bytes)
+    }
+
+    /// Removes a blob unreferenced by the state if it was last written before `cutoff`.
+    /// Excludes concurrent [`Store::put_blob`]s, so a put that found the blob already there
+    /// (and refreshed its time) cannot have it removed underneath.
+    pub(crate) fn collect_blob(&self, sha256: &[u8; 32], cutoff: SystemTime) -> Result<bool> {
+        self.journal()?;
+        let _exclusive = self.blob_collection.write();
+        self.blobs.remove_if_older(sha256, cutoff)
     }
 
     /// A stored blob, verified against its address.
@@ -436,9 +451,8 @@ impl Store {
     }
 
     /// Every stored blob address.
-    #[cfg(test)]
     pub(crate) fn blob_addresses(&self) -> Result<Vec<[u8; 32]>> {
-        self.blobs.list(self.is_read_only())
+        self.blobs.list(self.journal.is_none())
     }
 
     /// Replaces the key file (mode 0600) with the serialised key ring.
