@@ -19,6 +19,9 @@
 //! complete. Open picks the newest snapshot, replays the journals from its generation on, and
 //! deletes what is older.
 
+// Everything here is std file I/O; the store needs no unsafe code (File::try_lock is flock).
+#![forbid(unsafe_code)]
+
 mod atomic_file;
 mod blobs;
 mod dir_lock;
