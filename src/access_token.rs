@@ -1,8 +1,11 @@
 //! Permanent opaque access tokens: format, checksum, and the digest that is all we store.
 //!
-//! Format: `tsat_` + base64url(32 random bytes) + base64url(CRC-32 of everything before it),
-//! 54 characters. The fixed prefix lets secret scanners find leaked tokens; the checksum
-//! rejects typos and random garbage before any lookup touches shared state.
+//! Format: `tsat_` + base64url(user handle as 8 big-endian bytes ‖ 32 random bytes) +
+//! base64url(CRC-32 of everything before it): 65 characters. The fixed prefix lets secret
+//! scanners find leaked tokens; the checksum rejects typos and random garbage before any
+//! lookup touches shared state. The handle (not secret: it only names the user's slot) takes
+//! verification straight to the one user whose digests can match, so no global token index
+//! is needed — which is what keeps a token at ≤ 80 bytes of memory.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -17,8 +20,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// The prefix every access token starts with.
 pub const ACCESS_TOKEN_PREFIX: &str = "tsat_";
 /// The length of every access token, in characters.
-pub const ACCESS_TOKEN_LEN: usize = 54;
-const BODY_LEN: usize = 43;
+pub const ACCESS_TOKEN_LEN: usize = 65;
+const BODY_LEN: usize = 54;
 
 /// A plaintext access token: the secret handed to the user once, at issue.
 ///
@@ -74,16 +77,6 @@ pub struct VerifiedAccessToken {
 #[derive(Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct TokenDigest(pub [u8; 32]);
 
-impl TokenDigest {
-    /// The first 8 bytes: the key of the global index. Tokens are random, so this is uniform;
-    /// the engine re-draws a token whose fingerprint is already taken, so it is also unique.
-    pub fn fingerprint(&self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[..8]);
-        u64::from_le_bytes(b)
-    }
-}
-
 impl PartialEq for TokenDigest {
     fn eq(&self, other: &TokenDigest) -> bool {
         self.0.ct_eq(&other.0).into()
@@ -121,10 +114,11 @@ fn checksum(text: &[u8]) -> [u8; 4] {
     crc32fast::hash(text).to_be_bytes()
 }
 
-/// Draws a new token from the system CSPRNG.
-pub(crate) fn generate(rng: &SystemRandom) -> Result<(AccessToken, TokenDigest)> {
-    let mut secret = Zeroizing::new([0u8; 32]);
-    rng.fill(&mut secret[..])
+/// Draws a new token for the user with `handle` from the system CSPRNG.
+pub(crate) fn generate(rng: &SystemRandom, handle: u64) -> Result<(AccessToken, TokenDigest)> {
+    let mut secret = Zeroizing::new([0u8; 40]);
+    secret[..8].copy_from_slice(&handle.to_be_bytes());
+    rng.fill(&mut secret[8..])
         .map_err(|_| Error::new(ErrorKind::Internal, "system random source failed"))?;
     let mut text = Zeroizing::new(String::with_capacity(ACCESS_TOKEN_LEN));
     text.push_str(ACCESS_TOKEN_PREFIX);
@@ -140,9 +134,9 @@ fn digest_of(text: &str) -> TokenDigest {
     TokenDigest(Sha256::digest(text.as_bytes()).into())
 }
 
-/// Checks a presented token's shape and checksum and returns its digest. Every failure is the
-/// same [`ErrorKind::InvalidToken`].
-pub(crate) fn parse(text: &str) -> Result<TokenDigest> {
+/// Checks a presented token's shape and checksum and returns the handle it names and its
+/// digest. Every failure is the same [`ErrorKind::InvalidToken`].
+pub(crate) fn parse(text: &str) -> Result<(u64, TokenDigest)> {
     let bytes = text.as_bytes();
     if bytes.len() != ACCESS_TOKEN_LEN || !text.starts_with(ACCESS_TOKEN_PREFIX) {
         return Err(Error::invalid_token());
@@ -155,9 +149,13 @@ pub(crate) fn parse(text: &str) -> Result<TokenDigest> {
         _ => return Err(Error::invalid_token()),
     }
     let body = &head[ACCESS_TOKEN_PREFIX.len()..];
-    let mut secret = Zeroizing::new([0u8; 33]);
+    let mut secret = Zeroizing::new([0u8; 41]);
     match URL_SAFE_NO_PAD.decode_slice(body, &mut secret[..]) {
-        Ok(32) => Ok(digest_of(text)),
+        Ok(40) => {
+            let mut h = [0u8; 8];
+            h.copy_from_slice(&secret[..8]);
+            Ok((u64::from_be_bytes(h), digest_of(text)))
+        }
         _ => Err(Error::invalid_token()),
     }
 }
@@ -169,18 +167,18 @@ mod tests {
     #[test]
     fn generated_tokens_parse_and_digest_matches() {
         let rng = SystemRandom::new();
-        let (t, d) = generate(&rng).unwrap();
+        let (t, d) = generate(&rng, 77).unwrap();
         assert_eq!(t.as_str().len(), ACCESS_TOKEN_LEN);
         assert!(t.as_str().starts_with("tsat_"));
-        assert_eq!(parse(t.as_str()).unwrap(), d);
-        let (t2, d2) = generate(&rng).unwrap();
+        assert_eq!(parse(t.as_str()).unwrap(), (77, d));
+        let (t2, d2) = generate(&rng, 77).unwrap();
         assert_ne!(t, t2);
         assert_ne!(d, d2);
     }
 
     #[test]
     fn any_single_character_change_is_rejected_before_lookup() {
-        let (t, _) = generate(&SystemRandom::new()).unwrap();
+        let (t, _) = generate(&SystemRandom::new(), 1).unwrap();
         let s = t.as_str();
         for i in 0..s.len() {
             for c in ['A', 'z', '0', '-', '_'] {
@@ -201,15 +199,15 @@ mod tests {
 
     #[test]
     fn wrong_shapes_are_invalid() {
-        let (t, _) = generate(&SystemRandom::new()).unwrap();
+        let (t, _) = generate(&SystemRandom::new(), 1).unwrap();
         let s = t.as_str();
         for bad in [
             "",
             "tsat_",
-            &s[..53],
+            &s[..64],
             &format!("{s}A"),
             &s.replacen("tsat_", "tsak_", 1),
-            &"tsat_".repeat(11)[..54],
+            &"tsat_".repeat(13),
         ] {
             assert_eq!(parse(bad).unwrap_err().kind(), ErrorKind::InvalidToken);
         }
@@ -217,7 +215,7 @@ mod tests {
 
     #[test]
     fn debug_is_redacted() {
-        let (t, d) = generate(&SystemRandom::new()).unwrap();
+        let (t, d) = generate(&SystemRandom::new(), 1).unwrap();
         let shown = format!("{t:?} {d:?}");
         assert!(!shown.contains(&t.as_str()[5..15]));
         assert_eq!(shown, "AccessToken(<redacted>) TokenDigest(..)");

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use hashbrown::HashMap;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use ring::rand::SystemRandom;
-use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::access_token::{
@@ -34,8 +34,10 @@ use crate::session_token::{
     self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
 };
 use crate::user::{check_text, normalize_user_id, NewUser, User, UserPatch, UserRecord};
+use crate::user_table::UserTable;
 
-const SHARDS: usize = 64;
+/// Number of shards of every sharded map; a power of two.
+pub(crate) const SHARDS: usize = 64;
 
 /// A lock on its own cache lines, so threads working on neighbouring shards do not slow each
 /// other down through false sharing.
@@ -58,7 +60,8 @@ pub(crate) struct UserSlot {
     pub epoch: u32,
     /// Set once any token was issued: from then on a login needs a token.
     pub token_required: bool,
-    pub tokens: Vec<AccessTokenEntry>,
+    /// Exactly sized: a user's tokens change rarely and are many in total.
+    pub tokens: Box<[AccessTokenEntry]>,
     pub devices: Vec<Device>,
 }
 
@@ -208,12 +211,12 @@ pub(crate) struct Inner {
     config: Config,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
-    users: Box<[Shard<HashMap<u64, UserSlot>>]>,
+    users: Box<[Shard<UserTable>]>,
     ids: Box<[Shard<IdIndex>]>,
-    /// Access-token fingerprint → user handle.
-    tokens: Box<[Shard<HashMap<u64, u64>>]>,
-    /// Live handles in creation order, for stable pagination.
-    order: RwLock<BTreeSet<u64>>,
+    /// Number of live users.
+    live_users: AtomicUsize,
+    /// One past the largest handle ever stored: where pagination stops.
+    handle_limit: AtomicU64,
     discovery: RwLock<HashMap<Box<str>, u64>>,
     push_tokens: RwLock<HashMap<Box<str>, u64>>,
     keys: ArcSwap<KeyRing>,
@@ -277,8 +280,8 @@ impl Engine {
                 rng: SystemRandom::new(),
                 users: shards(),
                 ids: shards(),
-                tokens: shards(),
-                order: RwLock::new(BTreeSet::new()),
+                live_users: AtomicUsize::new(0),
+                handle_limit: AtomicU64::new(1),
                 discovery: RwLock::new(HashMap::new()),
                 push_tokens: RwLock::new(HashMap::new()),
                 keys: ArcSwap::from_pointee(keys),
@@ -303,7 +306,7 @@ impl Engine {
 
     /// Number of users.
     pub fn user_count(&self) -> usize {
-        self.inner.order.read().len()
+        self.inner.live_users.load(Ordering::Relaxed)
     }
 
     // ----- lookups ---------------------------------------------------------------------
@@ -325,7 +328,7 @@ impl Engine {
         self.inner.users[shard_of(handle)]
             .0
             .read()
-            .get(&handle)
+            .get(handle)
             .map(f)
     }
 
@@ -375,15 +378,16 @@ impl Engine {
             next_handle: w.next_handle,
             next_token_id: w.next_token_id,
         })?;
-        let handles: Vec<u64> = self.inner.order.read().iter().copied().collect();
-        for handle in handles {
-            let slot = self.slot_clone(handle)?;
+        for handle in 1..w.next_handle {
+            let Some(slot) = self.with_slot(handle, UserSlot::clone) else {
+                continue;
+            };
             f(&Mutation::UserRestored {
                 handle,
                 record: slot.record,
                 epoch: slot.epoch,
                 token_required: slot.token_required,
-                tokens: slot.tokens,
+                tokens: slot.tokens.into_vec(),
                 devices: slot.devices,
             })?;
         }
@@ -423,7 +427,7 @@ impl Engine {
                         record: record.clone(),
                         epoch: 0,
                         token_required: false,
-                        tokens: Vec::new(),
+                        tokens: Box::default(),
                         devices: Vec::new(),
                     },
                 );
@@ -446,7 +450,7 @@ impl Engine {
                         record: record.clone(),
                         epoch: *epoch,
                         token_required: *token_required,
-                        tokens: tokens.clone(),
+                        tokens: tokens.clone().into_boxed_slice(),
                         devices: devices.clone(),
                     },
                 );
@@ -454,7 +458,9 @@ impl Engine {
             Mutation::UserReplaced { handle, record } => {
                 let old_keys = {
                     let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
+                    let slot = shard
+                        .get_mut(*handle)
+                        .ok_or_else(|| Self::corrupt("user"))?;
                     let old: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
                     slot.record = record.clone();
                     old
@@ -471,13 +477,13 @@ impl Engine {
                 let slot = inner.users[shard_of(*handle)]
                     .0
                     .write()
-                    .remove(handle)
+                    .remove(*handle)
                     .ok_or_else(|| Self::corrupt("user"))?;
+                inner.live_users.fetch_sub(1, Ordering::Relaxed);
                 inner.ids[id_shard(&slot.record.id)]
                     .0
                     .write()
                     .remove(&slot.record.id);
-                inner.order.write().remove(handle);
                 let mut d = inner.discovery.write();
                 for k in slot.record.discovery_keys() {
                     d.remove(k);
@@ -486,10 +492,6 @@ impl Engine {
                 let mut p = inner.push_tokens.write();
                 for dev in &slot.devices {
                     p.remove(dev.push_token.as_str());
-                }
-                drop(p);
-                for t in &slot.tokens {
-                    self.unindex_token(t);
                 }
             }
             Mutation::DeviceAdded {
@@ -500,12 +502,14 @@ impl Engine {
             } => {
                 if let Some(from) = moved_from {
                     let mut shard = inner.users[shard_of(*from)].0.write();
-                    let slot = shard.get_mut(from).ok_or_else(|| Self::corrupt("user"))?;
+                    let slot = shard.get_mut(*from).ok_or_else(|| Self::corrupt("user"))?;
                     slot.devices.retain(|d| d.push_token != device.push_token);
                 }
                 {
                     let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
+                    let slot = shard
+                        .get_mut(*handle)
+                        .ok_or_else(|| Self::corrupt("user"))?;
                     slot.devices.retain(|d| {
                         d.push_token != device.push_token && Some(&d.push_token) != evicted.as_ref()
                     });
@@ -520,7 +524,9 @@ impl Engine {
             Mutation::DeviceRemoved { handle, push_token } => {
                 {
                     let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
+                    let slot = shard
+                        .get_mut(*handle)
+                        .ok_or_else(|| Self::corrupt("user"))?;
                     slot.devices.retain(|d| &d.push_token != push_token);
                 }
                 inner.push_tokens.write().remove(push_token.as_str());
@@ -531,53 +537,54 @@ impl Engine {
                 evicted,
             } => {
                 w.next_token_id = w.next_token_id.max(entry.id + 1);
-                let removed = {
-                    let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
-                    let removed = match evicted {
-                        Some(id) => take_token(&mut slot.tokens, *id),
-                        None => None,
-                    };
-                    slot.tokens.push(entry.clone());
-                    slot.token_required = true;
-                    removed
-                };
-                if let Some(t) = removed {
-                    self.unindex_token(&t);
-                }
-                inner.tokens[shard_of(entry.digest.fingerprint())]
-                    .0
-                    .write()
-                    .insert(entry.digest.fingerprint(), *handle);
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                // Sized exactly up front: growing and then shrinking would leave allocator
+                // fragments behind on every issue.
+                let mut tokens = Vec::with_capacity(slot.tokens.len() + 1);
+                tokens.extend(
+                    slot.tokens
+                        .iter()
+                        .filter(|t| Some(t.id) != *evicted)
+                        .cloned(),
+                );
+                tokens.push(entry.clone());
+                slot.tokens = tokens.into_boxed_slice();
+                slot.token_required = true;
             }
             Mutation::AccessTokenRevoked { handle, token_id } => {
-                let removed = {
-                    let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
-                    take_token(&mut slot.tokens, *token_id)
-                };
-                if let Some(t) = removed {
-                    self.unindex_token(&t);
-                }
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                slot.tokens = slot
+                    .tokens
+                    .iter()
+                    .filter(|t| t.id != *token_id)
+                    .cloned()
+                    .collect();
             }
             Mutation::AccessTokensRevoked { handle } => {
-                let removed = {
-                    let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
-                    std::mem::take(&mut slot.tokens)
-                };
-                for t in &removed {
-                    self.unindex_token(t);
-                }
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                slot.tokens = Box::default();
             }
             Mutation::SessionsRevoked { handle, epoch } => {
                 let mut shard = inner.users[shard_of(*handle)].0.write();
-                let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
                 slot.epoch = *epoch;
             }
             Mutation::TokenRequired { handle } => {
                 let mut shard = inner.users[shard_of(*handle)].0.write();
-                let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
                 slot.token_required = true;
             }
         }
@@ -594,13 +601,12 @@ impl Engine {
             .iter()
             .map(|d| Box::from(d.push_token.as_str()))
             .collect();
-        let fingerprints: Vec<u64> = slot.tokens.iter().map(|t| t.digest.fingerprint()).collect();
         // The slot goes in before the indexes that point at it, so a reader that finds the
         // id always finds the user.
-        inner.users[shard_of(handle)].0.write().insert(handle, slot);
-        for fp in fingerprints {
-            inner.tokens[shard_of(fp)].0.write().insert(fp, handle);
+        if inner.users[shard_of(handle)].0.write().insert(handle, slot) {
+            inner.live_users.fetch_add(1, Ordering::Relaxed);
         }
+        inner.handle_limit.fetch_max(handle + 1, Ordering::Release);
         if !keys.is_empty() {
             let mut d = inner.discovery.write();
             for k in keys {
@@ -614,12 +620,6 @@ impl Engine {
             }
         }
         inner.ids[id_shard(&id)].0.write().insert(id, handle);
-        inner.order.write().insert(handle);
-    }
-
-    fn unindex_token(&self, t: &AccessTokenEntry) {
-        let fp = t.digest.fingerprint();
-        self.inner.tokens[shard_of(fp)].0.write().remove(&fp);
     }
 
     fn event(&self, kind: EventKind, user: Option<&str>, token: Option<u64>, key: Option<String>) {
@@ -834,26 +834,13 @@ impl Engine {
                 }
             }
             None => {
-                // Copy handles in batches so the order lock is never held while a shard lock
-                // is taken.
-                let mut from = after;
-                'outer: loop {
-                    let batch: Vec<u64> = self
-                        .inner
-                        .order
-                        .read()
-                        .range(from + 1..)
-                        .take(256)
-                        .copied()
-                        .collect();
-                    let Some(&end) = batch.last() else { break };
-                    for h in batch {
-                        if !consider(h, &mut users) {
-                            more = true;
-                            break 'outer;
-                        }
+                // Handles are dense and ascending in creation order; holes are deleted users.
+                let limit = self.inner.handle_limit.load(Ordering::Acquire);
+                for h in after.saturating_add(1)..limit {
+                    if !consider(h, &mut users) {
+                        more = true;
+                        break;
                     }
-                    from = end;
                 }
             }
         }
@@ -1024,14 +1011,7 @@ impl Engine {
         let evicted = (count >= self.inner.config.access_tokens_per_user)
             .then_some(oldest)
             .flatten();
-        // Fingerprints key the global index; re-draw on the (2^-64-rare) clash.
-        let (token, digest) = loop {
-            let (t, d) = access_token::generate(&self.inner.rng)?;
-            let fp = d.fingerprint();
-            if !self.inner.tokens[shard_of(fp)].0.read().contains_key(&fp) {
-                break (t, d);
-            }
-        };
+        let (token, digest) = access_token::generate(&self.inner.rng, handle)?;
         let entry = AccessTokenEntry {
             id: w.next_token_id,
             created_at_ms: now,
@@ -1059,16 +1039,10 @@ impl Engine {
         })
     }
 
-    /// Verifies an access token: SHA-256 of the text and one hash lookup.
+    /// Verifies an access token: its checksum, then SHA-256 of the text compared in constant
+    /// time with the digests of the one user the token names.
     pub fn verify_access_token(&self, token: &str) -> Result<VerifiedAccessToken> {
-        let digest = access_token::parse(token)?;
-        let fp = digest.fingerprint();
-        let handle = self.inner.tokens[shard_of(fp)]
-            .0
-            .read()
-            .get(&fp)
-            .copied()
-            .ok_or_else(Error::invalid_token)?;
+        let (handle, digest) = access_token::parse(token)?;
         self.with_slot(handle, |s| {
             let t = s
                 .tokens
@@ -1364,11 +1338,6 @@ impl Engine {
     pub fn dropped_events(&self) -> u64 {
         self.inner.events.dropped()
     }
-}
-
-fn take_token(tokens: &mut Vec<AccessTokenEntry>, id: u64) -> Option<AccessTokenEntry> {
-    let pos = tokens.iter().position(|t| t.id == id)?;
-    Some(tokens.remove(pos))
 }
 
 fn deactivated(id: &str) -> Error {

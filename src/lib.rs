@@ -31,6 +31,9 @@ mod persistence;
 mod profile_image;
 mod session_token;
 mod user;
+mod user_table;
+
+pub mod ffi;
 
 pub use access_token::{
     AccessToken, AccessTokenInfo, IssuedAccessToken, VerifiedAccessToken, ACCESS_TOKEN_LEN,

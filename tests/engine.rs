@@ -825,6 +825,21 @@ mod props {
         }
 
         #[test]
+        fn arbitrary_input_is_invalid_never_a_panic(s in ".{0,300}", prefix in prop_oneof![Just(""), Just("tsat_"), Just("eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.")]) {
+            let (e, _) = engine();
+            e.create_user(NewUser::new("a", "")).unwrap();
+            let input = format!("{prefix}{s}");
+            prop_assert_eq!(e.verify_session_token(&input).unwrap_err().kind(), ErrorKind::InvalidToken);
+            prop_assert_eq!(e.verify_access_token(&input).unwrap_err().kind(), ErrorKind::InvalidToken);
+            prop_assert_eq!(e.authenticate("a", Some(&input)).unwrap_err().kind(), ErrorKind::InvalidToken);
+            // Any id either passes the policy or is refused with a typed error.
+            match e.create_user(NewUser::new(s.as_str(), "")) {
+                Ok(u) => prop_assert_eq!(e.get_user(&u.user_id).unwrap(), u),
+                Err(err) => prop_assert!(matches!(err.kind(), ErrorKind::InvalidUserId | ErrorKind::UserAlreadyExists)),
+            }
+        }
+
+        #[test]
         fn flipping_any_character_of_an_engine_token_fails(pos in 0usize..200, c in proptest::char::range('!', '~')) {
             let (e, _) = engine();
             e.create_user(NewUser::new("a", "")).unwrap();
