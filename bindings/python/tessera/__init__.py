@@ -32,7 +32,7 @@ LIBRARY_VERSION_NUMBER: int = _ffi.lib.tessera_version_number()
 #: Version of this Python package (it is built with the library of the same version).
 __version__ = "0.1.0"
 
-#: Session tokens are 119..=168 characters; access tokens exactly 54.
+#: Session tokens are 119..=168 characters; access tokens exactly 65.
 SESSION_TOKEN_MIN_LEN = 119
 SESSION_TOKEN_MAX_LEN = _ffi.SESSION_TOKEN_MAX_LEN
 ACCESS_TOKEN_LEN = _ffi.ACCESS_TOKEN_LEN

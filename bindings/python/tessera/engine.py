@@ -471,7 +471,7 @@ class Engine:
     # ----- access tokens ------------------------------------------------------------------
 
     def issue_access_token(self, user_id: str, label: Optional[str] = None) -> IssuedAccessToken:
-        """Issues a permanent access token (``tsat_…``, 54 characters). If the user already
+        """Issues a permanent access token (``tsat_…``, 65 characters). If the user already
         holds the maximum (default 10), the oldest is revoked and its id is in ``revoked``."""
         u = _ffi.utf8(user_id, "user_id")
         lb = _ffi.utf8(label, "label") if label is not None else None
