@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 try:  # setuptools >= 70.1 ships bdist_wheel itself
@@ -99,17 +99,24 @@ class BuildWithCargo(build_py):
         print(f"tessera: bundled {lib} as {dest / LIBRARY_FILE}", flush=True)
 
 
-class PlatformWheel(bdist_wheel):
-    """The wheel holds a native library, so it is platform-specific; it does not use the
-    Python C API, so it fits any Python 3 (``py3-none-<platform>``)."""
+class NativeDistribution(Distribution):
+    """The package ships a native library: build it as platform-specific (platlib, a
+    non-pure wheel) although it has no C extension module."""
 
-    def finalize_options(self) -> None:
-        super().finalize_options()
-        self.root_is_pure = False
+    def has_ext_modules(self) -> bool:
+        return True
+
+
+class PlatformWheel(bdist_wheel):
+    """It does not use the Python C API, so the wheel fits any Python 3 on the platform
+    (``py3-none-<platform>``)."""
 
     def get_tag(self):
         _, _, plat = super().get_tag()
         return "py3", "none", plat
 
 
-setup(cmdclass={"build_py": BuildWithCargo, "bdist_wheel": PlatformWheel})
+setup(
+    distclass=NativeDistribution,
+    cmdclass={"build_py": BuildWithCargo, "bdist_wheel": PlatformWheel},
+)
