@@ -17,10 +17,14 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install 'pytest>=7' 'PyJWT>=2.8'
+"${pip[@]}" install 'pytest>=7' 'PyJWT>=2.8' 'mypy>=1.5'
 
 echo "== pip install ./bindings/python (cargo build --release, library bundled)"
 "${pip[@]}" install --force-reinstall --no-deps ./bindings/python
+
+echo "== mypy --strict bindings/python/tessera (the package ships py.typed)"
+"$venv/bin/python" -m mypy --strict --cache-dir "$root/target/py-mypy-cache" \
+  "$root/bindings/python/tessera"
 
 echo "== pytest bindings/python/tests"
 unset TESSERA_LIBRARY

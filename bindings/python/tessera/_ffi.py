@@ -31,7 +31,7 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from . import _library
 from .errors import AbiVersionMismatch, LibraryNotFound, TesseraError, error_class
@@ -197,6 +197,10 @@ _OPTIONAL: Dict[str, Tuple[Any, Sequence[Any]]] = {
 class _Lib:
     """The loaded library with every function declared; attributes are the C functions."""
 
+    if TYPE_CHECKING:  # the functions are set from _FUNCTIONS at run time
+
+        def __getattr__(self, name: str) -> Any: ...
+
     def __init__(self, cdll: ctypes.CDLL, path: str) -> None:
         self.path = path
         self.cdll = cdll
@@ -335,7 +339,7 @@ def take_bytes(b: Any) -> bytes:
         lib.tessera_bytes_free(b)
 
 
-def utf8(value: str, what: str) -> bytes:
+def utf8(value: Union[str, bytes, bytearray, memoryview], what: str) -> bytes:
     """Encodes a ``str`` argument as UTF-8 (``bytes`` pass through, assumed UTF-8)."""
     if isinstance(value, str):
         return value.encode("utf-8")

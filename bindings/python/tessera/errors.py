@@ -14,7 +14,7 @@ Problems loading the library are not status codes: they raise :class:`LibraryNot
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 __all__ = [
     "TesseraError",
@@ -78,7 +78,7 @@ class TesseraError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code}, message={self.message!r})"
 
-    def __reduce__(self):  # keep code and message across pickling (multiprocessing)
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:  # keep code and message when pickled
         return (_rebuild, (type(self), self.message, self.code))
 
 
