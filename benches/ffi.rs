@@ -106,7 +106,11 @@ fn bench_verify(c: &mut Criterion) {
     let f = fixture();
     let mut g = c.benchmark_group("session_verify");
     g.bench_function("rust_api", |b| {
-        b.iter(|| f.rust.verify_session_token(black_box(&f.rust_session)).unwrap())
+        b.iter(|| {
+            f.rust
+                .verify_session_token(black_box(&f.rust_session))
+                .unwrap()
+        })
     });
     g.bench_function("c_abi", |b| {
         let mut out = MaybeUninit::<tessera_verified_session>::uninit();
@@ -127,7 +131,11 @@ fn bench_verify(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("access_verify");
     g.bench_function("rust_api", |b| {
-        b.iter(|| f.rust.verify_access_token(black_box(&f.rust_access)).unwrap())
+        b.iter(|| {
+            f.rust
+                .verify_access_token(black_box(&f.rust_access))
+                .unwrap()
+        })
     });
     g.bench_function("c_abi", |b| {
         let mut out = MaybeUninit::<tessera_verified_access_token>::uninit();

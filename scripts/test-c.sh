@@ -16,6 +16,22 @@ make_c() { make --no-print-directory -C tests/c LIBDIR="$libdir" "$@"; }
 
 echo "== C11 / C++17, shared and static"
 make_c -j2 check
+if command -v pkg-config >/dev/null 2>&1; then
+  echo "== pkg-config: build login_server from tessera.pc, shared and --static"
+  pcdir="tests/c/build/pkgconfig"
+  mkdir -p "$pcdir"
+  scripts/pkg-config.sh "$PWD" "$libdir" "$PWD/include" > "$pcdir/tessera.pc"
+  export PKG_CONFIG_PATH="$PWD/$pcdir"
+  # shellcheck disable=SC2046
+  cc -std=c11 examples/login_server.c $(pkg-config --cflags --libs tessera) -lpthread \
+     -Wl,-rpath,"$libdir" -o tests/c/build/login_server_pc
+  tests/c/build/login_server_pc > /dev/null
+  # --static: the archive itself, then Libs.private.
+  cc -std=c11 examples/login_server.c $(pkg-config --cflags tessera) "$libdir/libtessera.a" \
+     $(pkg-config --static --libs-only-l tessera | sed 's/-ltessera//') \
+     -o tests/c/build/login_server_pc_static
+  tests/c/build/login_server_pc_static > /dev/null
+fi
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
 make_c -j2 sanitize
 if command -v valgrind >/dev/null 2>&1; then

@@ -30,6 +30,17 @@ pub(crate) unsafe fn engine<'a>(e: *const tessera_engine) -> Result<&'a Engine, 
     Ok(unsafe { &e.as_ref().engine })
 }
 
+/// Hands a new engine to the caller through a checked, non-NULL `out`.
+///
+/// # Safety
+/// `out` must be valid for one pointer write.
+unsafe fn give(engine: Engine, out: *mut *mut tessera_engine) -> Result<(), Failure> {
+    let handle = Box::into_raw(Box::new(tessera_engine { engine }));
+    // SAFETY: the caller's contract; `out` was checked before the engine was built, so this
+    // cannot fail and leak the handle.
+    unsafe { write_out(out, handle, "out_engine") }
+}
+
 /// Configuration as JSON: every field of `tessera::Config` is optional and defaults to its
 /// documented default.
 #[derive(Deserialize)]
@@ -141,10 +152,8 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
 ) -> tessera_status {
     ffi_boundary!({
         non_null(out_engine, "out_engine")?;
-        let engine = Engine::in_memory()?;
-        let handle = Box::into_raw(Box::new(tessera_engine { engine }));
         // SAFETY: checked non-NULL; the caller's contract.
-        unsafe { write_out(out_engine, handle, "out_engine") }
+        unsafe { give(Engine::in_memory()?, out_engine) }
     })
 }
 
@@ -178,9 +187,8 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
             unsafe { json_in::<ConfigJson>(config_json, config_len, "config") }?.into_config()
         };
         let engine = Engine::builder().config(config).in_memory()?;
-        let handle = Box::into_raw(Box::new(tessera_engine { engine }));
         // SAFETY: checked non-NULL; the caller's contract.
-        unsafe { write_out(out_engine, handle, "out_engine") }
+        unsafe { give(engine, out_engine) }
     })
 }
 
