@@ -18,7 +18,6 @@ Rules (``STYLE.md``, Python section):
 from __future__ import annotations
 
 import ctypes
-import threading
 from ctypes import (
     POINTER,
     Structure,
@@ -346,15 +345,3 @@ def utf8(value: Union[str, bytes, bytearray, memoryview], what: str) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{what} must be str, not {type(value).__name__}")
-
-
-_local = threading.local()
-
-
-def scratch_session() -> tessera_verified_session:
-    """A per-thread result struct for session verification (the hot path allocates no
-    Python object for it per call)."""
-    s = getattr(_local, "session", None)
-    if s is None:
-        s = _local.session = tessera_verified_session()
-    return s

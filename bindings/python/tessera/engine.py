@@ -570,7 +570,9 @@ class Engine:
         :class:`~tessera.UserNotFound`, :class:`~tessera.TokenRevoked`,
         :class:`~tessera.UserDeactivated`."""
         t = token.encode("utf-8") if isinstance(token, str) else _ffi.utf8(token, "token")
-        out = _ffi.scratch_session()
+        # A fresh struct per call (not a per-thread scratch one): a finalizer running between
+        # the call and the reads below could otherwise verify on this thread and overwrite it.
+        out = _ffi.tessera_verified_session()
         h = self._h
         ptr = h.enter()
         try:
