@@ -14,7 +14,12 @@ venv=${TESSERA_PY_VENV:-$root/target/py-venv}
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "== creating $venv"
-  "$python" -m venv "$venv"
+  if ! "$python" -m venv "$venv"; then
+    rm -rf "$venv"
+    echo "error: '$python -m venv' failed; install the venv module (Debian/Ubuntu:" \
+         "apt-get install python3-venv) or set PYTHON to another interpreter" >&2
+    exit 1
+  fi
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install 'pytest>=7' 'PyJWT>=2.8' 'mypy>=1.5'

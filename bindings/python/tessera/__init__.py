@@ -38,8 +38,17 @@ SESSION_TOKEN_MAX_LEN = _ffi.SESSION_TOKEN_MAX_LEN
 ACCESS_TOKEN_LEN = _ffi.ACCESS_TOKEN_LEN
 ACCESS_TOKEN_PREFIX = "tsat_"
 
+
+
+def status_str(code: int) -> str:
+    """The library's short static name for a status code (``tessera_status_str``), e.g.
+    ``status_str(22) == "token revoked"``; ``"unknown status"`` for codes it does not know."""
+    return _ffi.status_name(code)
+
+
 __all__ = [
     "Engine",
+    "status_str",
     "UNSET",
     "CONFIG_FIELDS",
     "ABI_VERSION",

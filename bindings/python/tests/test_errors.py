@@ -53,6 +53,7 @@ def test_library_names_every_code_the_binding_knows() -> None:
         assert _ffi.status_name(code) not in ("", "unknown status"), code
     assert _ffi.status_name(0) != "unknown status"
     assert _ffi.status_name(4_000_000) == "unknown status"
+    assert tessera.status_str(22) == _ffi.status_name(22) != ""
 
 
 def test_unknown_code_is_a_plain_tessera_error() -> None:
