@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _ffi
 from ._ffi import lib
-from .errors import EngineClosed
+from .errors import EngineClosed, TesseraError
 from .types import (
     AccessTokenInfo,
     AuthMethod,
@@ -626,11 +626,9 @@ class Engine:
             lib.tessera_user_authenticate, u, len(u), t, len(t) if t is not None else 0,
             byref(out),
         )
-        method = {
-            _ffi.AUTH_USER_ID_ONLY: AuthMethod.USER_ID_ONLY,
-            _ffi.AUTH_ACCESS_TOKEN: AuthMethod.ACCESS_TOKEN,
-            _ffi.AUTH_SESSION_TOKEN: AuthMethod.SESSION_TOKEN,
-        }[out.method]
+        method = _AUTH_METHODS.get(out.method)
+        if method is None:  # a method a newer library added: fail closed rather than guess
+            raise TesseraError(f"unknown authentication method {out.method}", 0)
         return Authenticated(
             out.user_id[: out.user_id_len].decode("utf-8"),
             method,
@@ -651,6 +649,13 @@ class Engine:
         n = c_uint64(0)
         self._call(lib.tessera_event_dropped_count, byref(n))
         return n.value
+
+
+_AUTH_METHODS = {
+    _ffi.AUTH_USER_ID_ONLY: AuthMethod.USER_ID_ONLY,
+    _ffi.AUTH_ACCESS_TOKEN: AuthMethod.ACCESS_TOKEN,
+    _ffi.AUTH_SESSION_TOKEN: AuthMethod.SESSION_TOKEN,
+}
 
 
 def _plain(v: Any) -> Any:
