@@ -143,3 +143,22 @@ def test_free_functions_accept_null() -> None:
     lib.tessera_string_free(None)
     lib.tessera_bytes_free(None)
     assert lib.tessera_string_len(None) == 0 and lib.tessera_string_ptr(None) is None
+
+
+def test_secret_buffers_are_wiped_after_copying_out() -> None:
+    seen = []
+
+    def fake_issue(buf, cap, out_len):
+        seen.append(buf)
+        secret = b"tsat_secret"
+        if cap < len(secret) + 1:
+            out_len._obj.value = len(secret)
+            return _ffi.BUFFER_TOO_SMALL
+        ctypes.memmove(buf, secret + b"\0", len(secret) + 1)
+        out_len._obj.value = len(secret)
+        return _ffi.OK
+
+    st, raw = _ffi.read_buffer(fake_issue, (), 4, wipe=True)
+    assert (st, raw) == (0, b"tsat_secret")
+    assert len(seen) == 2  # grown once
+    assert all(b.raw == b"\0" * len(b) for b in seen)
