@@ -6,7 +6,20 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// `libtessera.so` of the profile this test was built with (`target/<profile>/`).
+///
+/// `cargo test` builds the library only as an rlib for the tests, so the cdylib may be
+/// missing or stale: build it first (a no-op when it is fresh).
 fn shared_library() -> PathBuf {
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--lib", "--quiet"]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("running cargo build failed");
+    assert!(status.success(), "cargo build --lib failed");
     // The test binary lives in target/<profile>/deps/.
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
