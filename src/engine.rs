@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::device::{Device, DeviceAdded, NewDevice};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind, EventQueue};
-use crate::key_ring::{KeyId, KeyInfo, KeyRing, StoredKeyRing};
+use crate::key_ring::{KeyId, KeyInfo, KeyRing, KeySecret, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::{MemoryPersistence, Persistence};
 use crate::profile_image::{self, ProfileImage};
@@ -1297,6 +1297,14 @@ impl Engine {
         self.inner.keys.store(Arc::new(ring));
         self.event(EventKind::KeyRetired, None, None, Some(id.to_string()));
         Ok(())
+    }
+
+    /// The secret of a live signing key, so another service can verify session tokens with
+    /// any HS256 JWT library. Whoever holds it can mint tokens: treat it like a password.
+    pub fn export_key(&self, key_id: &str) -> Result<KeySecret> {
+        let missing = || Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}"));
+        let id = KeyId::parse(key_id).ok_or_else(missing)?;
+        self.inner.keys.load().secret(id).ok_or_else(missing)
     }
 
     /// Every live signing key, oldest first.

@@ -46,7 +46,7 @@ pub use device::{Device, DeviceAdded, DeviceType, NewDevice, PushMode};
 pub use engine::{AuthMethod, Authenticated, Engine, EngineBuilder, Upserted, UserPage, UserQuery};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
-pub use key_ring::{KeyId, KeyInfo};
+pub use key_ring::{KeyId, KeyInfo, KeySecret};
 pub use profile_image::{ImageFormat, ProfileImage};
 pub use session_token::{
     SessionToken, VerifiedSession, SESSION_TOKEN_MAX_LEN, SESSION_TOKEN_MIN_LEN,
