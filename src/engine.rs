@@ -352,7 +352,7 @@ impl Engine {
     /// durability ticket to wait on once the mutex is released.
     fn commit(&self, w: &mut WriterState, m: Mutation) -> Result<u64> {
         let ticket = self.inner.persistence.append(&m)?;
-        self.apply(w, &m)?;
+        self.apply(w, m)?;
         Ok(ticket)
     }
 
@@ -383,7 +383,7 @@ impl Engine {
     }
 
     /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
-    pub(crate) fn replay(&self, m: &Mutation) -> Result<()> {
+    pub(crate) fn replay(&self, m: Mutation) -> Result<()> {
         let mut w = self.lock_writer();
         self.apply(&mut w, m)
     }
@@ -438,23 +438,33 @@ impl Engine {
         )
     }
 
-    /// Applies one mutation. Every state change of the engine goes through here.
-    fn apply(&self, w: &mut WriterState, m: &Mutation) -> Result<()> {
+    /// Applies one mutation. Every state change of the engine goes through here. Taking the
+    /// mutation by value lets the records it carries move into the state instead of being
+    /// copied, which is most of the work of replaying a snapshot.
+    fn apply(&self, w: &mut WriterState, m: Mutation) -> Result<()> {
         let inner = &*self.inner;
         match m {
             Mutation::Counters {
                 next_handle,
                 next_token_id,
             } => {
-                w.next_handle = w.next_handle.max(*next_handle);
-                w.next_token_id = w.next_token_id.max(*next_token_id);
+                if self.user_count() == 0 && next_handle > w.next_handle {
+                    // A snapshot starts with its counters: size the id index once rather
+                    // than growing it through every doubling while a million users load.
+                    let per_shard = (next_handle - w.next_handle) as usize / SHARDS + 1;
+                    for shard in inner.ids.iter() {
+                        shard.0.write().reserve(per_shard);
+                    }
+                }
+                w.next_handle = w.next_handle.max(next_handle);
+                w.next_token_id = w.next_token_id.max(next_token_id);
             }
             Mutation::UserCreated { handle, record } => {
                 self.insert_slot(
                     w,
-                    *handle,
+                    handle,
                     UserSlot {
-                        record: record.clone(),
+                        record,
                         epoch: 0,
                         token_required: false,
                         tokens: Box::default(),
@@ -470,39 +480,49 @@ impl Engine {
                 tokens,
                 devices,
             } => {
-                for t in tokens {
+                for t in &tokens {
                     w.next_token_id = w.next_token_id.max(t.id + 1);
                 }
                 self.insert_slot(
                     w,
-                    *handle,
+                    handle,
                     UserSlot {
-                        record: record.clone(),
-                        epoch: *epoch,
-                        token_required: *token_required,
-                        tokens: tokens.clone().into_boxed_slice(),
-                        devices: devices.clone(),
+                        record,
+                        epoch,
+                        token_required,
+                        tokens: tokens.into_boxed_slice(),
+                        devices,
                     },
                 );
             }
             Mutation::UserReplaced { handle, record } => {
+                let new_keys: Vec<Box<str>> = record.discovery_keys().to_vec();
                 let old_keys = {
-                    let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard
-                        .get_mut(*handle)
-                        .ok_or_else(|| Self::corrupt("user"))?;
+                    let mut shard = inner.users[shard_of(handle)].0.write();
+                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
                     let old: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
-                    slot.record = record.clone();
+                    slot.record = record;
                     old
                 };
-                let mut d = inner.discovery.write();
-                for k in &old_keys {
-                    d.remove(k);
-                }
-                for k in record.discovery_keys() {
-                    d.insert(k.clone(), *handle);
+                if !old_keys.is_empty() || !new_keys.is_empty() {
+                    let mut d = inner.discovery.write();
+                    for k in &old_keys {
+                        d.remove(k);
+                    }
+                    for k in new_keys {
+                        d.insert(k, handle);
+                    }
                 }
             }
+            other => self.apply_change(w, &other)?,
+        }
+        Ok(())
+    }
+
+    /// The mutations that carry little data, applied by reference.
+    fn apply_change(&self, w: &mut WriterState, m: &Mutation) -> Result<()> {
+        let inner = &*self.inner;
+        match m {
             Mutation::UserDeleted { handle } => {
                 let slot = inner.users[shard_of(*handle)]
                     .0
@@ -616,6 +636,15 @@ impl Engine {
                     .get_mut(*handle)
                     .ok_or_else(|| Self::corrupt("user"))?;
                 slot.token_required = true;
+            }
+            Mutation::Counters { .. }
+            | Mutation::UserCreated { .. }
+            | Mutation::UserRestored { .. }
+            | Mutation::UserReplaced { .. } => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "record-carrying mutation reached apply_change",
+                ))
             }
         }
         Ok(())
@@ -1438,7 +1467,7 @@ mod tests {
             KeyRing::from_stored(&e.stored_keys()).unwrap(),
         );
         for m in state(&e) {
-            copy.replay(&m).unwrap();
+            copy.replay(m).unwrap();
         }
         assert_eq!(state(&copy), state(&e));
         assert_eq!(
@@ -1459,7 +1488,7 @@ mod tests {
     #[test]
     fn replaying_a_mutation_for_a_missing_user_is_corruption() {
         let e = Engine::in_memory().unwrap();
-        let err = e.replay(&Mutation::UserDeleted { handle: 9 }).unwrap_err();
+        let err = e.replay(Mutation::UserDeleted { handle: 9 }).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corrupt);
     }
 }

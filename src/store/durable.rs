@@ -267,7 +267,7 @@ impl EngineBuilder {
                 Origin::Snapshot => "snapshot",
                 Origin::Journal => "journal",
             };
-            engine.replay(&decode::<Mutation>(bytes, what)?)
+            engine.replay(decode::<Mutation>(bytes, what)?)
         })?;
         if durable.store.set(store).is_err() {
             return Err(Error::new(ErrorKind::Internal, "store opened twice"));
