@@ -237,7 +237,13 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (code {}): {}", self.kind, self.kind.code(), self.message)
+        write!(
+            f,
+            "{} (code {}): {}",
+            self.kind,
+            self.kind.code(),
+            self.message
+        )
     }
 }
 
@@ -264,7 +270,10 @@ mod tests {
 
     #[test]
     fn display_carries_code_and_message() {
-        let e = Error::new(ErrorKind::FieldTooLong, "nickname is 81 characters; the limit is 80");
+        let e = Error::new(
+            ErrorKind::FieldTooLong,
+            "nickname is 81 characters; the limit is 80",
+        );
         assert_eq!(
             e.to_string(),
             "field too long (code 6): nickname is 81 characters; the limit is 80"

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Print the criterion results of the last `cargo bench` run as a table, then the ratios
+issue 6 asks for (Tessera / floor, peer / Tessera) with the target each is held to.
+
+Criterion cannot print ratios itself, so this reads target/criterion/**/new/estimates.json
+(the median of each benchmark) and benchmark.json (its full id). Ratios are only meaningful
+between numbers taken in the same run on the same machine.
+
+Usage: scripts/bench-report.py [--markdown] [CRITERION_DIR]
+"""
+
+import json
+import os
+import sys
+
+# (label, numerator id, denominator id, target, how to judge: "le" = ratio <= target,
+# "ge" = ratio >= target, None = informational). Ids are criterion full ids.
+RATIOS = [
+    # Choice of primitive (phase 1).
+    ("HMAC 100 B: ring / RustCrypto", "hmac_sha256/100B/ring", "hmac_sha256/100B/rustcrypto", None, None),
+    ("HMAC JWT input: ring / RustCrypto", "hmac_sha256/jwt_input_106B/ring", "hmac_sha256/jwt_input_106B/rustcrypto", None, None),
+    ("SHA-256 54 B: ring / RustCrypto", "sha256/54B/ring", "sha256/54B/rustcrypto", None, None),
+    ("floor: ring / RustCrypto", "floor/session_verify/ring", "floor/session_verify/rustcrypto", None, None),
+    # Tessera / floor (phase 2).
+    ("session verify / floor (same lengths)", "tessera/session_verify", "tessera_floor/session_verify", 1.3, "le"),
+    ("access verify / (SHA-256 + lookup), 1 M users", "tessera/access_token_verify_1M", "tessera_floor/access_token_sha256_lookup_1M", 1.2, "le"),
+    # Peer / Tessera.
+    ("jsonwebtoken decode+validate / session verify", "peer_jsonwebtoken/hs256_decode_validate", "tessera/session_verify", 4.0, "ge"),
+    ("jsonwebtoken encode / session issue", "peer_jsonwebtoken/hs256_encode", "tessera/session_issue", 3.0, "ge"),
+    ("pasetors v4.local decrypt / session verify", "peer_pasetors/v4_local_decrypt", "tessera/session_verify", None, None),
+    ("pasetors v4.local encrypt / session issue", "peer_pasetors/v4_local_encrypt", "tessera/session_issue", None, None),
+    ("pasetors v4.public verify / session verify", "peer_pasetors/v4_public_verify", "tessera/session_verify", None, None),
+    ("pasetors v4.public sign / session issue", "peer_pasetors/v4_public_sign", "tessera/session_issue", None, None),
+    ("std HashMap plaintext lookup / access verify", "peer_lookup_1M/std_hashmap_plaintext", "tessera/access_token_verify_1M", None, None),
+    ("SHA-256(ring)+hashbrown / access verify", "peer_lookup_1M/sha256_hashbrown/ring", "tessera/access_token_verify_1M", None, None),
+    ("SHA-256(RustCrypto)+hashbrown / access verify", "peer_lookup_1M/sha256_hashbrown/rustcrypto", "tessera/access_token_verify_1M", None, None),
+]
+
+
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.1f} ns"
+
+
+def load(root):
+    results = {}
+    for dirpath, _dirs, files in os.walk(root):
+        if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
+            continue
+        with open(os.path.join(dirpath, "benchmark.json")) as f:
+            full_id = json.load(f)["full_id"]
+        with open(os.path.join(dirpath, "estimates.json")) as f:
+            est = json.load(f)
+        med = est["median"]
+        ci = med["confidence_interval"]
+        results[full_id] = (med["point_estimate"], ci["lower_bound"], ci["upper_bound"])
+    return results
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    markdown = "--markdown" in sys.argv
+    root = args[0] if args else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "target", "criterion")
+    results = load(root)
+    if not results:
+        sys.exit(f"no criterion results under {root}: run `cargo bench` first")
+
+    if markdown:
+        print("| benchmark | median | 95% CI |")
+        print("| --- | ---: | --- |")
+    for name in sorted(results):
+        med, lo, hi = results[name]
+        if markdown:
+            print(f"| `{name}` | {fmt_ns(med)} | {fmt_ns(lo)} – {fmt_ns(hi)} |")
+        else:
+            print(f"{name:<60} {fmt_ns(med):>12}   [{fmt_ns(lo)} .. {fmt_ns(hi)}]")
+
+    print()
+    if markdown:
+        print("| ratio | value | target | status |")
+        print("| --- | ---: | ---: | --- |")
+    for label, num, den, target, how in RATIOS:
+        if num not in results or den not in results:
+            continue
+        r = results[num][0] / results[den][0]
+        if how is None:
+            tgt, status = "", ""
+        else:
+            tgt = ("≤ " if how == "le" else "≥ ") + f"{target}×"
+            ok = r <= target if how == "le" else r >= target
+            status = "met" if ok else "NOT MET"
+        if markdown:
+            print(f"| {label} | {r:.2f}× | {tgt} | {status} |")
+        else:
+            print(f"{label:<52} {r:6.2f}×  {tgt:<8} {status}")
+
+
+if __name__ == "__main__":
+    main()
