@@ -28,8 +28,9 @@ pub enum UserIdCase {
 
 /// Engine configuration. `Config::default()` gives the documented defaults; change fields and
 /// pass it to [`crate::EngineBuilder::config`], which checks it with [`Config::validate`].
+/// Build it with `Config { field: value, ..Config::default() }`, which keeps compiling when
+/// later releases add fields.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub struct Config {
     /// Longest user id, in characters (Unicode scalar values). Default 80 (Sendbird); at most
     /// 191 (MirrorFly).

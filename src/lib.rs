@@ -1,11 +1,56 @@
 //! Tessera: an embedded identity and token engine for chat servers.
+//!
+//! It keeps user records and runs the whole credential lifecycle in-process: permanent opaque
+//! access tokens (stored only as SHA-256 digests, at most N per user, oldest evicted) and
+//! stateless HS256 session tokens of 119..=168 characters (never stored; verified by
+//! signature, expiry and a per-user revocation epoch). Start with [`Engine`].
+//!
+//! ```
+//! use tessera::{Engine, ErrorKind, NewUser};
+//! let engine = Engine::in_memory()?;
+//! engine.create_user(NewUser::new("bob", "Bob"))?;
+//! let token = engine.issue_session_token("bob", None)?;
+//! engine.revoke_sessions("bob")?;
+//! let err = engine.verify_session_token(token.as_str()).unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::TokenRevoked);
+//! # Ok::<(), tessera::Error>(())
+//! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod access_token;
 mod clock;
 mod config;
+mod device;
+mod engine;
 mod error;
+mod event;
+mod key_ring;
+mod mutation;
+mod persistence;
+mod profile_image;
+mod session_token;
+mod user;
+mod user_table;
 
+pub use access_token::{
+    AccessToken, AccessTokenInfo, IssuedAccessToken, VerifiedAccessToken, ACCESS_TOKEN_LEN,
+    ACCESS_TOKEN_PREFIX,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, UserIdCase, UserIdPolicy, DAY_MS};
+pub use device::{Device, DeviceAdded, DeviceType, NewDevice, PushMode};
+pub use engine::{AuthMethod, Authenticated, Engine, EngineBuilder, Upserted, UserPage, UserQuery};
 pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventKind};
+pub use key_ring::{KeyId, KeyInfo};
+pub use profile_image::{ImageFormat, ProfileImage};
+pub use session_token::{
+    SessionToken, VerifiedSession, SESSION_TOKEN_MAX_LEN, SESSION_TOKEN_MIN_LEN,
+};
+pub use user::{NewUser, User, UserPatch, PRIVATE_METADATA_KEY};
+
+/// The README's Rust examples run as doc tests, so the front page cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the project: Rust (unit, integration, doc), formatting and lints, and
+# the C, C++ and Python suites when present. This is the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets
+cargo test --doc
+for suite in scripts/test-c.sh scripts/test-python.sh scripts/bench-smoke.sh; do
+  if [ -x "$suite" ]; then
+    echo "== $suite"
+    "$suite"
+  fi
+done
+echo "== all tests passed"

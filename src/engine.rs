@@ -1,0 +1,1427 @@
+//! The engine: sharded in-memory state, the rules that decide each change, and the one place
+//! (`apply`) where changes happen.
+//!
+//! Concurrency model. Readers (verify, get, list) take only per-shard read locks, never a
+//! global one, and never hold two locks at once. Writers serialise on one writer mutex: they
+//! decide a [`Mutation`] against the current state, append it to the persistence hook, apply
+//! it, release the mutex, and only then wait for durability — so concurrent writers share
+//! syncs (group commit). Because a writer never holds two shard locks at once either, no lock
+//! order exists to get wrong.
+
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hashbrown::HashMap;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use ring::rand::SystemRandom;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::access_token::{
+    self, AccessTokenEntry, AccessTokenInfo, IssuedAccessToken, VerifiedAccessToken,
+    ACCESS_TOKEN_PREFIX,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::device::{Device, DeviceAdded, NewDevice};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Event, EventKind, EventQueue};
+use crate::key_ring::{KeyId, KeyInfo, KeyRing, StoredKeyRing};
+use crate::mutation::Mutation;
+use crate::persistence::{MemoryPersistence, Persistence};
+use crate::profile_image::{self, ProfileImage};
+use crate::session_token::{
+    self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
+};
+use crate::user::{check_text, normalize_user_id, NewUser, User, UserPatch, UserRecord};
+use crate::user_table::UserTable;
+
+/// Number of shards of every sharded map; a power of two.
+pub(crate) const SHARDS: usize = 64;
+
+/// A lock on its own cache lines, so threads working on neighbouring shards do not slow each
+/// other down through false sharing.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard<T>(RwLock<T>);
+
+fn shards<T: Default>() -> Box<[Shard<T>]> {
+    (0..SHARDS).map(|_| Shard::default()).collect()
+}
+
+/// User id → handle.
+type IdIndex = HashMap<Box<str>, u64>;
+
+/// Everything the engine keeps about one user.
+#[derive(Clone, Debug)]
+pub(crate) struct UserSlot {
+    pub record: UserRecord,
+    /// Session epoch: session tokens carrying another value are revoked.
+    pub epoch: u32,
+    /// Set once any token was issued: from then on a login needs a token.
+    pub token_required: bool,
+    /// Exactly sized: a user's tokens change rarely and are many in total.
+    pub tokens: Box<[AccessTokenEntry]>,
+    pub devices: Vec<Device>,
+}
+
+/// Counters, owned by the writer mutex.
+struct WriterState {
+    next_handle: u64,
+    next_token_id: u64,
+}
+
+/// The result of [`Engine::upsert_user`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upserted {
+    /// The user now stored.
+    pub user: User,
+    /// True when this call created it; false when it already existed (MirrorFly's
+    /// `isExisting`, inverted).
+    pub created: bool,
+}
+
+/// A filter and page request for [`Engine::list_users`]. Every set filter must match.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserQuery {
+    /// Page size, 1..=100. Default 20.
+    pub limit: usize,
+    /// The `next_cursor` of the previous page; `None` for the first page.
+    pub cursor: Option<String>,
+    /// Only these user ids.
+    pub user_ids: Option<Vec<String>>,
+    /// Only users whose nickname starts with this (case-sensitive).
+    pub nickname_prefix: Option<String>,
+    /// Only users whose public metadata has this key with this string value.
+    pub metadata_key: Option<String>,
+    /// The value for `metadata_key`.
+    pub metadata_value: Option<String>,
+    /// Only users with this tag.
+    pub tag: Option<String>,
+    /// Only active (`true`) or deactivated (`false`) users.
+    pub active: Option<bool>,
+}
+
+impl Default for UserQuery {
+    fn default() -> UserQuery {
+        UserQuery {
+            limit: 20,
+            cursor: None,
+            user_ids: None,
+            nickname_prefix: None,
+            metadata_key: None,
+            metadata_value: None,
+            tag: None,
+            active: None,
+        }
+    }
+}
+
+/// One page of users, in creation order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserPage {
+    /// The users.
+    pub users: Vec<User>,
+    /// Pass this as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// How [`Engine::authenticate`] accepted a login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// By user id alone (allowed only by configuration, and only before any token was issued).
+    UserIdOnly,
+    /// By an access token.
+    AccessToken {
+        /// Its id.
+        token_id: u64,
+    },
+    /// By a session token.
+    SessionToken {
+        /// Its expiry, milliseconds since the Unix epoch.
+        expires_at_ms: i64,
+    },
+}
+
+/// A successful login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The user.
+    pub user_id: String,
+    /// What credential was accepted.
+    pub method: AuthMethod,
+}
+
+/// Builds an [`Engine`] with a configuration and a clock.
+pub struct EngineBuilder {
+    pub(crate) config: Config,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl EngineBuilder {
+    /// Uses this configuration (checked when the engine is built).
+    pub fn config(mut self, config: Config) -> EngineBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Uses this clock instead of the system clock (tests, simulations).
+    pub fn clock(mut self, clock: impl Clock) -> EngineBuilder {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// An engine whose state lives only in memory and is gone when it is dropped.
+    pub fn in_memory(self) -> Result<Engine> {
+        self.config.validate()?;
+        let rng = SystemRandom::new();
+        let keys = KeyRing::generate(&rng, self.clock.now_ms())?;
+        Ok(Engine::assemble(
+            self.config,
+            self.clock,
+            Arc::new(MemoryPersistence::default()),
+            keys,
+        ))
+    }
+}
+
+/// The identity and token engine.
+///
+/// `Engine` is `Send + Sync` and used through `&self` from any number of threads; clones are
+/// cheap handles to the same state.
+///
+/// ```
+/// use tessera::{Engine, NewUser};
+/// let engine = Engine::in_memory()?;
+/// engine.create_user(NewUser::new("alice", "Alice"))?;
+/// let session = engine.issue_session_token("alice", None)?;
+/// let verified = engine.verify_session_token(session.as_str())?;
+/// assert_eq!(verified.user_id, "alice");
+/// let access = engine.issue_access_token("alice", Some("phone"))?;
+/// assert_eq!(engine.verify_access_token(access.token.as_str())?.user_id, "alice");
+/// # Ok::<(), tessera::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+    users: Box<[Shard<UserTable>]>,
+    ids: Box<[Shard<IdIndex>]>,
+    /// Number of live users.
+    live_users: AtomicUsize,
+    /// One past the largest handle ever stored: where pagination stops.
+    handle_limit: AtomicU64,
+    discovery: RwLock<HashMap<Box<str>, u64>>,
+    push_tokens: RwLock<HashMap<Box<str>, u64>>,
+    keys: ArcSwap<KeyRing>,
+    writer: Mutex<WriterState>,
+    events: EventQueue,
+    persistence: Arc<dyn Persistence>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("users", &self.user_count())
+            .finish_non_exhaustive()
+    }
+}
+
+fn shard_of(h: u64) -> usize {
+    (h as usize) % SHARDS
+}
+
+fn id_shard(id: &str) -> usize {
+    // FNV-1a: cheap, stable, good enough to spread ids over 64 shards (the map inside each
+    // shard uses hashbrown's own hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h as usize) % SHARDS
+}
+
+fn not_found(id: &str) -> Error {
+    Error::new(ErrorKind::UserNotFound, format!("no user {id:?}"))
+}
+
+impl Engine {
+    /// A builder with the default configuration and the system clock.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            config: Config::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// An in-memory engine with the default configuration.
+    pub fn in_memory() -> Result<Engine> {
+        Engine::builder().in_memory()
+    }
+
+    pub(crate) fn assemble(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        persistence: Arc<dyn Persistence>,
+        keys: KeyRing,
+    ) -> Engine {
+        let capacity = config.event_queue_capacity;
+        Engine {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                rng: SystemRandom::new(),
+                users: shards(),
+                ids: shards(),
+                live_users: AtomicUsize::new(0),
+                handle_limit: AtomicU64::new(1),
+                discovery: RwLock::new(HashMap::new()),
+                push_tokens: RwLock::new(HashMap::new()),
+                keys: ArcSwap::from_pointee(keys),
+                writer: Mutex::new(WriterState {
+                    next_handle: 1,
+                    next_token_id: 1,
+                }),
+                events: EventQueue::new(capacity),
+                persistence,
+            }),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now_ms().max(0)
+    }
+
+    /// Number of users.
+    pub fn user_count(&self) -> usize {
+        self.inner.live_users.load(Ordering::Relaxed)
+    }
+
+    // ----- lookups ---------------------------------------------------------------------
+
+    fn handle_of_normalized(&self, id: &str) -> Option<u64> {
+        self.inner.ids[id_shard(id)].0.read().get(id).copied()
+    }
+
+    /// Normalises `id` and finds its handle.
+    fn handle_of(&self, id: &str) -> Result<(u64, String)> {
+        let id = normalize_user_id(&self.inner.config, id)?;
+        match self.handle_of_normalized(&id) {
+            Some(h) => Ok((h, id.into_owned())),
+            None => Err(not_found(&id)),
+        }
+    }
+
+    fn with_slot<T>(&self, handle: u64, f: impl FnOnce(&UserSlot) -> T) -> Option<T> {
+        self.inner.users[shard_of(handle)]
+            .0
+            .read()
+            .get(handle)
+            .map(f)
+    }
+
+    fn with_user<T>(&self, id: &str, f: impl FnOnce(&UserSlot) -> Result<T>) -> Result<T> {
+        let (handle, id) = self.handle_of(id)?;
+        self.with_slot(handle, f)
+            .unwrap_or_else(|| Err(not_found(&id)))
+    }
+
+    fn slot_clone(&self, handle: u64) -> Result<UserSlot> {
+        self.with_slot(handle, UserSlot::clone)
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "user index out of step"))
+    }
+
+    // ----- the one door ------------------------------------------------------------------
+
+    /// Journals and applies a mutation; the caller holds the writer mutex. Returns the
+    /// durability ticket to wait on once the mutex is released.
+    fn commit(&self, w: &mut WriterState, m: Mutation) -> Result<u64> {
+        let ticket = self.inner.persistence.append(&m)?;
+        self.apply(w, &m)?;
+        Ok(ticket)
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
+        self.inner.writer.lock()
+    }
+
+    /// Waits until the write of `ticket` is durable.
+    fn durable(&self, ticket: u64) -> Result<()> {
+        self.inner.persistence.wait(ticket)
+    }
+
+    /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
+    #[allow(dead_code)] // used by the store
+    pub(crate) fn replay(&self, m: &Mutation) -> Result<()> {
+        let mut w = self.lock_writer();
+        self.apply(&mut w, m)
+    }
+
+    /// Calls `f` with a sequence of mutations that rebuilds the current state, holding the
+    /// writer mutex so the state does not move underneath (readers are not blocked).
+    #[allow(dead_code)] // used by the store
+    pub(crate) fn export(&self, mut f: impl FnMut(&Mutation) -> Result<()>) -> Result<()> {
+        let w = self.lock_writer();
+        f(&Mutation::Counters {
+            next_handle: w.next_handle,
+            next_token_id: w.next_token_id,
+        })?;
+        for handle in 1..w.next_handle {
+            let Some(slot) = self.with_slot(handle, UserSlot::clone) else {
+                continue;
+            };
+            f(&Mutation::UserRestored {
+                handle,
+                record: slot.record,
+                epoch: slot.epoch,
+                token_required: slot.token_required,
+                tokens: slot.tokens.into_vec(),
+                devices: slot.devices,
+            })?;
+        }
+        drop(w);
+        Ok(())
+    }
+
+    /// The persisted form of the key ring.
+    #[allow(dead_code)] // used by the store
+    pub(crate) fn stored_keys(&self) -> StoredKeyRing {
+        self.inner.keys.load().to_stored()
+    }
+
+    fn corrupt(what: &str) -> Error {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("mutation refers to a missing {what}"),
+        )
+    }
+
+    /// Applies one mutation. Every state change of the engine goes through here.
+    fn apply(&self, w: &mut WriterState, m: &Mutation) -> Result<()> {
+        let inner = &*self.inner;
+        match m {
+            Mutation::Counters {
+                next_handle,
+                next_token_id,
+            } => {
+                w.next_handle = w.next_handle.max(*next_handle);
+                w.next_token_id = w.next_token_id.max(*next_token_id);
+            }
+            Mutation::UserCreated { handle, record } => {
+                self.insert_slot(
+                    w,
+                    *handle,
+                    UserSlot {
+                        record: record.clone(),
+                        epoch: 0,
+                        token_required: false,
+                        tokens: Box::default(),
+                        devices: Vec::new(),
+                    },
+                );
+            }
+            Mutation::UserRestored {
+                handle,
+                record,
+                epoch,
+                token_required,
+                tokens,
+                devices,
+            } => {
+                for t in tokens {
+                    w.next_token_id = w.next_token_id.max(t.id + 1);
+                }
+                self.insert_slot(
+                    w,
+                    *handle,
+                    UserSlot {
+                        record: record.clone(),
+                        epoch: *epoch,
+                        token_required: *token_required,
+                        tokens: tokens.clone().into_boxed_slice(),
+                        devices: devices.clone(),
+                    },
+                );
+            }
+            Mutation::UserReplaced { handle, record } => {
+                let old_keys = {
+                    let mut shard = inner.users[shard_of(*handle)].0.write();
+                    let slot = shard
+                        .get_mut(*handle)
+                        .ok_or_else(|| Self::corrupt("user"))?;
+                    let old: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
+                    slot.record = record.clone();
+                    old
+                };
+                let mut d = inner.discovery.write();
+                for k in &old_keys {
+                    d.remove(k);
+                }
+                for k in record.discovery_keys() {
+                    d.insert(k.clone(), *handle);
+                }
+            }
+            Mutation::UserDeleted { handle } => {
+                let slot = inner.users[shard_of(*handle)]
+                    .0
+                    .write()
+                    .remove(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                inner.live_users.fetch_sub(1, Ordering::Relaxed);
+                inner.ids[id_shard(&slot.record.id)]
+                    .0
+                    .write()
+                    .remove(&slot.record.id);
+                let mut d = inner.discovery.write();
+                for k in slot.record.discovery_keys() {
+                    d.remove(k);
+                }
+                drop(d);
+                let mut p = inner.push_tokens.write();
+                for dev in &slot.devices {
+                    p.remove(dev.push_token.as_str());
+                }
+            }
+            Mutation::DeviceAdded {
+                handle,
+                device,
+                evicted,
+                moved_from,
+            } => {
+                if let Some(from) = moved_from {
+                    let mut shard = inner.users[shard_of(*from)].0.write();
+                    let slot = shard.get_mut(*from).ok_or_else(|| Self::corrupt("user"))?;
+                    slot.devices.retain(|d| d.push_token != device.push_token);
+                }
+                {
+                    let mut shard = inner.users[shard_of(*handle)].0.write();
+                    let slot = shard
+                        .get_mut(*handle)
+                        .ok_or_else(|| Self::corrupt("user"))?;
+                    slot.devices.retain(|d| {
+                        d.push_token != device.push_token && Some(&d.push_token) != evicted.as_ref()
+                    });
+                    slot.devices.push(device.clone());
+                }
+                let mut p = inner.push_tokens.write();
+                if let Some(e) = evicted {
+                    p.remove(e.as_str());
+                }
+                p.insert(Box::from(device.push_token.as_str()), *handle);
+            }
+            Mutation::DeviceRemoved { handle, push_token } => {
+                {
+                    let mut shard = inner.users[shard_of(*handle)].0.write();
+                    let slot = shard
+                        .get_mut(*handle)
+                        .ok_or_else(|| Self::corrupt("user"))?;
+                    slot.devices.retain(|d| &d.push_token != push_token);
+                }
+                inner.push_tokens.write().remove(push_token.as_str());
+            }
+            Mutation::AccessTokenIssued {
+                handle,
+                entry,
+                evicted,
+            } => {
+                w.next_token_id = w.next_token_id.max(entry.id + 1);
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                // Sized exactly up front: growing and then shrinking would leave allocator
+                // fragments behind on every issue.
+                let mut tokens = Vec::with_capacity(slot.tokens.len() + 1);
+                tokens.extend(
+                    slot.tokens
+                        .iter()
+                        .filter(|t| Some(t.id) != *evicted)
+                        .cloned(),
+                );
+                tokens.push(entry.clone());
+                slot.tokens = tokens.into_boxed_slice();
+                slot.token_required = true;
+            }
+            Mutation::AccessTokenRevoked { handle, token_id } => {
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                slot.tokens = slot
+                    .tokens
+                    .iter()
+                    .filter(|t| t.id != *token_id)
+                    .cloned()
+                    .collect();
+            }
+            Mutation::AccessTokensRevoked { handle } => {
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                slot.tokens = Box::default();
+            }
+            Mutation::SessionsRevoked { handle, epoch } => {
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                slot.epoch = *epoch;
+            }
+            Mutation::TokenRequired { handle } => {
+                let mut shard = inner.users[shard_of(*handle)].0.write();
+                let slot = shard
+                    .get_mut(*handle)
+                    .ok_or_else(|| Self::corrupt("user"))?;
+                slot.token_required = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_slot(&self, w: &mut WriterState, handle: u64, slot: UserSlot) {
+        let inner = &*self.inner;
+        w.next_handle = w.next_handle.max(handle + 1);
+        let id = slot.record.id.clone();
+        let keys: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
+        let pushes: Vec<Box<str>> = slot
+            .devices
+            .iter()
+            .map(|d| Box::from(d.push_token.as_str()))
+            .collect();
+        // The slot goes in before the indexes that point at it, so a reader that finds the
+        // id always finds the user.
+        if inner.users[shard_of(handle)].0.write().insert(handle, slot) {
+            inner.live_users.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.handle_limit.fetch_max(handle + 1, Ordering::Release);
+        if !keys.is_empty() {
+            let mut d = inner.discovery.write();
+            for k in keys {
+                d.insert(k, handle);
+            }
+        }
+        if !pushes.is_empty() {
+            let mut p = inner.push_tokens.write();
+            for k in pushes {
+                p.insert(k, handle);
+            }
+        }
+        inner.ids[id_shard(&id)].0.write().insert(id, handle);
+    }
+
+    fn event(&self, kind: EventKind, user: Option<&str>, token: Option<u64>, key: Option<String>) {
+        self.inner.events.push(kind, user, token, key, self.now());
+    }
+
+    // ----- users -------------------------------------------------------------------------
+
+    /// Creates a user. Fails with [`ErrorKind::UserAlreadyExists`] if the id is taken.
+    pub fn create_user(&self, new: NewUser) -> Result<User> {
+        self.create(new, false).map(|u| u.user)
+    }
+
+    /// Creates a user, or returns the existing one with that id unchanged (`created: false`).
+    pub fn upsert_user(&self, new: NewUser) -> Result<Upserted> {
+        self.create(new, true)
+    }
+
+    fn create(&self, new: NewUser, upsert: bool) -> Result<Upserted> {
+        let config = &self.inner.config;
+        let id = normalize_user_id(config, &new.user_id)?.into_owned();
+        let record = UserRecord::from_new(config, &id, &new, self.now())?;
+        let mut w = self.lock_writer();
+        if let Some(handle) = self.handle_of_normalized(&id) {
+            if upsert {
+                let user = self.slot_clone(handle)?.record.to_user();
+                return Ok(Upserted {
+                    user,
+                    created: false,
+                });
+            }
+            return Err(Error::new(
+                ErrorKind::UserAlreadyExists,
+                format!("user {id:?} already exists"),
+            ));
+        }
+        self.check_discovery_keys(record.discovery_keys(), None)?;
+        let handle = w.next_handle;
+        if handle > MAX_HANDLE {
+            return Err(Error::new(ErrorKind::Exhausted, "user handles exhausted"));
+        }
+        let user = record.to_user();
+        let ticket = self.commit(&mut w, Mutation::UserCreated { handle, record })?;
+        drop(w);
+        self.durable(ticket)?;
+        Ok(Upserted {
+            user,
+            created: true,
+        })
+    }
+
+    fn check_discovery_keys(&self, keys: &[Box<str>], owner: Option<u64>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let d = self.inner.discovery.read();
+        for k in keys {
+            if let Some(&h) = d.get(k) {
+                if Some(h) != owner {
+                    return Err(Error::new(
+                        ErrorKind::DiscoveryKeyTaken,
+                        format!("discovery key {k:?} belongs to another user"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gets a user by id.
+    pub fn get_user(&self, user_id: &str) -> Result<User> {
+        self.with_user(user_id, |s| Ok(s.record.to_user()))
+    }
+
+    /// Changes the fields a patch sets; all-or-nothing.
+    pub fn update_user(&self, user_id: &str, patch: &UserPatch) -> Result<User> {
+        let (handle, _) = self.handle_of(user_id)?;
+        let mut w = self.lock_writer();
+        let mut record = self.live_record(handle, user_id)?;
+        record.apply_patch(&self.inner.config, patch)?;
+        self.check_discovery_keys(record.discovery_keys(), Some(handle))?;
+        let user = record.to_user();
+        let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
+        drop(w);
+        self.durable(ticket)?;
+        Ok(user)
+    }
+
+    /// The current record of `handle`, under the writer mutex (the user may have been deleted
+    /// between the id lookup and taking the mutex).
+    fn live_record(&self, handle: u64, user_id: &str) -> Result<UserRecord> {
+        self.with_slot(handle, |s| s.record.clone())
+            .ok_or_else(|| not_found(user_id))
+    }
+
+    /// Deletes a user and revokes everything it held. A user created later with the same id
+    /// gets a new internal handle, so none of the old tokens can ever reach it.
+    pub fn delete_user(&self, user_id: &str) -> Result<()> {
+        let (handle, id) = self.handle_of(user_id)?;
+        let mut w = self.lock_writer();
+        self.live_record(handle, &id)?;
+        let ticket = self.commit(&mut w, Mutation::UserDeleted { handle })?;
+        drop(w);
+        self.event(EventKind::UserDeleted, Some(&id), None, None);
+        self.durable(ticket)
+    }
+
+    /// Deactivates a user: its tokens stop verifying (they are not revoked) until reactivated.
+    pub fn deactivate_user(&self, user_id: &str) -> Result<User> {
+        self.set_active(user_id, false)
+    }
+
+    /// Reactivates a deactivated user.
+    pub fn reactivate_user(&self, user_id: &str) -> Result<User> {
+        self.set_active(user_id, true)
+    }
+
+    fn set_active(&self, user_id: &str, active: bool) -> Result<User> {
+        let (handle, id) = self.handle_of(user_id)?;
+        let mut w = self.lock_writer();
+        let mut record = self.live_record(handle, &id)?;
+        if record.active == active {
+            return Ok(record.to_user());
+        }
+        record.active = active;
+        let user = record.to_user();
+        let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
+        drop(w);
+        if !active {
+            self.event(EventKind::UserDeactivated, Some(&id), None, None);
+        }
+        self.durable(ticket)?;
+        Ok(user)
+    }
+
+    /// Lists users in creation order, one page at a time, with optional filters. The private
+    /// part of metadata is never matched.
+    pub fn list_users(&self, query: &UserQuery) -> Result<UserPage> {
+        if !(1..=100).contains(&query.limit) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("limit must be 1..=100, got {}", query.limit),
+            ));
+        }
+        if query.metadata_key.is_some() != query.metadata_value.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "metadata_key and metadata_value go together",
+            ));
+        }
+        let after = match &query.cursor {
+            None => 0,
+            Some(c) => decode_cursor(c)?,
+        };
+        let wanted: Option<Vec<u64>> = match &query.user_ids {
+            None => None,
+            Some(ids) => {
+                if ids.len() > 100 {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        "at most 100 user ids per query",
+                    ));
+                }
+                let mut hs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let id = normalize_user_id(&self.inner.config, id)?;
+                    hs.extend(self.handle_of_normalized(&id));
+                }
+                hs.sort_unstable();
+                hs.dedup();
+                Some(hs)
+            }
+        };
+        let matches = |s: &UserSlot| {
+            let r = &s.record;
+            query.active.is_none_or(|a| r.active == a)
+                && query
+                    .nickname_prefix
+                    .as_deref()
+                    .is_none_or(|p| r.nickname.starts_with(p))
+                && query
+                    .tag
+                    .as_deref()
+                    .is_none_or(|t| r.tags().iter().any(|x| &**x == t))
+                && match (&query.metadata_key, &query.metadata_value) {
+                    (Some(k), Some(v)) => r.metadata_matches(k, v),
+                    _ => true,
+                }
+        };
+        let mut users = Vec::new();
+        let mut last = after;
+        let mut more = false;
+        let mut consider = |handle: u64, users: &mut Vec<User>| -> bool {
+            // Returns false when the page is full and one more match exists.
+            let hit = self.with_slot(handle, |s| matches(s).then(|| s.record.to_user()));
+            if let Some(Some(u)) = hit {
+                if users.len() == query.limit {
+                    return false;
+                }
+                users.push(u);
+                last = handle;
+            }
+            true
+        };
+        match wanted {
+            Some(hs) => {
+                for h in hs.into_iter().filter(|&h| h > after) {
+                    if !consider(h, &mut users) {
+                        more = true;
+                        break;
+                    }
+                }
+            }
+            None => {
+                // Handles are dense and ascending in creation order; holes are deleted users.
+                let limit = self.inner.handle_limit.load(Ordering::Acquire);
+                for h in after.saturating_add(1)..limit {
+                    if !consider(h, &mut users) {
+                        more = true;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(UserPage {
+            users,
+            next_cursor: more.then(|| encode_cursor(last)),
+        })
+    }
+
+    /// Finds the user holding a discovery key.
+    pub fn find_user_by_discovery_key(&self, key: &str) -> Result<User> {
+        let handle = self.inner.discovery.read().get(key).copied();
+        handle
+            .and_then(|h| self.with_slot(h, |s| s.record.to_user()))
+            .ok_or_else(|| Error::new(ErrorKind::UserNotFound, "no user has this discovery key"))
+    }
+
+    // ----- profile images ------------------------------------------------------------------
+
+    /// Stores an uploaded PNG or JPEG (checked by magic number, not by name) and points the
+    /// user's profile URL at it. The image is durable before the record that refers to it.
+    pub fn set_profile_image(&self, user_id: &str, bytes: &[u8]) -> Result<User> {
+        let (format, digest) = profile_image::inspect(&self.inner.config, bytes)?;
+        let (handle, id) = self.handle_of(user_id)?;
+        self.inner.persistence.put_blob(&digest, bytes)?;
+        let url = profile_image::url(&self.inner.config, format, &digest);
+        let mut w = self.lock_writer();
+        let mut record = self.live_record(handle, &id)?;
+        record.profile_url = Some(url.into_boxed_str());
+        let user = record.to_user();
+        let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
+        drop(w);
+        self.durable(ticket)?;
+        Ok(user)
+    }
+
+    /// Reads an uploaded image by its SHA-256 (hex, as in the engine URL).
+    pub fn profile_image(&self, sha256_hex: &str) -> Result<ProfileImage> {
+        let missing = || Error::new(ErrorKind::ImageNotFound, "no image with this address");
+        let digest = profile_image::parse_hex(sha256_hex).ok_or_else(missing)?;
+        let bytes = self
+            .inner
+            .persistence
+            .get_blob(&digest)?
+            .ok_or_else(missing)?;
+        let format = profile_image::ImageFormat::sniff(&bytes)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "stored image is not PNG or JPEG"))?;
+        Ok(ProfileImage {
+            format,
+            sha256_hex: profile_image::hex(&digest),
+            bytes,
+        })
+    }
+
+    // ----- devices -------------------------------------------------------------------------
+
+    /// Registers a device for push notifications. Re-registering a push token refreshes it; a
+    /// push token held by another user moves to this one (the install changed hands); past
+    /// the per-type limit the oldest device of that type is evicted.
+    pub fn add_device(&self, user_id: &str, new: NewDevice) -> Result<DeviceAdded> {
+        new.validate(&self.inner.config)?;
+        let (handle, id) = self.handle_of(user_id)?;
+        let device = new.into_device(self.now());
+        let mut w = self.lock_writer();
+        let owner = self
+            .inner
+            .push_tokens
+            .read()
+            .get(device.push_token.as_str())
+            .copied();
+        let moved_from = owner.filter(|&o| o != handle);
+        let evicted = self
+            .with_slot(handle, |s| {
+                let same: Vec<&Device> = s
+                    .devices
+                    .iter()
+                    .filter(|d| {
+                        d.device_type == device.device_type && d.push_token != device.push_token
+                    })
+                    .collect();
+                (same.len() >= self.inner.config.devices_per_type_max).then(|| same[0].clone())
+            })
+            .ok_or_else(|| not_found(&id))?;
+        let ticket = self.commit(
+            &mut w,
+            Mutation::DeviceAdded {
+                handle,
+                device: device.clone(),
+                evicted: evicted.as_ref().map(|d| d.push_token.clone()),
+                moved_from,
+            },
+        )?;
+        drop(w);
+        self.durable(ticket)?;
+        Ok(DeviceAdded { device, evicted })
+    }
+
+    /// The user's devices, oldest first.
+    pub fn list_devices(&self, user_id: &str) -> Result<Vec<Device>> {
+        self.with_user(user_id, |s| Ok(s.devices.clone()))
+    }
+
+    /// Removes the user's device with this push token.
+    pub fn remove_device(&self, user_id: &str, push_token: &str) -> Result<Device> {
+        let (handle, id) = self.handle_of(user_id)?;
+        let mut w = self.lock_writer();
+        let device = self
+            .with_slot(handle, |s| {
+                s.devices
+                    .iter()
+                    .find(|d| d.push_token == push_token)
+                    .cloned()
+            })
+            .ok_or_else(|| not_found(&id))?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::DeviceNotFound,
+                    "the user has no device with this push token",
+                )
+            })?;
+        let ticket = self.commit(
+            &mut w,
+            Mutation::DeviceRemoved {
+                handle,
+                push_token: push_token.to_owned(),
+            },
+        )?;
+        drop(w);
+        self.durable(ticket)?;
+        Ok(device)
+    }
+
+    /// Finds which user owns a push token.
+    pub fn find_user_by_push_token(&self, push_token: &str) -> Result<User> {
+        let handle = self.inner.push_tokens.read().get(push_token).copied();
+        handle
+            .and_then(|h| self.with_slot(h, |s| s.record.to_user()))
+            .ok_or_else(|| Error::new(ErrorKind::DeviceNotFound, "no user has this push token"))
+    }
+
+    // ----- access tokens -------------------------------------------------------------------
+
+    /// Issues a permanent access token. If the user already holds the maximum number, the
+    /// oldest is revoked in the same step and its id returned in `revoked`.
+    pub fn issue_access_token(
+        &self,
+        user_id: &str,
+        label: Option<&str>,
+    ) -> Result<IssuedAccessToken> {
+        if let Some(l) = label {
+            check_text("label", l, self.inner.config.access_token_label_max_chars)?;
+        }
+        let (handle, id) = self.handle_of(user_id)?;
+        let now = self.now();
+        let mut w = self.lock_writer();
+        let (active, oldest, count) = self
+            .with_slot(handle, |s| {
+                (
+                    s.record.active,
+                    s.tokens.first().map(|t| t.id),
+                    s.tokens.len(),
+                )
+            })
+            .ok_or_else(|| not_found(&id))?;
+        if !active {
+            return Err(deactivated(&id));
+        }
+        let evicted = (count >= self.inner.config.access_tokens_per_user)
+            .then_some(oldest)
+            .flatten();
+        let (token, digest) = access_token::generate(&self.inner.rng, handle)?;
+        let entry = AccessTokenEntry {
+            id: w.next_token_id,
+            created_at_ms: now,
+            digest,
+            label: label.map(Box::from),
+        };
+        let info = entry.info();
+        let ticket = self.commit(
+            &mut w,
+            Mutation::AccessTokenIssued {
+                handle,
+                entry,
+                evicted,
+            },
+        )?;
+        drop(w);
+        if let Some(old) = evicted {
+            self.event(EventKind::AccessTokenEvicted, Some(&id), Some(old), None);
+        }
+        self.durable(ticket)?;
+        Ok(IssuedAccessToken {
+            token,
+            info,
+            revoked: evicted,
+        })
+    }
+
+    /// Verifies an access token: its checksum, then SHA-256 of the text compared in constant
+    /// time with the digests of the one user the token names.
+    pub fn verify_access_token(&self, token: &str) -> Result<VerifiedAccessToken> {
+        let (handle, digest) = access_token::parse(token)?;
+        self.with_slot(handle, |s| {
+            let t = s
+                .tokens
+                .iter()
+                .find(|t| t.digest == digest)
+                .ok_or_else(Error::invalid_token)?;
+            if !s.record.active {
+                return Err(deactivated(&s.record.id));
+            }
+            Ok(VerifiedAccessToken {
+                user_id: s.record.id.to_string(),
+                token_id: t.id,
+            })
+        })
+        .unwrap_or_else(|| Err(Error::invalid_token()))
+    }
+
+    /// The user's valid access tokens, oldest first (never their secrets).
+    pub fn list_access_tokens(&self, user_id: &str) -> Result<Vec<AccessTokenInfo>> {
+        self.with_user(user_id, |s| Ok(s.tokens.iter().map(|t| t.info()).collect()))
+    }
+
+    /// Revokes one access token of the user.
+    pub fn revoke_access_token(&self, user_id: &str, token_id: u64) -> Result<()> {
+        let (handle, id) = self.handle_of(user_id)?;
+        let mut w = self.lock_writer();
+        let has = self
+            .with_slot(handle, |s| s.tokens.iter().any(|t| t.id == token_id))
+            .ok_or_else(|| not_found(&id))?;
+        if !has {
+            return Err(Error::new(
+                ErrorKind::TokenNotFound,
+                format!("user {id:?} has no access token {token_id}"),
+            ));
+        }
+        let ticket = self.commit(&mut w, Mutation::AccessTokenRevoked { handle, token_id })?;
+        drop(w);
+        self.event(
+            EventKind::AccessTokenRevoked,
+            Some(&id),
+            Some(token_id),
+            None,
+        );
+        self.durable(ticket)
+    }
+
+    /// Revokes every access token of the user; returns how many there were.
+    pub fn revoke_all_access_tokens(&self, user_id: &str) -> Result<usize> {
+        let (handle, id) = self.handle_of(user_id)?;
+        let mut w = self.lock_writer();
+        let n = self
+            .with_slot(handle, |s| s.tokens.len())
+            .ok_or_else(|| not_found(&id))?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let ticket = self.commit(&mut w, Mutation::AccessTokensRevoked { handle })?;
+        drop(w);
+        self.event(EventKind::AccessTokensRevoked, Some(&id), None, None);
+        self.durable(ticket)?;
+        Ok(n)
+    }
+
+    // ----- session tokens ------------------------------------------------------------------
+
+    /// Issues a session token expiring at `expires_at_ms` (milliseconds since the epoch,
+    /// rounded down to whole seconds as JWT's `exp` is), or after the configured default
+    /// (7 days). An expiry in the past or beyond the configured maximum is rejected.
+    pub fn issue_session_token(
+        &self,
+        user_id: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<SessionToken> {
+        let config = &self.inner.config;
+        let now = self.now();
+        let exp_ms = expires_at_ms.unwrap_or(now.saturating_add(config.session_ttl_ms));
+        let exp_s = exp_ms.div_euclid(1000);
+        if exp_s * 1000 <= now {
+            return Err(Error::new(
+                ErrorKind::InvalidExpiry,
+                "expiry is not in the future (it is rounded down to whole seconds)",
+            ));
+        }
+        if exp_ms > now.saturating_add(config.session_max_ttl_ms) || exp_s > MAX_SECONDS {
+            return Err(Error::new(
+                ErrorKind::InvalidExpiry,
+                format!(
+                    "expiry is more than {} ms from now",
+                    config.session_max_ttl_ms
+                ),
+            ));
+        }
+        let (handle, id) = self.handle_of(user_id)?;
+        let (active, epoch, required) = self
+            .with_slot(handle, |s| (s.record.active, s.epoch, s.token_required))
+            .ok_or_else(|| not_found(&id))?;
+        if !active {
+            return Err(deactivated(&id));
+        }
+        if epoch > MAX_EPOCH {
+            return Err(Error::new(
+                ErrorKind::Exhausted,
+                "this user's session revocations are exhausted; re-create the user",
+            ));
+        }
+        if !required {
+            // First token for this user: from now on a login needs one (Sendbird's rule).
+            let mut w = self.lock_writer();
+            if self.with_slot(handle, |s| s.token_required) == Some(false) {
+                let ticket = self.commit(&mut w, Mutation::TokenRequired { handle })?;
+                drop(w);
+                self.durable(ticket)?;
+            }
+        }
+        let keys = self.inner.keys.load();
+        Ok(session_token::encode(
+            keys.active(),
+            &Claims {
+                handle,
+                epoch,
+                iat_s: now / 1000,
+                exp_s,
+            },
+        ))
+    }
+
+    /// Verifies a session token: its format and signature first (any failure there is
+    /// [`ErrorKind::InvalidToken`]), then expiry, the user's existence, revocation and state.
+    pub fn verify_session_token(&self, token: &str) -> Result<VerifiedSession> {
+        let keys = self.inner.keys.load();
+        let (claims, key_id) = session_token::verify(&keys, token)?;
+        drop(keys);
+        if claims.exp_s * 1000 + self.inner.config.clock_skew_ms < self.now() {
+            return Err(Error::new(ErrorKind::TokenExpired, "session token expired"));
+        }
+        self.with_slot(claims.handle, |s| {
+            if s.epoch != claims.epoch {
+                return Err(Error::new(ErrorKind::TokenRevoked, "session token revoked"));
+            }
+            if !s.record.active {
+                return Err(deactivated(&s.record.id));
+            }
+            Ok(VerifiedSession {
+                user_id: s.record.id.to_string(),
+                issued_at_ms: claims.iat_s * 1000,
+                expires_at_ms: claims.exp_s * 1000,
+                key_id,
+            })
+        })
+        .unwrap_or_else(|| {
+            Err(Error::new(
+                ErrorKind::UserNotFound,
+                "the session token's user no longer exists",
+            ))
+        })
+    }
+
+    /// Revokes every session token of the user issued before this call returns; tokens issued
+    /// after it verify. Access tokens are untouched.
+    pub fn revoke_sessions(&self, user_id: &str) -> Result<()> {
+        let (handle, id) = self.handle_of(user_id)?;
+        let mut w = self.lock_writer();
+        let epoch = self
+            .with_slot(handle, |s| s.epoch)
+            .ok_or_else(|| not_found(&id))?;
+        // Past MAX_EPOCH no token can carry the epoch: the user is sealed, with every session
+        // revoked, rather than wrapping around and reviving old tokens.
+        let next = epoch.saturating_add(1).min(MAX_EPOCH + 1);
+        let ticket = self.commit(
+            &mut w,
+            Mutation::SessionsRevoked {
+                handle,
+                epoch: next,
+            },
+        )?;
+        drop(w);
+        self.event(EventKind::SessionsRevoked, Some(&id), None, None);
+        self.durable(ticket)
+    }
+
+    /// Emergency: invalidates every session token of every user by replacing the whole key
+    /// ring with one fresh key.
+    pub fn revoke_all_sessions(&self) -> Result<()> {
+        let _w = self.lock_writer();
+        let (ring, retired) = self
+            .inner
+            .keys
+            .load()
+            .replaced(&self.inner.rng, self.now())?;
+        self.inner.persistence.save_keys(&ring.to_stored())?;
+        self.inner.keys.store(Arc::new(ring));
+        for id in retired {
+            self.event(EventKind::KeyRetired, None, None, Some(id.to_string()));
+        }
+        self.event(EventKind::AllSessionsRevoked, None, None, None);
+        Ok(())
+    }
+
+    // ----- signing keys --------------------------------------------------------------------
+
+    /// Adds a new active signing key; older keys keep verifying until retired.
+    pub fn rotate_key(&self) -> Result<KeyInfo> {
+        let _w = self.lock_writer();
+        let ring = self
+            .inner
+            .keys
+            .load()
+            .rotated(&self.inner.rng, self.now())?;
+        self.inner.persistence.save_keys(&ring.to_stored())?;
+        let info = ring.infos().pop();
+        self.inner.keys.store(Arc::new(ring));
+        info.ok_or_else(|| Error::new(ErrorKind::Internal, "empty key ring"))
+    }
+
+    /// Retires a key: session tokens it signed stop verifying. The active key cannot be retired.
+    pub fn retire_key(&self, key_id: &str) -> Result<()> {
+        let id = KeyId::parse(key_id)
+            .ok_or_else(|| Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}")))?;
+        let _w = self.lock_writer();
+        let ring = self.inner.keys.load().retired(id)?;
+        self.inner.persistence.save_keys(&ring.to_stored())?;
+        self.inner.keys.store(Arc::new(ring));
+        self.event(EventKind::KeyRetired, None, None, Some(id.to_string()));
+        Ok(())
+    }
+
+    /// Every live signing key, oldest first.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        self.inner.keys.load().infos()
+    }
+
+    // ----- authentication ------------------------------------------------------------------
+
+    /// Sendbird's login rule. With no token, the login succeeds only if
+    /// [`Config::allow_id_only_login`] is set and the user was never issued a token. With a
+    /// token, it must be a valid access or session token *of this user*.
+    pub fn authenticate(&self, user_id: &str, token: Option<&str>) -> Result<Authenticated> {
+        let (handle, id) = self.handle_of(user_id)?;
+        let (active, required) = self
+            .with_slot(handle, |s| (s.record.active, s.token_required))
+            .ok_or_else(|| not_found(&id))?;
+        if !active {
+            return Err(deactivated(&id));
+        }
+        let Some(token) = token else {
+            if self.inner.config.allow_id_only_login && !required {
+                return Ok(Authenticated {
+                    user_id: id,
+                    method: AuthMethod::UserIdOnly,
+                });
+            }
+            return Err(Error::new(
+                ErrorKind::TokenRequired,
+                "a token is required to log in",
+            ));
+        };
+        let (owner, method) = if token.starts_with(ACCESS_TOKEN_PREFIX) {
+            let v = self.verify_access_token(token)?;
+            (
+                v.user_id,
+                AuthMethod::AccessToken {
+                    token_id: v.token_id,
+                },
+            )
+        } else {
+            let v = self.verify_session_token(token)?;
+            (
+                v.user_id,
+                AuthMethod::SessionToken {
+                    expires_at_ms: v.expires_at_ms,
+                },
+            )
+        };
+        if owner != id {
+            // A genuine token of someone else: to the caller it is simply not a credential
+            // for this user.
+            return Err(Error::invalid_token());
+        }
+        Ok(Authenticated {
+            user_id: id,
+            method,
+        })
+    }
+
+    // ----- events --------------------------------------------------------------------------
+
+    /// Takes up to `max` queued revocation events, oldest first.
+    pub fn drain_events(&self, max: usize) -> Vec<Event> {
+        self.inner.events.drain(max)
+    }
+
+    /// How many events were dropped because the queue was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.events.dropped()
+    }
+}
+
+fn deactivated(id: &str) -> Error {
+    Error::new(
+        ErrorKind::UserDeactivated,
+        format!("user {id:?} is deactivated"),
+    )
+}
+
+fn encode_cursor(handle: u64) -> String {
+    URL_SAFE_NO_PAD.encode(handle.to_be_bytes())
+}
+
+fn decode_cursor(c: &str) -> Result<u64> {
+    let mut b = [0u8; 8];
+    match URL_SAFE_NO_PAD.decode_slice(c.as_bytes(), &mut b) {
+        Ok(8) => Ok(u64::from_be_bytes(b)),
+        _ => Err(Error::new(ErrorKind::InvalidArgument, "invalid cursor")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::device::DeviceType;
+
+    fn state(e: &Engine) -> Vec<Mutation> {
+        let mut v = Vec::new();
+        e.export(|m| {
+            v.push(m.clone());
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    /// Replaying the exported mutations into a fresh engine rebuilds the same state: the
+    /// property the store's snapshot relies on.
+    #[test]
+    fn export_then_replay_rebuilds_identical_state() {
+        let clock = ManualClock::new(1_700_000_000_000);
+        let e = Engine::builder().clock(clock.clone()).in_memory().unwrap();
+        let mut n = NewUser::new("a", "A");
+        n.discovery_keys = vec!["k".into()];
+        e.create_user(n).unwrap();
+        e.create_user(NewUser::new("b", "B")).unwrap();
+        e.create_user(NewUser::new("gone", "")).unwrap();
+        e.delete_user("gone").unwrap();
+        let t = e.issue_access_token("a", Some("x")).unwrap();
+        e.add_device("b", NewDevice::new(DeviceType::Web, "p"))
+            .unwrap();
+        e.revoke_sessions("b").unwrap();
+        let s = e.issue_session_token("b", None).unwrap();
+
+        let copy = Engine::assemble(
+            Config::default(),
+            Arc::new(clock),
+            Arc::new(MemoryPersistence::default()),
+            KeyRing::from_stored(&e.stored_keys()).unwrap(),
+        );
+        for m in state(&e) {
+            copy.replay(&m).unwrap();
+        }
+        assert_eq!(state(&copy), state(&e));
+        assert_eq!(
+            copy.verify_access_token(t.token.as_str()).unwrap().user_id,
+            "a"
+        );
+        assert_eq!(copy.verify_session_token(s.as_str()).unwrap().user_id, "b");
+        assert_eq!(copy.find_user_by_discovery_key("k").unwrap().user_id, "a");
+        assert_eq!(copy.find_user_by_push_token("p").unwrap().user_id, "b");
+        // Handles and token ids continue after the old ones, never reusing "gone"'s handle.
+        copy.create_user(NewUser::new("c", "")).unwrap();
+        let Mutation::Counters { next_handle, .. } = state(&copy)[0] else {
+            panic!("counters first")
+        };
+        assert_eq!(next_handle, 5);
+    }
+
+    #[test]
+    fn replaying_a_mutation_for_a_missing_user_is_corruption() {
+        let e = Engine::in_memory().unwrap();
+        let err = e.replay(&Mutation::UserDeleted { handle: 9 }).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+    }
+}

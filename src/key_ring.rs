@@ -1,0 +1,397 @@
+//! Signing keys for session tokens: ids, rotation, retirement.
+//!
+//! Key ids are short (1..=3 lowercase base-36 characters, from `1` to `zzz`) because they sit
+//! in every session token's header and the token must stay within 168 characters. The newest
+//! key signs; older keys keep verifying until retired, and a retired key's secret is dropped
+//! (and wiped), so its tokens can never verify again.
+
+use hmac::{Hmac, Mac};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::fmt;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The largest key number: `zzz` in base 36.
+pub const MAX_KEY_NUMBER: u32 = 36 * 36 * 36 - 1;
+
+/// A signing key's id: 1..=3 lowercase base-36 characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId {
+    len: u8,
+    bytes: [u8; 3],
+}
+
+impl KeyId {
+    /// The id of key number `n` (1..=[`MAX_KEY_NUMBER`]).
+    pub(crate) fn from_number(mut n: u32) -> KeyId {
+        debug_assert!((1..=MAX_KEY_NUMBER).contains(&n));
+        let mut digits = [0u8; 3];
+        let mut len = 0;
+        while n > 0 && len < 3 {
+            let d = (n % 36) as u8;
+            digits[len] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+            n /= 36;
+            len += 1;
+        }
+        let mut bytes = [0u8; 3];
+        for i in 0..len {
+            bytes[i] = digits[len - 1 - i];
+        }
+        KeyId {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    /// Parses a key id in canonical form (no leading zero), returning its number.
+    pub(crate) fn parse_number(s: &[u8]) -> Option<u32> {
+        if s.is_empty() || s.len() > 3 || s[0] == b'0' {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in s {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'z' => c - b'a' + 10,
+                _ => return None,
+            };
+            n = n * 36 + u32::from(d);
+        }
+        Some(n)
+    }
+
+    /// Parses a key id given as text.
+    pub fn parse(s: &str) -> Option<KeyId> {
+        KeyId::parse_number(s.as_bytes()).map(KeyId::from_number)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII base-36 digits are ever stored.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
+}
+
+/// Public facts about a signing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key id carried in token headers.
+    pub key_id: KeyId,
+    /// When the key was created, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Whether this key signs new tokens (only the newest does).
+    pub active: bool,
+}
+
+/// One HMAC key with its precomputed inner/outer state, so each MAC costs only the message's
+/// compressions.
+pub(crate) struct SigningKey {
+    pub id: KeyId,
+    pub number: u32,
+    pub created_at_ms: i64,
+    secret: Zeroizing<[u8; 32]>,
+    pub mac: Hmac<Sha256>,
+}
+
+impl SigningKey {
+    fn new(number: u32, created_at_ms: i64, secret: [u8; 32]) -> SigningKey {
+        let secret = Zeroizing::new(secret);
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret[..])
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        SigningKey {
+            id: KeyId::from_number(number),
+            number,
+            created_at_ms,
+            secret,
+            mac,
+        }
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A stored key: what the key file holds. Wiped on drop, redacted in `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct StoredKey {
+    pub number: u32,
+    pub created_at_ms: i64,
+    pub secret: [u8; 32],
+}
+
+impl Drop for StoredKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoredKey({}, <redacted>)", self.number)
+    }
+}
+
+/// The key ring as persisted: every live key and the next key number (numbers are never
+/// reused, so a retired key's id never comes back).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct StoredKeyRing {
+    pub keys: Vec<StoredKey>,
+    pub next_number: u32,
+}
+
+/// The live keys; the last one is active. Immutable once built: changes make a new ring that
+/// the engine swaps in, so verifiers never wait on a lock.
+#[derive(Debug)]
+pub(crate) struct KeyRing {
+    keys: Vec<Arc<SigningKey>>,
+    next_number: u32,
+}
+
+fn random_secret(rng: &SystemRandom) -> Result<[u8; 32]> {
+    let mut s = [0u8; 32];
+    rng.fill(&mut s)
+        .map_err(|_| Error::new(ErrorKind::Internal, "system random source failed"))?;
+    Ok(s)
+}
+
+impl KeyRing {
+    /// A ring with one fresh key.
+    pub fn generate(rng: &SystemRandom, now_ms: i64) -> Result<KeyRing> {
+        Ok(KeyRing {
+            keys: vec![Arc::new(SigningKey::new(1, now_ms, random_secret(rng)?))],
+            next_number: 2,
+        })
+    }
+
+    /// Rebuilds a ring from storage.
+    #[allow(dead_code)] // used by the store
+    pub fn from_stored(stored: &StoredKeyRing) -> Result<KeyRing> {
+        let corrupt = |m: &str| Error::new(ErrorKind::Corrupt, format!("key ring: {m}"));
+        if stored.keys.is_empty() {
+            return Err(corrupt("no keys"));
+        }
+        let mut last = 0;
+        let mut keys = Vec::with_capacity(stored.keys.len());
+        for k in &stored.keys {
+            if k.number <= last || k.number >= stored.next_number || k.number > MAX_KEY_NUMBER {
+                return Err(corrupt("key numbers out of order"));
+            }
+            last = k.number;
+            keys.push(Arc::new(SigningKey::new(
+                k.number,
+                k.created_at_ms,
+                k.secret,
+            )));
+        }
+        Ok(KeyRing {
+            keys,
+            next_number: stored.next_number,
+        })
+    }
+
+    /// The persistable form.
+    pub fn to_stored(&self) -> StoredKeyRing {
+        StoredKeyRing {
+            keys: self
+                .keys
+                .iter()
+                .map(|k| StoredKey {
+                    number: k.number,
+                    created_at_ms: k.created_at_ms,
+                    secret: *k.secret,
+                })
+                .collect(),
+            next_number: self.next_number,
+        }
+    }
+
+    /// The key that signs new tokens.
+    pub fn active(&self) -> &Arc<SigningKey> {
+        // A ring is never empty: construction and `retire` both keep the active key.
+        &self.keys[self.keys.len() - 1]
+    }
+
+    /// The key with this number, if live.
+    pub fn get(&self, number: u32) -> Option<&SigningKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.number == number)
+            .map(|k| &**k)
+    }
+
+    /// A new ring with a fresh active key added.
+    pub fn rotated(&self, rng: &SystemRandom, now_ms: i64) -> Result<KeyRing> {
+        if self.next_number > MAX_KEY_NUMBER {
+            return Err(Error::new(
+                ErrorKind::Exhausted,
+                format!("all {MAX_KEY_NUMBER} key ids have been used"),
+            ));
+        }
+        let mut keys = self.keys.clone();
+        keys.push(Arc::new(SigningKey::new(
+            self.next_number,
+            now_ms,
+            random_secret(rng)?,
+        )));
+        Ok(KeyRing {
+            keys,
+            next_number: self.next_number + 1,
+        })
+    }
+
+    /// A new ring without key `id`. The active key cannot be retired.
+    pub fn retired(&self, id: KeyId) -> Result<KeyRing> {
+        let pos = self
+            .keys
+            .iter()
+            .position(|k| k.id == id)
+            .ok_or_else(|| Error::new(ErrorKind::KeyNotFound, format!("no live key {id}")))?;
+        if pos == self.keys.len() - 1 {
+            return Err(Error::new(
+                ErrorKind::KeyActive,
+                format!("key {id} is active; rotate before retiring it"),
+            ));
+        }
+        let mut keys = self.keys.clone();
+        keys.remove(pos);
+        Ok(KeyRing {
+            keys,
+            next_number: self.next_number,
+        })
+    }
+
+    /// A new ring holding only a fresh key: every older key is retired at once.
+    pub fn replaced(&self, rng: &SystemRandom, now_ms: i64) -> Result<(KeyRing, Vec<KeyId>)> {
+        let rotated = self.rotated(rng, now_ms)?;
+        let retired = self.keys.iter().map(|k| k.id).collect();
+        let keys = vec![rotated.active().clone()];
+        Ok((
+            KeyRing {
+                keys,
+                next_number: rotated.next_number,
+            },
+            retired,
+        ))
+    }
+
+    /// Public facts about every live key, oldest first.
+    pub fn infos(&self) -> Vec<KeyInfo> {
+        let active = self.active().number;
+        self.keys
+            .iter()
+            .map(|k| KeyInfo {
+                key_id: k.id,
+                created_at_ms: k.created_at_ms,
+                active: k.number == active,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_are_canonical_base36() {
+        for (n, s) in [
+            (1, "1"),
+            (9, "9"),
+            (10, "a"),
+            (35, "z"),
+            (36, "10"),
+            (46_655, "zzz"),
+        ] {
+            let id = KeyId::from_number(n);
+            assert_eq!(id.as_str(), s);
+            assert_eq!(KeyId::parse_number(s.as_bytes()), Some(n));
+        }
+        for bad in ["", "0", "01", "zzzz", "A", "-1", "a b"] {
+            assert_eq!(KeyId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rotate_retire_rules() {
+        let rng = SystemRandom::new();
+        let r1 = KeyRing::generate(&rng, 1).unwrap();
+        assert_eq!(r1.active().id.as_str(), "1");
+        let r2 = r1.rotated(&rng, 2).unwrap();
+        assert_eq!(r2.active().id.as_str(), "2");
+        assert!(r2.get(1).is_some());
+        assert_eq!(
+            r2.retired(KeyId::from_number(2)).unwrap_err().kind(),
+            ErrorKind::KeyActive
+        );
+        let r3 = r2.retired(KeyId::from_number(1)).unwrap();
+        assert!(r3.get(1).is_none());
+        assert_eq!(
+            r3.retired(KeyId::from_number(1)).unwrap_err().kind(),
+            ErrorKind::KeyNotFound
+        );
+        let (r4, retired) = r3.rotated(&rng, 3).unwrap().replaced(&rng, 4).unwrap();
+        assert_eq!(retired.len(), 2);
+        assert_eq!(r4.infos().len(), 1);
+        assert_eq!(r4.active().id.as_str(), "4");
+    }
+
+    #[test]
+    fn exhaustion_is_an_error_not_a_wrap() {
+        let rng = SystemRandom::new();
+        let stored = StoredKeyRing {
+            keys: vec![StoredKey {
+                number: MAX_KEY_NUMBER,
+                created_at_ms: 0,
+                secret: [7; 32],
+            }],
+            next_number: MAX_KEY_NUMBER + 1,
+        };
+        let r = KeyRing::from_stored(&stored).unwrap();
+        assert_eq!(r.rotated(&rng, 0).unwrap_err().kind(), ErrorKind::Exhausted);
+    }
+
+    #[test]
+    fn stored_round_trip_and_redaction() {
+        let rng = SystemRandom::new();
+        let r = KeyRing::generate(&rng, 5)
+            .unwrap()
+            .rotated(&rng, 6)
+            .unwrap();
+        let s = r.to_stored();
+        let back = KeyRing::from_stored(&s).unwrap();
+        assert_eq!(back.to_stored(), s);
+        let secret_hex: String = s.keys[0]
+            .secret
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let shown = format!("{r:?} {s:?}");
+        assert!(!shown.contains(&secret_hex));
+        assert!(!shown.contains(&format!("{:?}", s.keys[0].secret)));
+    }
+}

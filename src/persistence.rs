@@ -1,0 +1,56 @@
+//! The hook through which the engine makes its changes durable, and the in-memory no-op.
+
+use hashbrown::HashMap;
+use parking_lot::RwLock;
+
+use crate::error::Result;
+use crate::key_ring::StoredKeyRing;
+use crate::mutation::Mutation;
+
+/// Where mutations, blobs and keys go. The engine calls `append` with its writer mutex held
+/// (so records are in apply order) and `wait` after releasing it (so concurrent writers can
+/// share one sync).
+pub(crate) trait Persistence: Send + Sync + 'static {
+    /// Records a mutation; returns a ticket to wait on.
+    fn append(&self, mutation: &Mutation) -> Result<u64>;
+    /// Returns once the mutation of `ticket` (and every earlier one) is durable.
+    fn wait(&self, ticket: u64) -> Result<()>;
+    /// Stores a content-addressed blob durably before any record refers to it.
+    fn put_blob(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<()>;
+    /// Reads a blob.
+    fn get_blob(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>>;
+    /// Replaces the stored key ring durably.
+    fn save_keys(&self, keys: &StoredKeyRing) -> Result<()>;
+}
+
+/// Persistence for an in-memory engine: nothing to sync; blobs kept in a map.
+#[derive(Default)]
+pub(crate) struct MemoryPersistence {
+    blobs: RwLock<HashMap<[u8; 32], std::sync::Arc<[u8]>>>,
+}
+
+impl Persistence for MemoryPersistence {
+    fn append(&self, _mutation: &Mutation) -> Result<u64> {
+        Ok(0)
+    }
+
+    fn wait(&self, _ticket: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn put_blob(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<()> {
+        self.blobs
+            .write()
+            .entry(*sha256)
+            .or_insert_with(|| bytes.into());
+        Ok(())
+    }
+
+    fn get_blob(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        Ok(self.blobs.read().get(sha256).map(|b| b.to_vec()))
+    }
+
+    fn save_keys(&self, _keys: &StoredKeyRing) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,488 @@
+//! Stateless session tokens: HS256 JWTs (RFC 7515 compact serialisation, RFC 7519 claims)
+//! that any JWT library holding the key can verify.
+//!
+//! Header `{"alg":"HS256","kid":"<kid>"}`; payload `{"u":<handle>,"rv":<epoch>,"iat":<s>,"exp":<s>}`.
+//! The user is named by its internal numeric handle, never its id, so the length does not
+//! depend on the id: with kid ≤ 3 characters, handle ≤ 12 digits, epoch ≤ 7 digits and times
+//! ≤ 10 digits every token is 119..=168 characters (the bounds Sendbird documents).
+//!
+//! Verification accepts only the exact bytes Tessera writes: that header, that claim order,
+//! canonical numbers, strict unpadded base64url with no stray bits. Everything that fails
+//! before the MAC is checked is the same [`ErrorKind::InvalidToken`](crate::ErrorKind).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::Mac;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::key_ring::{KeyId, KeyRing, SigningKey};
+
+/// Shortest possible session token, in characters.
+pub const SESSION_TOKEN_MIN_LEN: usize = 119;
+/// Longest possible session token, in characters.
+pub const SESSION_TOKEN_MAX_LEN: usize = 168;
+/// Largest user handle a token can carry (12 digits).
+pub(crate) const MAX_HANDLE: u64 = 999_999_999_999;
+/// Largest session epoch a token can carry (7 digits).
+pub(crate) const MAX_EPOCH: u32 = 9_999_999;
+/// Largest timestamp, in seconds (10 digits: year 2286).
+pub(crate) const MAX_SECONDS: i64 = 9_999_999_999;
+
+const HEADER_PREFIX: &[u8] = br#"{"alg":"HS256","kid":""#;
+const HEADER_SUFFIX: &[u8] = br#""}"#;
+const SIG_B64_LEN: usize = 43;
+
+/// A freshly issued session token. `Debug` is redacted; the text is wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    token: Zeroizing<String>,
+    expires_at_ms: i64,
+}
+
+impl SessionToken {
+    /// The token text, to hand to the client.
+    pub fn as_str(&self) -> &str {
+        &self.token
+    }
+
+    /// Expiry, milliseconds since the Unix epoch (whole seconds, as JWT `exp` is).
+    pub fn expires_at_ms(&self) -> i64 {
+        self.expires_at_ms
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionToken")
+            .field("token", &"<redacted>")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+/// What a verified session token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedSession {
+    /// The user it was issued to.
+    pub user_id: String,
+    /// Issue time, milliseconds since the Unix epoch (whole seconds).
+    pub issued_at_ms: i64,
+    /// Expiry, milliseconds since the Unix epoch (whole seconds).
+    pub expires_at_ms: i64,
+    /// The key that signed it.
+    pub key_id: KeyId,
+}
+
+/// The claims Tessera puts in a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claims {
+    pub handle: u64,
+    pub epoch: u32,
+    pub iat_s: i64,
+    pub exp_s: i64,
+}
+
+/// A small stack buffer writer, so encoding allocates only the returned string.
+struct Buf<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Buf<N> {
+    fn new() -> Self {
+        Buf {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+    fn push(&mut self, s: &[u8]) {
+        self.bytes[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+    fn push_u64(&mut self, mut v: u64) {
+        let mut tmp = [0u8; 20];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&tmp[i..]);
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Signs `claims` with `key`. The claims must be within the documented ranges.
+pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> SessionToken {
+    debug_assert!(claims.handle >= 1 && claims.handle <= MAX_HANDLE);
+    debug_assert!(claims.epoch <= MAX_EPOCH);
+    debug_assert!((0..=MAX_SECONDS).contains(&claims.iat_s));
+    debug_assert!((0..=MAX_SECONDS).contains(&claims.exp_s));
+    let mut header = Buf::<32>::new();
+    header.push(HEADER_PREFIX);
+    header.push(key.id.as_str().as_bytes());
+    header.push(HEADER_SUFFIX);
+    let mut payload = Buf::<72>::new();
+    payload.push(br#"{"u":"#);
+    payload.push_u64(claims.handle);
+    payload.push(br#","rv":"#);
+    payload.push_u64(u64::from(claims.epoch));
+    payload.push(br#","iat":"#);
+    payload.push_u64(claims.iat_s.max(0) as u64);
+    payload.push(br#","exp":"#);
+    payload.push_u64(claims.exp_s.max(0) as u64);
+    payload.push(b"}");
+
+    let mut token = Zeroizing::new(String::with_capacity(SESSION_TOKEN_MAX_LEN));
+    URL_SAFE_NO_PAD.encode_string(header.as_slice(), &mut token);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload.as_slice(), &mut token);
+    let mut mac = key.mac.clone();
+    mac.update(token.as_bytes());
+    let sig = mac.finalize().into_bytes();
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(sig, &mut token);
+    SessionToken {
+        token,
+        expires_at_ms: claims.exp_s * 1000,
+    }
+}
+
+/// Decodes strict base64url into `out`, returning the decoded length.
+fn decode<'a>(input: &[u8], out: &'a mut [u8]) -> Result<&'a [u8]> {
+    // The crate's URL_SAFE_NO_PAD engine rejects padding and non-zero trailing bits, so each
+    // byte string has exactly one accepted encoding.
+    if input.len() * 3 / 4 > out.len() {
+        return Err(Error::invalid_token());
+    }
+    match URL_SAFE_NO_PAD.decode_slice(input, out) {
+        Ok(n) => Ok(&out[..n]),
+        Err(_) => Err(Error::invalid_token()),
+    }
+}
+
+/// Checks a token's format and MAC and returns its claims and key id. Expiry, revocation and
+/// the user's state are the engine's to check.
+pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
+    let bytes = token.as_bytes();
+    if !(SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&bytes.len()) {
+        return Err(Error::invalid_token());
+    }
+    let d1 = bytes
+        .iter()
+        .position(|&b| b == b'.')
+        .ok_or_else(Error::invalid_token)?;
+    let d2 = d1
+        + 1
+        + bytes[d1 + 1..]
+            .iter()
+            .position(|&b| b == b'.')
+            .ok_or_else(Error::invalid_token)?;
+    let (header_b64, payload_b64, sig_b64) = (&bytes[..d1], &bytes[d1 + 1..d2], &bytes[d2 + 1..]);
+    if sig_b64.len() != SIG_B64_LEN {
+        return Err(Error::invalid_token());
+    }
+
+    let mut header_buf = [0u8; 32];
+    let header = decode(header_b64, &mut header_buf)?;
+    let kid = header
+        .strip_prefix(HEADER_PREFIX)
+        .and_then(|h| h.strip_suffix(HEADER_SUFFIX))
+        .ok_or_else(Error::invalid_token)?;
+    let number = KeyId::parse_number(kid).ok_or_else(Error::invalid_token)?;
+    let key = ring.get(number).ok_or_else(Error::invalid_token)?;
+
+    let mut sig_buf = [0u8; 33];
+    let sig = decode(sig_b64, &mut sig_buf)?;
+    let mut mac = key.mac.clone();
+    mac.update(&bytes[..d2]);
+    // Constant-time comparison (hmac uses `subtle`).
+    mac.verify_slice(sig).map_err(|_| Error::invalid_token())?;
+
+    // The MAC is genuine, so these bytes are ours; still parse strictly rather than trust.
+    let mut payload_buf = [0u8; 72];
+    let payload = decode(payload_b64, &mut payload_buf)?;
+    let claims = parse_payload(payload).ok_or_else(Error::invalid_token)?;
+    Ok((claims, key.id))
+}
+
+/// Parses `{"u":N,"rv":N,"iat":N,"exp":N}` with canonical decimal numbers.
+fn parse_payload(p: &[u8]) -> Option<Claims> {
+    fn field<'a>(p: &'a [u8], name: &[u8], max_digits: usize) -> Option<(u64, &'a [u8])> {
+        let rest = p.strip_prefix(name)?;
+        let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 || n > max_digits || (n > 1 && rest[0] == b'0') {
+            return None;
+        }
+        let v = rest[..n]
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+        Some((v, &rest[n..]))
+    }
+    let (handle, p) = field(p, br#"{"u":"#, 12)?;
+    let (epoch, p) = field(p, br#","rv":"#, 7)?;
+    let (iat, p) = field(p, br#","iat":"#, 10)?;
+    let (exp, p) = field(p, br#","exp":"#, 10)?;
+    if p != b"}" || handle == 0 {
+        return None;
+    }
+    Some(Claims {
+        handle,
+        epoch: epoch as u32,
+        iat_s: iat as i64,
+        exp_s: exp as i64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ring::rand::SystemRandom;
+
+    fn ring_with_keys(n: u32) -> KeyRing {
+        let rng = SystemRandom::new();
+        let mut r = KeyRing::generate(&rng, 0).unwrap();
+        for _ in 1..n {
+            r = r.rotated(&rng, 0).unwrap();
+        }
+        r
+    }
+
+    fn claims(handle: u64, epoch: u32, iat_s: i64, exp_s: i64) -> Claims {
+        Claims {
+            handle,
+            epoch,
+            iat_s,
+            exp_s,
+        }
+    }
+
+    #[test]
+    fn shortest_and_longest_tokens_hit_the_documented_bounds() {
+        let short_ring = ring_with_keys(1);
+        let t = encode(short_ring.active(), &claims(1, 0, 0, 0));
+        assert_eq!(t.as_str().len(), SESSION_TOKEN_MIN_LEN);
+        assert_eq!(
+            verify(&short_ring, t.as_str()).unwrap().0,
+            claims(1, 0, 0, 0)
+        );
+
+        let stored = crate::key_ring::StoredKeyRing {
+            keys: vec![crate::key_ring::StoredKey {
+                number: crate::key_ring::MAX_KEY_NUMBER,
+                created_at_ms: 0,
+                secret: [1; 32],
+            }],
+            next_number: crate::key_ring::MAX_KEY_NUMBER + 1,
+        };
+        let long_ring = KeyRing::from_stored(&stored).unwrap();
+        let c = claims(MAX_HANDLE, MAX_EPOCH, MAX_SECONDS, MAX_SECONDS);
+        let t = encode(long_ring.active(), &c);
+        assert_eq!(t.as_str().len(), SESSION_TOKEN_MAX_LEN);
+        assert_eq!(verify(&long_ring, t.as_str()).unwrap().0, c);
+    }
+
+    #[test]
+    fn golden_token_stays_byte_identical() {
+        // Pins the wire format: a token issued by this release must verify in the next one.
+        // If this fails, the format changed; that needs a new key-id scheme, not a new literal.
+        let stored = crate::key_ring::StoredKeyRing {
+            keys: vec![crate::key_ring::StoredKey {
+                number: 1,
+                created_at_ms: 0,
+                secret: *b"tessera-golden-vector-secret-32b",
+            }],
+            next_number: 2,
+        };
+        let r = KeyRing::from_stored(&stored).unwrap();
+        let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
+        let t = encode(r.active(), &c);
+        assert_eq!(t.as_str(), GOLDEN);
+        assert_eq!(verify(&r, GOLDEN).unwrap().0, c);
+    }
+
+    /// Computed independently with Python's hmac module (HS256 over the signing input).
+    const GOLDEN: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJ1Ijo0MiwicnYiOjMsImlhdCI6MTc2MzAwMDAwMCwiZXhwIjoxNzYzNjA0ODAwfQ.dCd7pqjXAY4dOB2Lz8-Lwq7QMm4lKJhsed7PE_HuBZ0";
+
+    #[test]
+    fn header_and_payload_are_the_documented_json() {
+        let r = ring_with_keys(1);
+        let t = encode(r.active(), &claims(42, 3, 1_700_000_000, 1_700_604_800));
+        let parts: Vec<&str> = t.as_str().split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let h = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
+        let p = URL_SAFE_NO_PAD.decode(parts[1]).unwrap();
+        assert_eq!(h, br#"{"alg":"HS256","kid":"1"}"#);
+        assert_eq!(p, br#"{"u":42,"rv":3,"iat":1700000000,"exp":1700604800}"#);
+    }
+
+    #[test]
+    fn interop_with_jsonwebtoken() {
+        let r = ring_with_keys(1);
+        let secret = r.to_stored().keys[0].secret;
+        let t = encode(r.active(), &claims(7, 0, 1_700_000_000, 4_000_000_000));
+        #[derive(serde::Deserialize)]
+        struct C {
+            u: u64,
+            rv: u32,
+            exp: u64,
+        }
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.required_spec_claims.clear();
+        let d = jsonwebtoken::decode::<C>(
+            t.as_str(),
+            &jsonwebtoken::DecodingKey::from_secret(&secret),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.claims.u, d.claims.rv, d.claims.exp),
+            (7, 0, 4_000_000_000)
+        );
+        assert_eq!(d.header.kid.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn foreign_but_validly_signed_shapes_are_rejected() {
+        // Tokens a JWT library would accept with the same key, but Tessera never writes.
+        let r = ring_with_keys(1);
+        let sign = |header: &str, payload: &str| {
+            let mut s = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(payload)
+            );
+            let mut m = r.active().mac.clone();
+            m.update(s.as_bytes());
+            s.push('.');
+            s.push_str(&URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
+            s
+        };
+        let good = sign(
+            r#"{"alg":"HS256","kid":"1"}"#,
+            r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+        );
+        assert!(verify(&r, &good).is_ok());
+        for (h, p) in [
+            (
+                r#"{"alg":"none","kid":"1"}"#,
+                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                r#"{"kid":"1","alg":"HS256"}"#,
+                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"1","typ":"JWT"}"#,
+                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"01"}"#,
+                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"1"}"#,
+                r#"{"u":01,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"1"}"#,
+                r#"{"u":0,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"1"}"#,
+                r#"{"rv":0,"u":1,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"1"}"#,
+                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001,"x":1}"#,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"1"}"#,
+                r#"{"u":1, "rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+        ] {
+            let t = sign(h, p);
+            assert!(verify(&r, &t).is_err(), "{h} {p}");
+        }
+    }
+
+    #[test]
+    fn padding_and_stray_bits_are_rejected() {
+        let r = ring_with_keys(1);
+        let t = encode(r.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001));
+        let s = t.as_str();
+        let (rest, sig) = s.rsplit_once('.').unwrap();
+        assert!(verify(&r, &format!("{rest}.{sig}=")).is_err());
+        // The last signature character carries 2 spare bits; setting them must fail.
+        let last = sig.as_bytes()[42];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let idx = alphabet.iter().position(|&c| c == last).unwrap();
+        let tweaked = alphabet[idx | 1] as char;
+        if tweaked as u8 != last {
+            let bad = format!("{rest}.{}{tweaked}", &sig[..42]);
+            assert!(verify(&r, &bad).is_err());
+        }
+    }
+
+    #[test]
+    fn retired_or_unknown_key_is_invalid() {
+        let rng = SystemRandom::new();
+        let r1 = KeyRing::generate(&rng, 0).unwrap();
+        let t = encode(r1.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001));
+        let r2 = r1.rotated(&rng, 0).unwrap();
+        assert!(verify(&r2, t.as_str()).is_ok(), "old keys keep verifying");
+        let r3 = r2.retired(r1.active().id).unwrap();
+        assert!(verify(&r3, t.as_str()).is_err());
+        let other = KeyRing::generate(&rng, 0).unwrap();
+        assert!(
+            verify(&other, t.as_str()).is_err(),
+            "same kid, different secret"
+        );
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let r = ring_with_keys(1);
+        let t = encode(r.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001));
+        let shown = format!("{t:?}");
+        assert!(!shown.contains(&t.as_str()[..20]));
+    }
+
+    proptest! {
+        #[test]
+        fn length_is_always_within_bounds(
+            handle in 1..=MAX_HANDLE,
+            epoch in 0..=MAX_EPOCH,
+            iat in 0..=MAX_SECONDS,
+            ttl in 0..=MAX_SECONDS,
+            keys in 1u32..40,
+        ) {
+            let r = ring_with_keys(keys);
+            let exp = (iat + ttl).min(MAX_SECONDS);
+            let c = claims(handle, epoch, iat, exp);
+            let t = encode(r.active(), &c);
+            prop_assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&t.as_str().len()));
+            prop_assert_eq!(verify(&r, t.as_str()).unwrap().0, c);
+        }
+
+        #[test]
+        fn flipping_any_character_fails(pos in 0usize..168, replacement in proptest::char::range('!', '~')) {
+            let r = ring_with_keys(1);
+            let t = encode(r.active(), &claims(123_456, 7, 1_763_000_000, 1_763_604_800));
+            let s = t.as_str();
+            let pos = pos % s.len();
+            prop_assume!(s.as_bytes()[pos] != replacement as u8);
+            let mut b = s.as_bytes().to_vec();
+            b[pos] = replacement as u8;
+            let m = String::from_utf8(b).unwrap();
+            prop_assert!(verify(&r, &m).is_err());
+        }
+    }
+}

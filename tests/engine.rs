@@ -1,0 +1,856 @@
+//! Integration tests of the public Rust API: every rule of the core engine at its edges.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use tessera::*;
+
+const T0: i64 = 1_763_000_000_000; // 2025-11-13, ms
+
+fn engine_with(config: Config) -> (Engine, ManualClock) {
+    let clock = ManualClock::new(T0);
+    let e = Engine::builder()
+        .config(config)
+        .clock(clock.clone())
+        .in_memory()
+        .unwrap();
+    (e, clock)
+}
+
+fn engine() -> (Engine, ManualClock) {
+    engine_with(Config::default())
+}
+
+fn kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
+    r.unwrap_err().kind()
+}
+
+fn png() -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+    v.extend_from_slice(&[0, 0, 0, 13, b'I', b'H', b'D', b'R']);
+    v
+}
+
+#[test]
+fn create_get_update_delete() {
+    let (e, _) = engine();
+    let mut new = NewUser::new("alice", "Alice");
+    new.tags = vec!["eng".into()];
+    new.email = Some("alice@example.com".into());
+    let u = e.create_user(new.clone()).unwrap();
+    assert_eq!(u.user_id, "alice");
+    assert_eq!(u.created_at_ms, T0);
+    assert!(u.is_active);
+    assert_eq!(e.get_user("alice").unwrap(), u);
+    assert_eq!(
+        kind(e.create_user(new.clone())),
+        ErrorKind::UserAlreadyExists
+    );
+
+    let up = e.upsert_user(NewUser::new("alice", "Other")).unwrap();
+    assert!(!up.created);
+    assert_eq!(
+        up.user.nickname, "Alice",
+        "upsert returns the existing user unchanged"
+    );
+    assert!(e.upsert_user(NewUser::new("bob", "Bob")).unwrap().created);
+
+    let patch = UserPatch {
+        nickname: Some("Al 🚀".into()),
+        email: Some(None),
+        ..Default::default()
+    };
+    let u2 = e.update_user("alice", &patch).unwrap();
+    assert_eq!(u2.nickname, "Al 🚀");
+    assert_eq!(u2.email, None);
+    assert_eq!(u2.tags, vec!["eng".to_string()], "untouched fields stay");
+
+    // A bad patch changes nothing.
+    let bad = UserPatch {
+        nickname: Some("ok".into()),
+        link: Some(Some("ftp://x".into())),
+        ..Default::default()
+    };
+    assert_eq!(kind(e.update_user("alice", &bad)), ErrorKind::InvalidField);
+    assert_eq!(e.get_user("alice").unwrap(), u2);
+
+    e.delete_user("alice").unwrap();
+    assert_eq!(kind(e.get_user("alice")), ErrorKind::UserNotFound);
+    assert_eq!(kind(e.delete_user("alice")), ErrorKind::UserNotFound);
+    assert_eq!(
+        kind(e.update_user("alice", &patch)),
+        ErrorKind::UserNotFound
+    );
+    assert_eq!(e.user_count(), 1);
+}
+
+#[test]
+fn invalid_input_changes_nothing() {
+    let (e, _) = engine();
+    assert_eq!(
+        kind(e.create_user(NewUser::new("a/b", "x"))),
+        ErrorKind::InvalidUserId
+    );
+    assert_eq!(
+        kind(e.create_user(NewUser::new("a".repeat(81), "x"))),
+        ErrorKind::InvalidUserId
+    );
+    assert_eq!(
+        kind(e.create_user(NewUser::new("ok", "n".repeat(81)))),
+        ErrorKind::FieldTooLong
+    );
+    let mut new = NewUser::new("ok", "n");
+    new.tags = (0..26).map(|i| i.to_string()).collect();
+    assert_eq!(kind(e.create_user(new)), ErrorKind::TooManyItems);
+    assert_eq!(e.user_count(), 0);
+    assert!(e
+        .create_user(NewUser::new("a".repeat(80), "n".repeat(80)))
+        .is_ok());
+}
+
+#[test]
+fn lowercase_policy_applies_on_create_and_lookup() {
+    let (e, _) = engine_with(Config {
+        user_id_case: UserIdCase::Lowercase,
+        ..Config::default()
+    });
+    assert_eq!(
+        e.create_user(NewUser::new("Alice", "A")).unwrap().user_id,
+        "alice"
+    );
+    assert_eq!(e.get_user("ALICE").unwrap().user_id, "alice");
+    assert_eq!(
+        kind(e.create_user(NewUser::new("aLiCe", "A"))),
+        ErrorKind::UserAlreadyExists
+    );
+    let t = e.issue_session_token("ALICE", None).unwrap();
+    assert_eq!(
+        e.authenticate("Alice", Some(t.as_str())).unwrap().user_id,
+        "alice"
+    );
+}
+
+#[test]
+fn strict_policy_rejects_non_ascii_ids() {
+    let (e, _) = engine_with(Config {
+        user_id_policy: UserIdPolicy::Strict,
+        ..Config::default()
+    });
+    assert!(e.create_user(NewUser::new("ok_id-1", "")).is_ok());
+    assert_eq!(
+        kind(e.create_user(NewUser::new("no.dots", ""))),
+        ErrorKind::InvalidUserId
+    );
+}
+
+#[test]
+fn list_pagination_and_filters() {
+    let (e, _) = engine();
+    for i in 0..250 {
+        let mut n = NewUser::new(
+            format!("u{i:03}"),
+            format!("{}{i}", if i % 2 == 0 { "even" } else { "odd" }),
+        );
+        if i % 10 == 0 {
+            n.tags = vec!["tenth".into()];
+        }
+        n.metadata
+            .insert("team".into(), (if i < 5 { "red" } else { "blue" }).into());
+        n.metadata.insert(
+            PRIVATE_METADATA_KEY.into(),
+            serde_json::json!({"team": "red"}),
+        );
+        e.create_user(n).unwrap();
+    }
+    e.deactivate_user("u001").unwrap();
+    e.delete_user("u002").unwrap();
+
+    // Full walk: stable order, no duplicates, nothing missed.
+    let mut seen = Vec::new();
+    let mut q = UserQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    loop {
+        let page = e.list_users(&q).unwrap();
+        seen.extend(page.users.iter().map(|u| u.user_id.clone()));
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 249);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "creation order");
+
+    let count = |q: UserQuery| {
+        let mut n = 0;
+        let mut q = q;
+        loop {
+            let p = e.list_users(&q).unwrap();
+            n += p.users.len();
+            match p.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => return n,
+            }
+        }
+    };
+    assert_eq!(
+        count(UserQuery {
+            tag: Some("tenth".into()),
+            ..Default::default()
+        }),
+        25
+    );
+    assert_eq!(
+        count(UserQuery {
+            nickname_prefix: Some("even".into()),
+            ..Default::default()
+        }),
+        124
+    );
+    assert_eq!(
+        count(UserQuery {
+            active: Some(false),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        count(UserQuery {
+            metadata_key: Some("team".into()),
+            metadata_value: Some("red".into()),
+            ..Default::default()
+        }),
+        4,
+        "u000..u004 minus deleted u002; the @private copy never matches"
+    );
+    let ids = UserQuery {
+        user_ids: Some(vec![
+            "u010".into(),
+            "u003".into(),
+            "nobody".into(),
+            "u003".into(),
+        ]),
+        limit: 1,
+        ..Default::default()
+    };
+    let p1 = e.list_users(&ids).unwrap();
+    assert_eq!(p1.users[0].user_id, "u003");
+    let p2 = e
+        .list_users(&UserQuery {
+            cursor: p1.next_cursor,
+            ..ids.clone()
+        })
+        .unwrap();
+    assert_eq!(p2.users[0].user_id, "u010");
+    assert!(p2.next_cursor.is_none());
+
+    // Limit edges.
+    assert_eq!(
+        e.list_users(&UserQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap()
+        .users
+        .len(),
+        100
+    );
+    assert_eq!(
+        e.list_users(&UserQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap()
+        .users
+        .len(),
+        1
+    );
+    assert_eq!(
+        kind(e.list_users(&UserQuery {
+            limit: 0,
+            ..Default::default()
+        })),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        kind(e.list_users(&UserQuery {
+            limit: 101,
+            ..Default::default()
+        })),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        kind(e.list_users(&UserQuery {
+            cursor: Some("not a cursor".into()),
+            ..Default::default()
+        })),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn discovery_keys_are_unique_across_users() {
+    let (e, _) = engine();
+    let mut a = NewUser::new("a", "A");
+    a.discovery_keys = vec!["phone:+15550001".into(), "mail:a@x.io".into()];
+    e.create_user(a).unwrap();
+    let mut b = NewUser::new("b", "B");
+    b.discovery_keys = vec!["phone:+15550001".into()];
+    assert_eq!(kind(e.create_user(b)), ErrorKind::DiscoveryKeyTaken);
+    assert!(e.get_user("b").is_err());
+    assert_eq!(
+        e.find_user_by_discovery_key("mail:a@x.io").unwrap().user_id,
+        "a"
+    );
+    // Releasing a key by update lets another user take it.
+    e.update_user(
+        "a",
+        &UserPatch {
+            discovery_keys: Some(vec![]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        kind(e.find_user_by_discovery_key("phone:+15550001")),
+        ErrorKind::UserNotFound
+    );
+    let mut b = NewUser::new("b", "B");
+    b.discovery_keys = vec!["phone:+15550001".into()];
+    e.create_user(b).unwrap();
+    assert_eq!(
+        e.find_user_by_discovery_key("phone:+15550001")
+            .unwrap()
+            .user_id,
+        "b"
+    );
+    e.delete_user("b").unwrap();
+    assert!(e.find_user_by_discovery_key("phone:+15550001").is_err());
+}
+
+#[test]
+fn devices_per_type_limit_evicts_oldest_and_push_tokens_move() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    e.create_user(NewUser::new("b", "")).unwrap();
+    for i in 0..20 {
+        clock.advance(1);
+        let added = e
+            .add_device("a", NewDevice::new(DeviceType::Ios, format!("ios{i}")))
+            .unwrap();
+        assert!(added.evicted.is_none());
+    }
+    e.add_device("a", NewDevice::new(DeviceType::Android, "and0"))
+        .unwrap();
+    let added = e
+        .add_device("a", NewDevice::new(DeviceType::Ios, "ios20"))
+        .unwrap();
+    assert_eq!(added.evicted.unwrap().push_token, "ios0");
+    let devs = e.list_devices("a").unwrap();
+    assert_eq!(
+        devs.iter()
+            .filter(|d| d.device_type == DeviceType::Ios)
+            .count(),
+        20
+    );
+    assert_eq!(
+        kind(e.find_user_by_push_token("ios0")),
+        ErrorKind::DeviceNotFound
+    );
+    // Re-registering refreshes, it does not evict.
+    assert!(e
+        .add_device("a", NewDevice::new(DeviceType::Ios, "ios5"))
+        .unwrap()
+        .evicted
+        .is_none());
+    assert_eq!(e.list_devices("a").unwrap().len(), 21);
+    // The push token moves to b.
+    e.add_device("b", NewDevice::new(DeviceType::Android, "and0"))
+        .unwrap();
+    assert_eq!(e.find_user_by_push_token("and0").unwrap().user_id, "b");
+    assert!(e
+        .list_devices("a")
+        .unwrap()
+        .iter()
+        .all(|d| d.push_token != "and0"));
+    assert_eq!(e.remove_device("b", "and0").unwrap().push_token, "and0");
+    assert_eq!(
+        kind(e.remove_device("b", "and0")),
+        ErrorKind::DeviceNotFound
+    );
+    assert_eq!(
+        kind(e.find_user_by_push_token("and0")),
+        ErrorKind::DeviceNotFound
+    );
+}
+
+#[test]
+fn profile_image_upload() {
+    let (e, _) = engine_with(Config {
+        profile_image_max_bytes: 1024,
+        ..Config::default()
+    });
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let mut img = png();
+    img.resize(1024, 7);
+    let u = e.set_profile_image("a", &img).unwrap();
+    let url = u.profile_url.unwrap();
+    assert!(
+        url.starts_with("tessera://images/") && url.ends_with(".png"),
+        "{url}"
+    );
+    let hex = &url["tessera://images/".len()..url.len() - 4];
+    let stored = e.profile_image(hex).unwrap();
+    assert_eq!(stored.bytes, img);
+    assert_eq!(stored.format, ImageFormat::Png);
+    img.push(0);
+    assert_eq!(
+        kind(e.set_profile_image("a", &img)),
+        ErrorKind::ImageTooLarge
+    );
+    assert_eq!(
+        kind(e.set_profile_image("a", b"GIF89a....")),
+        ErrorKind::InvalidImage
+    );
+    assert_eq!(
+        e.get_user("a").unwrap().profile_url.unwrap(),
+        url,
+        "unchanged by failures"
+    );
+    let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
+    assert!(e
+        .set_profile_image("a", &jpeg)
+        .unwrap()
+        .profile_url
+        .unwrap()
+        .ends_with(".jpg"));
+    assert_eq!(kind(e.profile_image("00")), ErrorKind::ImageNotFound);
+}
+
+#[test]
+fn access_token_limit_evicts_oldest_atomically() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let mut issued = Vec::new();
+    for i in 0..10 {
+        let t = e.issue_access_token("a", Some(&format!("dev{i}"))).unwrap();
+        assert!(t.revoked.is_none());
+        issued.push(t);
+    }
+    let eleventh = e.issue_access_token("a", None).unwrap();
+    assert_eq!(eleventh.revoked, Some(issued[0].info.id));
+    assert_eq!(
+        kind(e.verify_access_token(issued[0].token.as_str())),
+        ErrorKind::InvalidToken
+    );
+    for t in &issued[1..] {
+        assert_eq!(
+            e.verify_access_token(t.token.as_str()).unwrap().token_id,
+            t.info.id
+        );
+    }
+    let list = e.list_access_tokens("a").unwrap();
+    assert_eq!(list.len(), 10);
+    assert_eq!(list[0].label.as_deref(), Some("dev1"));
+    let ev = e.drain_events(100);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].kind, EventKind::AccessTokenEvicted);
+    assert_eq!(ev[0].token_id, Some(issued[0].info.id));
+
+    e.revoke_access_token("a", issued[1].info.id).unwrap();
+    assert!(e.verify_access_token(issued[1].token.as_str()).is_err());
+    assert_eq!(
+        kind(e.revoke_access_token("a", issued[1].info.id)),
+        ErrorKind::TokenNotFound
+    );
+    assert_eq!(e.revoke_all_access_tokens("a").unwrap(), 9);
+    assert!(e.verify_access_token(eleventh.token.as_str()).is_err());
+    assert_eq!(e.revoke_all_access_tokens("a").unwrap(), 0);
+    let kinds: Vec<_> = e.drain_events(10).iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::AccessTokenRevoked,
+            EventKind::AccessTokensRevoked
+        ]
+    );
+}
+
+#[test]
+fn access_token_limit_is_configurable_and_labels_are_bounded() {
+    let (e, _) = engine_with(Config {
+        access_tokens_per_user: 1,
+        ..Config::default()
+    });
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let t1 = e.issue_access_token("a", None).unwrap();
+    let t2 = e.issue_access_token("a", None).unwrap();
+    assert_eq!(t2.revoked, Some(t1.info.id));
+    assert!(e.issue_access_token("a", Some(&"l".repeat(100))).is_ok());
+    assert_eq!(
+        kind(e.issue_access_token("a", Some(&"l".repeat(101)))),
+        ErrorKind::FieldTooLong
+    );
+    assert!(Engine::builder()
+        .config(Config {
+            access_tokens_per_user: 101,
+            ..Config::default()
+        })
+        .in_memory()
+        .is_err());
+}
+
+#[test]
+fn deleted_user_tokens_never_reach_a_recreated_user() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let access = e.issue_access_token("a", None).unwrap();
+    let session = e.issue_session_token("a", None).unwrap();
+    e.delete_user("a").unwrap();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    assert_eq!(
+        kind(e.verify_access_token(access.token.as_str())),
+        ErrorKind::InvalidToken
+    );
+    assert_eq!(
+        kind(e.verify_session_token(session.as_str())),
+        ErrorKind::UserNotFound
+    );
+    assert_eq!(
+        kind(e.authenticate("a", Some(session.as_str()))),
+        ErrorKind::UserNotFound
+    );
+    assert_eq!(e.drain_events(10)[0].kind, EventKind::UserDeleted);
+}
+
+#[test]
+fn session_token_expiry_default_custom_and_bounds() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let t = e.issue_session_token("a", None).unwrap();
+    assert_eq!(t.expires_at_ms(), T0 + 7 * DAY_MS);
+    let v = e.verify_session_token(t.as_str()).unwrap();
+    assert_eq!(v.user_id, "a");
+    assert_eq!(v.issued_at_ms, T0);
+    assert_eq!(v.expires_at_ms, T0 + 7 * DAY_MS);
+    assert_eq!(v.key_id.as_str(), "1");
+
+    // Expiry with the 5 s leeway.
+    clock.set(T0 + 7 * DAY_MS + 5_000);
+    assert!(e.verify_session_token(t.as_str()).is_ok());
+    clock.advance(1);
+    assert_eq!(
+        kind(e.verify_session_token(t.as_str())),
+        ErrorKind::TokenExpired
+    );
+
+    clock.set(T0);
+    let custom = e.issue_session_token("a", Some(T0 + 60_000)).unwrap();
+    assert_eq!(custom.expires_at_ms(), T0 + 60_000);
+    assert_eq!(
+        kind(e.issue_session_token("a", Some(T0))),
+        ErrorKind::InvalidExpiry
+    );
+    assert_eq!(
+        kind(e.issue_session_token("a", Some(T0 - 1))),
+        ErrorKind::InvalidExpiry
+    );
+    let max = Config::default().session_max_ttl_ms;
+    assert!(e.issue_session_token("a", Some(T0 + max)).is_ok());
+    assert_eq!(
+        kind(e.issue_session_token("a", Some(T0 + max + 1))),
+        ErrorKind::InvalidExpiry
+    );
+}
+
+#[test]
+fn session_revocation_is_exact_within_a_millisecond_and_spares_access_tokens() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let access = e.issue_access_token("a", None).unwrap();
+    // The clock never moves: everything happens in the same millisecond.
+    let before = e.issue_session_token("a", None).unwrap();
+    e.revoke_sessions("a").unwrap();
+    let after = e.issue_session_token("a", None).unwrap();
+    assert_eq!(
+        kind(e.verify_session_token(before.as_str())),
+        ErrorKind::TokenRevoked
+    );
+    assert!(e.verify_session_token(after.as_str()).is_ok());
+    assert!(e.verify_access_token(access.token.as_str()).is_ok());
+    assert_eq!(e.drain_events(10)[0].kind, EventKind::SessionsRevoked);
+}
+
+#[test]
+fn key_rotation_retirement_and_emergency_revocation() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let t1 = e.issue_session_token("a", None).unwrap();
+    let k2 = e.rotate_key().unwrap();
+    assert_eq!(k2.key_id.as_str(), "2");
+    assert!(k2.active);
+    let t2 = e.issue_session_token("a", None).unwrap();
+    assert_eq!(
+        e.verify_session_token(t1.as_str()).unwrap().key_id.as_str(),
+        "1"
+    );
+    assert_eq!(
+        e.verify_session_token(t2.as_str()).unwrap().key_id.as_str(),
+        "2"
+    );
+    assert_eq!(kind(e.retire_key("2")), ErrorKind::KeyActive);
+    assert_eq!(kind(e.retire_key("zz")), ErrorKind::KeyNotFound);
+    assert_eq!(kind(e.retire_key("not a kid")), ErrorKind::KeyNotFound);
+    e.retire_key("1").unwrap();
+    assert_eq!(
+        kind(e.verify_session_token(t1.as_str())),
+        ErrorKind::InvalidToken
+    );
+    assert!(e.verify_session_token(t2.as_str()).is_ok());
+    let ev = e.drain_events(10);
+    assert_eq!(
+        (ev[0].kind, ev[0].key_id.as_deref()),
+        (EventKind::KeyRetired, Some("1"))
+    );
+
+    e.revoke_all_sessions().unwrap();
+    assert_eq!(
+        kind(e.verify_session_token(t2.as_str())),
+        ErrorKind::InvalidToken
+    );
+    let t3 = e.issue_session_token("a", None).unwrap();
+    assert!(e.verify_session_token(t3.as_str()).is_ok());
+    assert_eq!(e.keys().len(), 1);
+    let kinds: Vec<_> = e.drain_events(10).iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![EventKind::KeyRetired, EventKind::AllSessionsRevoked]
+    );
+}
+
+#[test]
+fn deactivated_users_cannot_use_or_get_tokens_until_reactivated() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let s = e.issue_session_token("a", None).unwrap();
+    let a = e.issue_access_token("a", None).unwrap();
+    e.deactivate_user("a").unwrap();
+    assert_eq!(
+        kind(e.verify_session_token(s.as_str())),
+        ErrorKind::UserDeactivated
+    );
+    assert_eq!(
+        kind(e.verify_access_token(a.token.as_str())),
+        ErrorKind::UserDeactivated
+    );
+    assert_eq!(
+        kind(e.issue_session_token("a", None)),
+        ErrorKind::UserDeactivated
+    );
+    assert_eq!(
+        kind(e.issue_access_token("a", None)),
+        ErrorKind::UserDeactivated
+    );
+    assert_eq!(
+        kind(e.authenticate("a", Some(s.as_str()))),
+        ErrorKind::UserDeactivated
+    );
+    assert_eq!(e.drain_events(10)[0].kind, EventKind::UserDeactivated);
+    e.reactivate_user("a").unwrap();
+    assert!(e.verify_session_token(s.as_str()).is_ok());
+    assert!(e.verify_access_token(a.token.as_str()).is_ok());
+}
+
+#[test]
+fn authenticate_follows_sendbirds_rule() {
+    let (strict, _) = engine();
+    strict.create_user(NewUser::new("a", "")).unwrap();
+    assert_eq!(
+        kind(strict.authenticate("a", None)),
+        ErrorKind::TokenRequired
+    );
+
+    let (e, _) = engine_with(Config {
+        allow_id_only_login: true,
+        ..Config::default()
+    });
+    e.create_user(NewUser::new("a", "")).unwrap();
+    e.create_user(NewUser::new("b", "")).unwrap();
+    assert_eq!(
+        e.authenticate("a", None).unwrap().method,
+        AuthMethod::UserIdOnly
+    );
+    let s = e.issue_session_token("a", None).unwrap();
+    assert_eq!(kind(e.authenticate("a", None)), ErrorKind::TokenRequired);
+    assert!(matches!(
+        e.authenticate("a", Some(s.as_str())).unwrap().method,
+        AuthMethod::SessionToken { .. }
+    ));
+    // Another user's genuine token is not a credential for b.
+    assert_eq!(
+        kind(e.authenticate("b", Some(s.as_str()))),
+        ErrorKind::InvalidToken
+    );
+    let t = e.issue_access_token("b", None).unwrap();
+    assert_eq!(
+        e.authenticate("b", Some(t.token.as_str())).unwrap().method,
+        AuthMethod::AccessToken {
+            token_id: t.info.id
+        }
+    );
+    assert_eq!(kind(e.authenticate("b", None)), ErrorKind::TokenRequired);
+    assert_eq!(
+        kind(e.authenticate("b", Some("garbage"))),
+        ErrorKind::InvalidToken
+    );
+    assert_eq!(
+        kind(e.authenticate("nobody", None)),
+        ErrorKind::UserNotFound
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let s = e.issue_session_token("a", None).unwrap();
+    let a = e.issue_access_token("a", None).unwrap();
+    let shown = format!("{e:?} {s:?} {a:?} {:?}", e.keys());
+    assert!(!shown.contains(s.as_str()));
+    assert!(!shown.contains(a.token.as_str()));
+    assert!(!shown.contains(&a.token.as_str()[5..20]));
+}
+
+#[test]
+fn event_queue_is_bounded() {
+    let (e, _) = engine_with(Config {
+        event_queue_capacity: 3,
+        ..Config::default()
+    });
+    e.create_user(NewUser::new("a", "")).unwrap();
+    for _ in 0..5 {
+        e.revoke_sessions("a").unwrap();
+    }
+    assert_eq!(e.dropped_events(), 2);
+    assert_eq!(e.drain_events(100).len(), 3);
+}
+
+#[test]
+fn hammer_issue_verify_revoke_from_many_threads() {
+    let (e, _) = engine_with(Config {
+        access_tokens_per_user: 3,
+        ..Config::default()
+    });
+    let users: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
+    for u in &users {
+        e.create_user(NewUser::new(u.as_str(), "")).unwrap();
+    }
+    let users = Arc::new(users);
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let e = e.clone();
+            let users = users.clone();
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    let u = &users[(t + i) % users.len()];
+                    let a = e.issue_access_token(u, None).unwrap();
+                    // Never more than N valid, at any moment another thread may look.
+                    assert!(e.list_access_tokens(u).unwrap().len() <= 3);
+                    let s = e.issue_session_token(u, None).unwrap();
+                    if i % 7 == 0 {
+                        e.revoke_sessions(u).unwrap();
+                        // Revocation returned: the token issued before it never verifies.
+                        assert_eq!(
+                            e.verify_session_token(s.as_str()).unwrap_err().kind(),
+                            ErrorKind::TokenRevoked
+                        );
+                    }
+                    if i % 5 == 0 {
+                        e.revoke_access_token(u, a.info.id).ok();
+                        assert!(e.verify_access_token(a.token.as_str()).is_err());
+                    } else if let Ok(v) = e.verify_access_token(a.token.as_str()) {
+                        assert_eq!(&v.user_id, u);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut ids = HashSet::new();
+    for u in users.iter() {
+        let list = e.list_access_tokens(u).unwrap();
+        assert!(list.len() <= 3);
+        for t in list {
+            assert!(ids.insert(t.id), "token ids are unique");
+        }
+    }
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn user_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_-]{1,80}",
+            proptest::collection::vec(
+                prop_oneof![Just('é'), Just('😀'), Just('中'), Just('a'), Just('Ω')],
+                1..=80
+            )
+            .prop_map(|v| v.into_iter().collect::<String>()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn engine_session_tokens_stay_within_length_bounds(
+            id in user_id(),
+            ttl in 1_000i64..=365 * DAY_MS,
+            revocations in 0usize..3,
+            rotations in 0usize..3,
+        ) {
+            let (e, _) = engine();
+            e.create_user(NewUser::new(id.as_str(), "")).unwrap();
+            for _ in 0..revocations { e.revoke_sessions(&id).unwrap(); }
+            for _ in 0..rotations { e.rotate_key().unwrap(); }
+            let t = e.issue_session_token(&id, Some(T0 + ttl)).unwrap();
+            let len = t.as_str().len();
+            prop_assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&len), "{len}");
+            prop_assert_eq!(e.verify_session_token(t.as_str()).unwrap().user_id, id);
+        }
+
+        #[test]
+        fn arbitrary_input_is_invalid_never_a_panic(s in ".{0,300}", prefix in prop_oneof![Just(""), Just("tsat_"), Just("eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.")]) {
+            let (e, _) = engine();
+            e.create_user(NewUser::new("a", "")).unwrap();
+            let input = format!("{prefix}{s}");
+            prop_assert_eq!(e.verify_session_token(&input).unwrap_err().kind(), ErrorKind::InvalidToken);
+            prop_assert_eq!(e.verify_access_token(&input).unwrap_err().kind(), ErrorKind::InvalidToken);
+            prop_assert_eq!(e.authenticate("a", Some(&input)).unwrap_err().kind(), ErrorKind::InvalidToken);
+            // Any id either passes the policy or is refused with a typed error.
+            match e.create_user(NewUser::new(s.as_str(), "")) {
+                Ok(u) => prop_assert_eq!(e.get_user(&u.user_id).unwrap(), u),
+                Err(err) => prop_assert!(matches!(err.kind(), ErrorKind::InvalidUserId | ErrorKind::UserAlreadyExists)),
+            }
+        }
+
+        #[test]
+        fn flipping_any_character_of_an_engine_token_fails(pos in 0usize..200, c in proptest::char::range('!', '~')) {
+            let (e, _) = engine();
+            e.create_user(NewUser::new("a", "")).unwrap();
+            let t = e.issue_session_token("a", None).unwrap();
+            let s = t.as_str();
+            let pos = pos % s.len();
+            prop_assume!(s.as_bytes()[pos] != c as u8);
+            let mut b = s.as_bytes().to_vec();
+            b[pos] = c as u8;
+            let err = e.verify_session_token(&String::from_utf8(b).unwrap()).unwrap_err();
+            prop_assert_eq!(err.kind(), ErrorKind::InvalidToken);
+        }
+    }
+}
