@@ -232,12 +232,11 @@ const LOOKUP_ENTRIES: usize = 1_000_000;
 const QUERIES: usize = 65_536;
 
 fn peer_lookup(c: &mut Criterion) {
+    let entries = if full_scale() { LOOKUP_ENTRIES } else { 10_000 };
     let mut rng = SplitMix64(42);
-    let tokens: Vec<[u8; 54]> = (0..LOOKUP_ENTRIES)
-        .map(|_| access_token_like(&mut rng))
-        .collect();
+    let tokens: Vec<[u8; 54]> = (0..entries).map(|_| access_token_like(&mut rng)).collect();
     let queries: Vec<[u8; 54]> = (0..QUERIES)
-        .map(|_| tokens[(rng.next_u64() % LOOKUP_ENTRIES as u64) as usize])
+        .map(|_| tokens[(rng.next_u64() % entries as u64) as usize])
         .collect();
 
     let mut g = c.benchmark_group("peer_lookup_1M");

@@ -21,9 +21,10 @@ RATIOS = [
     ("HMAC JWT input: ring / RustCrypto", "hmac_sha256/jwt_input_106B/ring", "hmac_sha256/jwt_input_106B/rustcrypto", None, None),
     ("SHA-256 54 B: ring / RustCrypto", "sha256/54B/ring", "sha256/54B/rustcrypto", None, None),
     ("floor: ring / RustCrypto", "floor/session_verify/ring", "floor/session_verify/rustcrypto", None, None),
-    # Tessera / floor (phase 2).
+    # Tessera / floor (phase 2): the floor is built from the engine's own tokens (engine.rs).
     ("session verify / floor (same lengths)", "tessera/session_verify", "tessera_floor/session_verify", 1.3, "le"),
-    ("access verify / (SHA-256 + lookup), 1 M users", "tessera/access_token_verify_1M", "tessera_floor/access_token_sha256_lookup_1M", 1.2, "le"),
+    ("access verify / (SHA-256 + lookup) 1 M, hot", "tessera/access_token_verify_1M/hot", "tessera_floor/access_token_sha256_lookup_1M/hot", 1.2, "le"),
+    ("access verify / (SHA-256 + lookup) 1 M, cold", "tessera/access_token_verify_1M/cold", "tessera_floor/access_token_sha256_lookup_1M/cold", 1.2, "le"),
     # Peer / Tessera.
     ("jsonwebtoken decode+validate / session verify", "peer_jsonwebtoken/hs256_decode_validate", "tessera/session_verify", 4.0, "ge"),
     ("jsonwebtoken encode / session issue", "peer_jsonwebtoken/hs256_encode", "tessera/session_issue", 3.0, "ge"),
@@ -31,9 +32,11 @@ RATIOS = [
     ("pasetors v4.local encrypt / session issue", "peer_pasetors/v4_local_encrypt", "tessera/session_issue", None, None),
     ("pasetors v4.public verify / session verify", "peer_pasetors/v4_public_verify", "tessera/session_verify", None, None),
     ("pasetors v4.public sign / session issue", "peer_pasetors/v4_public_sign", "tessera/session_issue", None, None),
-    ("std HashMap plaintext lookup / access verify", "peer_lookup_1M/std_hashmap_plaintext", "tessera/access_token_verify_1M", None, None),
-    ("SHA-256(ring)+hashbrown / access verify", "peer_lookup_1M/sha256_hashbrown/ring", "tessera/access_token_verify_1M", None, None),
-    ("SHA-256(RustCrypto)+hashbrown / access verify", "peer_lookup_1M/sha256_hashbrown/rustcrypto", "tessera/access_token_verify_1M", None, None),
+    ("std HashMap plaintext lookup / access verify, hot", "peer_lookup_1M/std_hashmap_plaintext/hot", "tessera/access_token_verify_1M/hot", None, None),
+    ("std HashMap plaintext lookup / access verify, cold", "peer_lookup_1M/std_hashmap_plaintext/cold", "tessera/access_token_verify_1M/cold", None, None),
+    ("SHA-256(ring)+hashbrown / access verify, hot", "peer_lookup_1M/sha256_hashbrown/ring/hot", "tessera/access_token_verify_1M/hot", None, None),
+    ("SHA-256(ring)+hashbrown / access verify, cold", "peer_lookup_1M/sha256_hashbrown/ring/cold", "tessera/access_token_verify_1M/cold", None, None),
+    ("SHA-256(RustCrypto)+hashbrown / access verify, hot", "peer_lookup_1M/sha256_hashbrown/rustcrypto/hot", "tessera/access_token_verify_1M/hot", None, None),
 ]
 
 

@@ -138,3 +138,11 @@ pub fn session_verify_floor(
     let s = b64_decode_into(parts.signature_b64, buf);
     (p, s, tag)
 }
+
+/// Whether this is a real benchmark run (`cargo bench`) rather than `cargo test --benches`,
+/// which runs each benchmark once to check it works. Test mode builds small data sets so the
+/// test suite stays fast in the debug profile; the numbers it prints mean nothing.
+pub fn full_scale() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
+}

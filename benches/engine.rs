@@ -1,0 +1,251 @@
+//! Tessera's own operations at scale, next to the floor built from the *same* tokens the
+//! engine issues (so "Tessera / floor" compares equal lengths). The peers live in
+//! `floor.rs`; `cargo bench` runs both in one invocation and `scripts/bench-report.py` prints
+//! the ratios.
+//!
+//! The engine holds 1,000,000 users with 3 access tokens each (`cargo bench`); under
+//! `cargo test --benches` it holds 2,000 so the check stays fast.
+//!
+//! `hot` benchmarks repeat one token/user (its data stays in cache: comparable to the peers'
+//! single-token loops); `cold` ones walk 64 Ki random tokens/users, so each call misses the
+//! cache as on a server with many clients.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use common::*;
+use criterion::{criterion_group, criterion_main, Criterion};
+use subtle::ConstantTimeEq;
+use tessera::{Engine, NewUser};
+
+const USERS: usize = 1_000_000;
+const TOKENS_PER_USER: usize = 3;
+const SAMPLE: usize = 65_536;
+
+struct World {
+    engine: Engine,
+    users: usize,
+    session_tokens: Vec<String>,
+    session_users: Vec<String>,
+    access_tokens: Vec<String>,
+    access_users: Vec<String>,
+}
+
+fn user_id(i: usize) -> String {
+    format!("user{i:07}")
+}
+
+fn build_world() -> World {
+    let (users, sample) = if full_scale() {
+        (USERS, SAMPLE)
+    } else {
+        (2_000, 256)
+    };
+    let started = Instant::now();
+    let engine = Engine::in_memory().expect("engine");
+    let mut rng = SplitMix64(7);
+    let mut access_tokens = Vec::with_capacity(sample);
+    let mut access_users = Vec::with_capacity(sample);
+    // Which users' tokens we keep: every (users / sample)-th, then shuffled below.
+    let keep_every = users / sample;
+    for i in 0..users {
+        let id = user_id(i);
+        engine
+            .create_user(NewUser::new(id.clone(), "n"))
+            .expect("create");
+        for t in 0..TOKENS_PER_USER {
+            let issued = engine.issue_access_token(&id, None).expect("issue");
+            if t == 0 && i % keep_every == 0 && access_tokens.len() < sample {
+                access_tokens.push(issued.token.as_str().to_owned());
+                access_users.push(id.clone());
+            }
+        }
+    }
+    // Shuffle (Fisher-Yates) so consecutive queries land on unrelated slots.
+    for i in (1..access_tokens.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        access_tokens.swap(i, j);
+        access_users.swap(i, j);
+    }
+    let mut session_tokens = Vec::with_capacity(sample);
+    let mut session_users = Vec::with_capacity(sample);
+    for _ in 0..sample {
+        let id = user_id((rng.next_u64() % users as u64) as usize);
+        let t = engine.issue_session_token(&id, None).expect("session");
+        session_tokens.push(t.as_str().to_owned());
+        session_users.push(id);
+    }
+    eprintln!(
+        "engine bench: {users} users x {TOKENS_PER_USER} access tokens built in {:.1?}",
+        started.elapsed()
+    );
+    World {
+        engine,
+        users,
+        session_tokens,
+        session_users,
+        access_tokens,
+        access_users,
+    }
+}
+
+fn engine_benches(c: &mut Criterion) {
+    let w = build_world();
+    let e = &w.engine;
+    let n = w.session_tokens.len();
+    let hot_session = w.session_tokens[0].clone();
+    let hot_session_user = w.session_users[0].clone();
+    let hot_access = w.access_tokens[0].clone();
+    let hot_access_user = w.access_users[0].clone();
+    assert!(e.verify_session_token(&hot_session).is_ok());
+    assert!(e.verify_access_token(&hot_access).is_ok());
+
+    let mut g = c.benchmark_group("tessera");
+    g.bench_function("session_issue", |b| {
+        b.iter(|| {
+            e.issue_session_token(black_box(&hot_session_user), None)
+                .expect("issue")
+        })
+    });
+    g.bench_function("session_verify", |b| {
+        b.iter(|| e.verify_session_token(black_box(&hot_session)).expect("ok"))
+    });
+    g.bench_function("session_verify/cold", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let t = &w.session_tokens[i % n];
+            i = i.wrapping_add(1);
+            e.verify_session_token(black_box(t)).expect("ok")
+        })
+    });
+    g.bench_function("access_token_verify_1M/hot", |b| {
+        b.iter(|| e.verify_access_token(black_box(&hot_access)).expect("ok"))
+    });
+    g.bench_function("access_token_verify_1M/cold", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let t = &w.access_tokens[i % n];
+            i = i.wrapping_add(1);
+            e.verify_access_token(black_box(t)).expect("ok")
+        })
+    });
+    g.bench_function("authenticate/session", |b| {
+        b.iter(|| {
+            e.authenticate(black_box(&hot_session_user), Some(&hot_session))
+                .expect("ok")
+        })
+    });
+    g.bench_function("authenticate/access", |b| {
+        b.iter(|| {
+            e.authenticate(black_box(&hot_access_user), Some(&hot_access))
+                .expect("ok")
+        })
+    });
+    g.bench_function("get_user/hot", |b| {
+        b.iter(|| e.get_user(black_box(&hot_session_user)).expect("ok"))
+    });
+    g.bench_function("get_user/cold", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let u = &w.session_users[i % n];
+            i = i.wrapping_add(1);
+            e.get_user(black_box(u)).expect("ok")
+        })
+    });
+    // Issuing rotates over the sampled users; once one holds 10 tokens each issue also
+    // evicts its oldest (the steady state of a busy server).
+    g.bench_function("access_token_issue", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let u = &w.access_users[i % n];
+            i = i.wrapping_add(1);
+            e.issue_access_token(black_box(u), None).expect("issue")
+        })
+    });
+    // Each iteration adds a new minimal user to the already-populated engine; building the
+    // NewUser (two small strings) is inside the timing, as it is for any caller.
+    // Criterion calls the closure once per warm-up and per sample: the counter lives outside.
+    let next = std::cell::Cell::new(w.users);
+    g.bench_function("create_user_in_memory", |b| {
+        b.iter(|| {
+            next.set(next.get() + 1);
+            e.create_user(NewUser::new(user_id(next.get()), "n"))
+                .expect("create")
+        })
+    });
+    g.finish();
+
+    floor_for_engine_tokens(c, &w);
+}
+
+/// The floors, built from the engine's own tokens: HMAC (RustCrypto, the faster on this
+/// machine — see HMAC_CHOICE.txt) over the same signing input plus base64url decode of the
+/// same payload and signature lengths; and SHA-256 of a 65-character access token plus one
+/// hashbrown lookup in a table of as many entries as the engine has users.
+fn floor_for_engine_tokens(c: &mut Criterion, w: &World) {
+    let rc_key = rustcrypto_key();
+    let parts = split_jwt(&w.session_tokens[0]);
+    let mut g = c.benchmark_group("tessera_floor");
+    g.bench_function("session_verify", |b| {
+        let mut buf = [0u8; 96];
+        b.iter(|| {
+            let r =
+                session_verify_floor(|m| hmac_rustcrypto(&rc_key, m), black_box(&parts), &mut buf);
+            black_box(&buf);
+            r
+        })
+    });
+
+    let mut rng = SplitMix64(99);
+    let mut index: hashbrown::HashMap<u64, ([u8; 32], u64)> =
+        hashbrown::HashMap::with_capacity(w.users + w.access_tokens.len());
+    for i in 0..w.users as u64 {
+        let mut d = [0u8; 32];
+        rng.fill(&mut d);
+        index.insert(u64::from_le_bytes(d[..8].try_into().expect("8")), (d, i));
+    }
+    for (i, t) in w.access_tokens.iter().enumerate() {
+        let d = sha256_rustcrypto(t.as_bytes());
+        index.insert(
+            u64::from_le_bytes(d[..8].try_into().expect("8")),
+            (d, i as u64),
+        );
+    }
+    let lookup = |d: [u8; 32]| -> u64 {
+        let fp = u64::from_le_bytes(d[..8].try_into().expect("8"));
+        let (stored, v) = index.get(&fp).expect("present");
+        assert!(bool::from(stored.ct_eq(&d)));
+        *v
+    };
+    let hot = w.access_tokens[0].as_bytes();
+    let n = w.access_tokens.len();
+    g.bench_function("access_token_sha256_lookup_1M/hot", |b| {
+        b.iter(|| lookup(sha256_rustcrypto(black_box(hot))))
+    });
+    g.bench_function("access_token_sha256_lookup_1M/cold", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let t = w.access_tokens[i % n].as_bytes();
+            i = i.wrapping_add(1);
+            lookup(sha256_rustcrypto(black_box(t)))
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+        .noise_threshold(0.05)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = engine_benches
+}
+criterion_main!(benches);
