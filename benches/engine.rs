@@ -13,10 +13,11 @@
 mod common;
 
 use std::hint::black_box;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use subtle::ConstantTimeEq;
 use tessera::{Engine, NewUser};
 
@@ -91,8 +92,14 @@ fn build_world() -> World {
     }
 }
 
+static WORLD: OnceLock<World> = OnceLock::new();
+
+fn world() -> &'static World {
+    WORLD.get_or_init(build_world)
+}
+
 fn engine_benches(c: &mut Criterion) {
-    let w = build_world();
+    let w = world();
     let e = &w.engine;
     let n = w.session_tokens.len();
     let hot_session = w.session_tokens[0].clone();
@@ -177,7 +184,7 @@ fn engine_benches(c: &mut Criterion) {
     });
     g.finish();
 
-    floor_for_engine_tokens(c, &w);
+    floor_for_engine_tokens(c, w);
 }
 
 /// The floors, built from the engine's own tokens: HMAC (RustCrypto, the faster on this
@@ -198,27 +205,8 @@ fn floor_for_engine_tokens(c: &mut Criterion, w: &World) {
         })
     });
 
-    let mut rng = SplitMix64(99);
-    let mut index: hashbrown::HashMap<u64, ([u8; 32], u64)> =
-        hashbrown::HashMap::with_capacity(w.users + w.access_tokens.len());
-    for i in 0..w.users as u64 {
-        let mut d = [0u8; 32];
-        rng.fill(&mut d);
-        index.insert(u64::from_le_bytes(d[..8].try_into().expect("8")), (d, i));
-    }
-    for (i, t) in w.access_tokens.iter().enumerate() {
-        let d = sha256_rustcrypto(t.as_bytes());
-        index.insert(
-            u64::from_le_bytes(d[..8].try_into().expect("8")),
-            (d, i as u64),
-        );
-    }
-    let lookup = |d: [u8; 32]| -> u64 {
-        let fp = u64::from_le_bytes(d[..8].try_into().expect("8"));
-        let (stored, v) = index.get(&fp).expect("present");
-        assert!(bool::from(stored.ct_eq(&d)));
-        *v
-    };
+    let index = access_floor_index(w);
+    let lookup = |d: [u8; 32]| floor_lookup(&index, d);
     let hot = w.access_tokens[0].as_bytes();
     let n = w.access_tokens.len();
     g.bench_function("access_token_sha256_lookup_1M/hot", |b| {
@@ -235,6 +223,152 @@ fn floor_for_engine_tokens(c: &mut Criterion, w: &World) {
     g.finish();
 }
 
+type FloorIndex = hashbrown::HashMap<u64, ([u8; 32], u64)>;
+
+/// The access-token floor's table: as many entries as the engine has users (random digests),
+/// plus the digests of the sampled tokens, keyed by a 64-bit fingerprint.
+fn access_floor_index(w: &World) -> FloorIndex {
+    let mut rng = SplitMix64(99);
+    let mut index = FloorIndex::with_capacity(w.users + w.access_tokens.len());
+    for i in 0..w.users as u64 {
+        let mut d = [0u8; 32];
+        rng.fill(&mut d);
+        index.insert(u64::from_le_bytes(d[..8].try_into().expect("8")), (d, i));
+    }
+    for (i, t) in w.access_tokens.iter().enumerate() {
+        let d = sha256_rustcrypto(t.as_bytes());
+        index.insert(
+            u64::from_le_bytes(d[..8].try_into().expect("8")),
+            (d, i as u64),
+        );
+    }
+    index
+}
+
+fn floor_lookup(index: &FloorIndex, d: [u8; 32]) -> u64 {
+    let fp = u64::from_le_bytes(d[..8].try_into().expect("8"));
+    let (stored, v) = index.get(&fp).expect("present");
+    assert!(bool::from(stored.ct_eq(&d)));
+    *v
+}
+
+/// The target ratios, measured interleaved (see `common::paired`) so that load from other
+/// processes hits both sides of each ratio alike.
+fn paired_ratios() {
+    let w = world();
+    let e = &w.engine;
+    let rc_key = rustcrypto_key();
+    let session = w.session_tokens[0].as_str();
+    let user = w.session_users[0].as_str();
+    let parts = split_jwt(session);
+    let mut buf = [0u8; 96];
+    let (batch, rounds) = paired_params(1000.0);
+
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            black_box(e.verify_session_token(black_box(session)).expect("ok"));
+        },
+        || {
+            black_box(session_verify_floor(
+                |m| hmac_rustcrypto(&rc_key, m),
+                black_box(&parts),
+                &mut buf,
+            ));
+            black_box(&buf);
+        },
+    );
+    report_paired(
+        "session_verify_vs_floor",
+        "tessera/session_verify",
+        "tessera_floor/session_verify",
+        &p,
+    );
+
+    let jwt = jwt_peer::peer();
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            black_box(black_box(&jwt).decode());
+        },
+        || {
+            black_box(e.verify_session_token(black_box(session)).expect("ok"));
+        },
+    );
+    report_paired(
+        "jsonwebtoken_decode_vs_session_verify",
+        "peer_jsonwebtoken/hs256_decode_validate",
+        "tessera/session_verify",
+        &p,
+    );
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            black_box(black_box(&jwt).encode());
+        },
+        || {
+            black_box(e.issue_session_token(black_box(user), None).expect("issue"));
+        },
+    );
+    report_paired(
+        "jsonwebtoken_encode_vs_session_issue",
+        "peer_jsonwebtoken/hs256_encode",
+        "tessera/session_issue",
+        &p,
+    );
+
+    let index = access_floor_index(w);
+    let hot = w.access_tokens[0].as_str();
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            black_box(e.verify_access_token(black_box(hot)).expect("ok"));
+        },
+        || {
+            black_box(floor_lookup(
+                &index,
+                sha256_rustcrypto(black_box(hot.as_bytes())),
+            ));
+        },
+    );
+    report_paired(
+        "access_verify_vs_floor_hot",
+        "tessera/access_token_verify_1M/hot",
+        "tessera_floor/access_token_sha256_lookup_1M/hot",
+        &p,
+    );
+    // Cold: both sides walk the same shuffled tokens, each with its own cursor.
+    let n = w.access_tokens.len();
+    let (mut i, mut j) = (0usize, 0usize);
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            let t = &w.access_tokens[i % n];
+            i = i.wrapping_add(1);
+            black_box(e.verify_access_token(black_box(t)).expect("ok"));
+        },
+        || {
+            let t = &w.access_tokens[j % n];
+            j = j.wrapping_add(1);
+            black_box(floor_lookup(
+                &index,
+                sha256_rustcrypto(black_box(t.as_bytes())),
+            ));
+        },
+    );
+    report_paired(
+        "access_verify_vs_floor_cold",
+        "tessera/access_token_verify_1M/cold",
+        "tessera_floor/access_token_sha256_lookup_1M/cold",
+        &p,
+    );
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -248,4 +382,12 @@ criterion_group! {
     config = config();
     targets = engine_benches
 }
-criterion_main!(benches);
+
+// `criterion_main!` plus the paired ratios after the criterion benchmarks.
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if paired_selected() {
+        paired_ratios();
+    }
+}

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use common::*;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use subtle::ConstantTimeEq;
 
 /// A representative session token for an engine with ~1 M users: 1-char kid, 7-digit handle,
@@ -136,14 +136,6 @@ fn floor(c: &mut Criterion) {
     g.finish();
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct JwtClaims {
-    u: u64,
-    r: u64,
-    iat: u64,
-    exp: u64,
-}
-
 fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -152,30 +144,11 @@ fn now_s() -> u64 {
 }
 
 fn peer_jsonwebtoken(c: &mut Criterion) {
-    use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-    let header = Header {
-        kid: Some("1".to_owned()),
-        ..Header::new(Algorithm::HS256)
-    };
-    let iat = now_s();
-    let claims = JwtClaims {
-        u: 1_000_000,
-        r: 0,
-        iat,
-        exp: iat + 7 * 86_400,
-    };
-    let ek = EncodingKey::from_secret(&KEY);
-    let dk = DecodingKey::from_secret(&KEY);
-    let validation = Validation::new(Algorithm::HS256);
-    let token = encode(&header, &claims, &ek).expect("encode");
-    assert!(decode::<JwtClaims>(&token, &dk, &validation).is_ok());
-
+    let p = jwt_peer::peer();
     let mut g = c.benchmark_group("peer_jsonwebtoken");
-    g.bench_function("hs256_encode", |b| {
-        b.iter(|| encode(black_box(&header), black_box(&claims), &ek).expect("encode"))
-    });
+    g.bench_function("hs256_encode", |b| b.iter(|| black_box(&p).encode()));
     g.bench_function("hs256_decode_validate", |b| {
-        b.iter(|| decode::<JwtClaims>(black_box(&token), &dk, &validation).expect("valid"))
+        b.iter(|| black_box(&p).decode())
     });
     g.finish();
 }
@@ -319,9 +292,60 @@ fn config() -> Criterion {
         .noise_threshold(0.05)
 }
 
+/// The implementation choice, measured interleaved (see `common::paired`) as a check on the
+/// criterion numbers, which are taken one after the other.
+fn paired_choice() {
+    let ring_key = ring_key();
+    let rc_key = rustcrypto_key();
+    let token = representative_token();
+    let input = split_jwt(&token).signing_input;
+    let sha_input = access_token_like(&mut SplitMix64(1));
+    let (batch, rounds) = paired_params(300.0);
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            black_box(hmac_ring(&ring_key, black_box(input)));
+        },
+        || {
+            black_box(hmac_rustcrypto(&rc_key, black_box(input)));
+        },
+    );
+    report_paired(
+        "hmac_ring_vs_rustcrypto",
+        "hmac_sha256/jwt_input/ring",
+        "hmac_sha256/jwt_input/rustcrypto",
+        &p,
+    );
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            black_box(sha256_ring(black_box(&sha_input)));
+        },
+        || {
+            black_box(sha256_rustcrypto(black_box(&sha_input)));
+        },
+    );
+    report_paired(
+        "sha256_ring_vs_rustcrypto",
+        "sha256/54B/ring",
+        "sha256/54B/rustcrypto",
+        &p,
+    );
+}
+
 criterion_group! {
     name = benches;
     config = config();
     targets = primitives, floor, peer_jsonwebtoken, peer_pasetors, peer_lookup
 }
-criterion_main!(benches);
+
+// `criterion_main!` plus the paired ratios after the criterion benchmarks.
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if paired_selected() {
+        paired_choice();
+    }
+}

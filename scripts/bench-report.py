@@ -40,6 +40,39 @@ RATIOS = [
 ]
 
 
+# Paired (interleaved) ratios written by the bench binaries to target/bench-paired/: name ->
+# (label, target, how). These are the numbers to judge targets by on a shared machine.
+PAIRED = {
+    "hmac_ring_vs_rustcrypto": ("HMAC JWT input: ring / RustCrypto", None, None),
+    "sha256_ring_vs_rustcrypto": ("SHA-256 54 B: ring / RustCrypto", None, None),
+    "session_verify_vs_floor": ("session verify / floor", 1.3, "le"),
+    "access_verify_vs_floor_hot": ("access verify / (SHA-256 + lookup) 1 M, hot", 1.2, "le"),
+    "access_verify_vs_floor_cold": ("access verify / (SHA-256 + lookup) 1 M, cold", 1.2, "le"),
+    "jsonwebtoken_decode_vs_session_verify": ("jsonwebtoken decode+validate / session verify", 4.0, "ge"),
+    "jsonwebtoken_encode_vs_session_issue": ("jsonwebtoken encode / session issue", 3.0, "ge"),
+}
+
+
+def judge(r, target, how):
+    if how is None:
+        return "", ""
+    tgt = ("≤ " if how == "le" else "≥ ") + f"{target}×"
+    ok = r <= target if how == "le" else r >= target
+    return tgt, "met" if ok else "NOT MET"
+
+
+def load_paired(root):
+    out = {}
+    if not os.path.isdir(root):
+        return out
+    for f in sorted(os.listdir(root)):
+        if f.endswith(".json"):
+            with open(os.path.join(root, f)) as fh:
+                d = json.load(fh)
+            out[d["name"]] = d
+    return out
+
+
 def fmt_ns(ns):
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
@@ -66,8 +99,9 @@ def load(root):
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     markdown = "--markdown" in sys.argv
-    root = args[0] if args else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "target", "criterion")
+    target_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target")
+    root = args[0] if args else os.path.join(target_dir, "criterion")
+    paired_root = args[1] if len(args) > 1 else os.path.join(target_dir, "bench-paired")
     results = load(root)
     if not results:
         sys.exit(f"no criterion results under {root}: run `cargo bench` first")
@@ -90,16 +124,30 @@ def main():
         if num not in results or den not in results:
             continue
         r = results[num][0] / results[den][0]
-        if how is None:
-            tgt, status = "", ""
-        else:
-            tgt = ("≤ " if how == "le" else "≥ ") + f"{target}×"
-            ok = r <= target if how == "le" else r >= target
-            status = "met" if ok else "NOT MET"
+        tgt, status = judge(r, target, how)
         if markdown:
             print(f"| {label} | {r:.2f}× | {tgt} | {status} |")
         else:
             print(f"{label:<52} {r:6.2f}×  {tgt:<8} {status}")
+
+    paired = load_paired(paired_root)
+    if paired:
+        print()
+        print("Paired (interleaved) ratios: median over rounds, interquartile range in brackets")
+        if markdown:
+            print("| ratio (paired) | median | IQR | target | status |")
+            print("| --- | ---: | --- | ---: | --- |")
+        for name, (label, target, how) in PAIRED.items():
+            d = paired.get(name)
+            if d is None:
+                continue
+            r = d["ratio_median"]
+            tgt, status = judge(r, target, how)
+            iqr = f"{d['ratio_p25']:.2f}–{d['ratio_p75']:.2f}"
+            if markdown:
+                print(f"| {label} | {r:.2f}× | {iqr} | {tgt} | {status} |")
+            else:
+                print(f"{label:<52} {r:6.2f}×  [{iqr}]  {tgt:<8} {status}")
 
 
 if __name__ == "__main__":

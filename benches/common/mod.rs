@@ -146,3 +146,161 @@ pub fn full_scale() -> bool {
     let args: Vec<String> = std::env::args().collect();
     args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
 }
+
+/// The result of [`paired`]: how many times slower `a` is than `b`, measured interleaved.
+pub struct Paired {
+    pub ratio_median: f64,
+    pub ratio_p25: f64,
+    pub ratio_p75: f64,
+    pub a_ns: f64,
+    pub b_ns: f64,
+}
+
+/// Measures `a` and `b` *interleaved*: `rounds` times, a batch of `a` then a batch of `b`
+/// (order swapped every round), each batch timed as a whole. The ratio of each round's pair
+/// is taken and the median over rounds reported. On a machine shared with other work, load
+/// changes over seconds; criterion measures one benchmark after another, so its ratios
+/// inherit that drift, while a paired round sees the same load on both sides.
+pub fn paired(batch: usize, rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Paired {
+    let time = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / batch as f64
+    };
+    // Warm-up: one round each, not recorded.
+    time(&mut a);
+    time(&mut b);
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut sa, mut sb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for r in 0..rounds {
+        let (ta, tb) = if r % 2 == 0 {
+            let ta = time(&mut a);
+            (ta, time(&mut b))
+        } else {
+            let tb = time(&mut b);
+            (time(&mut a), tb)
+        };
+        ratios.push(ta / tb);
+        sa.push(ta);
+        sb.push(tb);
+    }
+    let q = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    Paired {
+        ratio_median: q(&mut ratios, 0.5),
+        ratio_p25: q(&mut ratios, 0.25),
+        ratio_p75: q(&mut ratios, 0.75),
+        a_ns: q(&mut sa, 0.5),
+        b_ns: q(&mut sb, 0.5),
+    }
+}
+
+/// Prints a paired result and stores it as `target/bench-paired/<name>.json` for
+/// `scripts/bench-report.py`.
+pub fn report_paired(name: &str, a: &str, b: &str, p: &Paired) {
+    println!(
+        "paired {name}: {a} / {b} = {:.2}x (IQR {:.2}..{:.2}; medians {:.1} ns / {:.1} ns)",
+        p.ratio_median, p.ratio_p25, p.ratio_p75, p.a_ns, p.b_ns
+    );
+    if !full_scale() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-paired");
+    let json = format!(
+        "{{\"name\":\"{name}\",\"a\":\"{a}\",\"b\":\"{b}\",\"ratio_median\":{},\"ratio_p25\":{},\"ratio_p75\":{},\"a_ns\":{},\"b_ns\":{}}}\n",
+        p.ratio_median, p.ratio_p25, p.ratio_p75, p.a_ns, p.b_ns
+    );
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{name}.json")), json));
+    if let Err(e) = written {
+        eprintln!("could not store paired result {name}: {e}");
+    }
+}
+
+/// Whether the paired measurements should run: always, unless a criterion filter was given
+/// that does not mention "paired".
+pub fn paired_selected() -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| f.contains("paired"))
+}
+
+/// Batch size and rounds for [`paired`]: ~0.5 s per pair at full scale, a token run in test
+/// mode.
+pub fn paired_params(op_ns_guess: f64) -> (usize, usize) {
+    if full_scale() {
+        (((500_000.0 / op_ns_guess) as usize).max(10), 400)
+    } else {
+        (2, 3)
+    }
+}
+
+/// The jsonwebtoken peer's inputs, shared by floor.rs (criterion) and engine.rs (paired).
+pub mod jwt_peer {
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct Claims {
+        pub u: u64,
+        pub r: u64,
+        pub iat: u64,
+        pub exp: u64,
+    }
+
+    pub struct Peer {
+        pub header: Header,
+        pub claims: Claims,
+        pub ek: EncodingKey,
+        pub dk: DecodingKey,
+        pub validation: Validation,
+        pub token: String,
+    }
+
+    /// Claims {u, r, iat, exp} as in DESIGN.md, a header with a kid, HS256, a 7-day expiry.
+    pub fn peer() -> Peer {
+        let header = Header {
+            kid: Some("1".to_owned()),
+            ..Header::new(Algorithm::HS256)
+        };
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let claims = Claims {
+            u: 1_000_000,
+            r: 0,
+            iat,
+            exp: iat + 7 * 86_400,
+        };
+        let ek = EncodingKey::from_secret(&super::KEY);
+        let dk = DecodingKey::from_secret(&super::KEY);
+        let validation = Validation::new(Algorithm::HS256);
+        let token = jsonwebtoken::encode(&header, &claims, &ek).expect("encode");
+        Peer {
+            header,
+            claims,
+            ek,
+            dk,
+            validation,
+            token,
+        }
+    }
+
+    impl Peer {
+        pub fn encode(&self) -> String {
+            jsonwebtoken::encode(&self.header, &self.claims, &self.ek).expect("encode")
+        }
+        pub fn decode(&self) -> u64 {
+            jsonwebtoken::decode::<Claims>(&self.token, &self.dk, &self.validation)
+                .expect("valid")
+                .claims
+                .u
+        }
+    }
+}
