@@ -33,6 +33,8 @@ mod session_token;
 mod user;
 mod user_table;
 
+pub mod ffi;
+
 pub use access_token::{
     AccessToken, AccessTokenInfo, IssuedAccessToken, VerifiedAccessToken, ACCESS_TOKEN_LEN,
     ACCESS_TOKEN_PREFIX,

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds libtessera (shared and static) and runs the C and C++ tests against it: strict C11 and
+# C++17 builds linked both ways, the login_server example, AddressSanitizer + UBSan, and
+# valgrind when it is installed. Called by scripts/test-all.sh (the README's test command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+libdir="$target_dir/debug"
+
+echo "== cargo build --lib (libtessera.so, libtessera.a)"
+cargo build --lib --quiet
+
+make_c() { make --no-print-directory -C tests/c LIBDIR="$libdir" "$@"; }
+
+echo "== C11 / C++17, shared and static"
+make_c -j2 check
+if command -v pkg-config >/dev/null 2>&1; then
+  echo "== pkg-config: build login_server from tessera.pc, shared and --static"
+  pcdir="tests/c/build/pkgconfig"
+  mkdir -p "$pcdir"
+  scripts/pkg-config.sh "$PWD" "$libdir" "$PWD/include" > "$pcdir/tessera.pc"
+  export PKG_CONFIG_PATH="$PWD/$pcdir"
+  # shellcheck disable=SC2046
+  cc -std=c11 examples/login_server.c $(pkg-config --cflags --libs tessera) -lpthread \
+     -Wl,-rpath,"$libdir" -o tests/c/build/login_server_pc
+  tests/c/build/login_server_pc > /dev/null
+  # --static: the archive itself, then Libs.private.
+  cc -std=c11 examples/login_server.c $(pkg-config --cflags tessera) "$libdir/libtessera.a" \
+     $(pkg-config --static --libs-only-l tessera | sed 's/-ltessera//') \
+     -o tests/c/build/login_server_pc_static
+  tests/c/build/login_server_pc_static > /dev/null
+fi
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
+make_c -j2 sanitize
+if command -v valgrind >/dev/null 2>&1; then
+  echo "== valgrind"
+  make_c valgrind
+else
+  echo "== valgrind not installed; skipped (the sanitizer run above covers leaks)"
+fi
+echo "== C tests passed"

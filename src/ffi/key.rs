@@ -1,0 +1,75 @@
+//! Signing keys: rotate, retire, list.
+
+use std::ffi::c_char;
+
+use super::engine::{engine, tessera_engine};
+use super::io::{non_null, str_in};
+use super::owned::tessera_string;
+use super::status::tessera_status;
+use crate::key_ring::KeyInfo;
+
+fn key_json(k: &KeyInfo) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": k.key_id.as_str(),
+        "created_at_ms": k.created_at_ms,
+        "active": k.active,
+    })
+}
+
+/// Adds a new active signing key; older keys keep verifying until retired. `*out_key` (if not
+/// NULL) receives `{"key_id": "b", "created_at_ms": ..., "active": true}`. Thread-safe.
+///
+/// # Safety
+/// `out_key` NULL or valid for one pointer write; `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_key_rotate(
+    engine: *const tessera_engine,
+    out_key: *mut *mut tessera_string,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let info = e.rotate_key()?;
+        unsafe { tessera_string::give_json_opt(&key_json(&info), out_key) }
+    })
+}
+
+/// Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
+/// is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
+/// (rotate first). Thread-safe.
+///
+/// # Safety
+/// `key_id` valid for `key_id_len` bytes; `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_key_retire(
+    engine: *const tessera_engine,
+    key_id: *const c_char,
+    key_id_len: usize,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let key_id = unsafe { str_in(key_id, key_id_len, "key_id") }?;
+        Ok(e.retire_key(key_id)?)
+    })
+}
+
+/// Writes every live signing key, oldest first, as a JSON array of
+/// `{"key_id", "created_at_ms", "active"}` objects to `*out_keys` (required). Never the
+/// secrets. Thread-safe.
+///
+/// # Safety
+/// `out_keys` valid for one pointer write; `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_key_list(
+    engine: *const tessera_engine,
+    out_keys: *mut *mut tessera_string,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        non_null(out_keys, "out_keys")?;
+        let keys: Vec<serde_json::Value> = e.keys().iter().map(key_json).collect();
+        unsafe { tessera_string::give_json(&keys, out_keys) }
+    })
+}

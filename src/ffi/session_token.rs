@@ -1,0 +1,151 @@
+//! Session tokens: issue, verify, revoke.
+
+use std::ffi::c_char;
+use std::ptr::addr_of_mut;
+
+use super::engine::{engine, tessera_engine};
+use super::io::{fill_array, str_in, text_capacity, text_out};
+use super::status::tessera_status;
+use super::user::{user_id_in, TESSERA_USER_ID_BUF_SIZE};
+use crate::session_token::SESSION_TOKEN_MAX_LEN;
+
+/// Longest possible session token, in bytes. A buffer for any session token needs
+/// `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
+pub const TESSERA_SESSION_TOKEN_MAX_LEN: usize = 168;
+const _: () = assert!(TESSERA_SESSION_TOKEN_MAX_LEN == SESSION_TOKEN_MAX_LEN);
+
+/// Size of the `key_id` array of `tessera_verified_session`: 1..=3 characters plus the NUL.
+pub const TESSERA_KEY_ID_BUF_SIZE: usize = 4;
+
+/// Pass as `expires_at_ms` to `tessera_session_token_issue` for the configured default
+/// lifetime (7 days unless configured otherwise).
+pub const TESSERA_SESSION_DEFAULT_EXPIRY: i64 = 0;
+
+/// The result of a successful `tessera_session_token_verify`. Filled by Tessera; no pointers
+/// inside, nothing to free.
+#[repr(C)]
+pub struct tessera_verified_session {
+    /// The user's id, NUL-terminated UTF-8.
+    pub user_id: [c_char; TESSERA_USER_ID_BUF_SIZE],
+    /// Length of `user_id` in bytes, without the NUL.
+    pub user_id_len: usize,
+    /// When the token was issued, ms since the Unix epoch (whole seconds).
+    pub issued_at_ms: i64,
+    /// When it expires, ms since the Unix epoch (whole seconds).
+    pub expires_at_ms: i64,
+    /// The id of the signing key, NUL-terminated.
+    pub key_id: [c_char; TESSERA_KEY_ID_BUF_SIZE],
+}
+
+/// Issues a session token (an HS256 JWT of 119..=168 characters) for a user and writes it,
+/// NUL-terminated, into `token_buf`.
+///
+/// `expires_at_ms` is the expiry in ms since the Unix epoch (rounded down to whole seconds), or
+/// `TESSERA_SESSION_DEFAULT_EXPIRY` (0) for the configured default; one in the past or beyond
+/// the configured maximum fails with `TESSERA_INVALID_EXPIRY`. `token_cap` must be at least
+/// `TESSERA_SESSION_TOKEN_MAX_LEN + 1`; this is checked before anything happens
+/// (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_SESSION_TOKEN_MAX_LEN`).
+/// `*out_token_len` receives the token length; `*out_expires_at_ms` (if not NULL) the expiry.
+///
+/// Hot path: allocates nothing for the caller. Thread-safe.
+///
+/// # Safety
+/// `user_id` valid for `user_id_len` bytes; `token_buf` valid for `token_cap` bytes;
+/// `out_token_len` valid for one write; `out_expires_at_ms` NULL or valid for one write;
+/// `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_session_token_issue(
+    engine: *const tessera_engine,
+    user_id: *const c_char,
+    user_id_len: usize,
+    expires_at_ms: i64,
+    token_buf: *mut c_char,
+    token_cap: usize,
+    out_token_len: *mut usize,
+    out_expires_at_ms: *mut i64,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let id = unsafe { user_id_in(user_id, user_id_len) }?;
+        unsafe { text_capacity(token_buf, token_cap, out_token_len, SESSION_TOKEN_MAX_LEN) }?;
+        let expiry = (expires_at_ms != TESSERA_SESSION_DEFAULT_EXPIRY).then_some(expires_at_ms);
+        let token = e.issue_session_token(id, expiry)?;
+        unsafe { text_out(token.as_str(), token_buf, token_cap, out_token_len) }?;
+        if !out_expires_at_ms.is_null() {
+            unsafe { out_expires_at_ms.write(token.expires_at_ms()) };
+        }
+        Ok(())
+    })
+}
+
+/// Verifies a session token: format and signature first (any failure there is
+/// `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), the user's existence
+/// (`TESSERA_USER_NOT_FOUND`), revocation (`TESSERA_TOKEN_REVOKED`) and state
+/// (`TESSERA_USER_DEACTIVATED`).
+///
+/// `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
+/// Thread-safe; verifications never block one another.
+///
+/// # Safety
+/// `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_session_token_verify(
+    engine: *const tessera_engine,
+    token: *const c_char,
+    token_len: usize,
+    out: *mut tessera_verified_session,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let token = unsafe { str_in(token, token_len, "token") }?;
+        let v = e.verify_session_token(token)?;
+        if !out.is_null() {
+            unsafe {
+                let len = fill_array(addr_of_mut!((*out).user_id), &v.user_id)?;
+                addr_of_mut!((*out).user_id_len).write(len);
+                addr_of_mut!((*out).issued_at_ms).write(v.issued_at_ms);
+                addr_of_mut!((*out).expires_at_ms).write(v.expires_at_ms);
+                fill_array(addr_of_mut!((*out).key_id), v.key_id.as_str())?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Revokes every session token of a user issued before this call returns (tokens issued after
+/// it verify; access tokens are untouched). A `sessions_revoked` event is queued. Thread-safe.
+///
+/// # Safety
+/// `user_id` valid for `user_id_len` bytes; `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_session_token_revoke(
+    engine: *const tessera_engine,
+    user_id: *const c_char,
+    user_id_len: usize,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let id = unsafe { user_id_in(user_id, user_id_len) }?;
+        Ok(e.revoke_sessions(id)?)
+    })
+}
+
+/// Emergency: invalidates every session token of every user by replacing all signing keys with
+/// one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
+/// Thread-safe.
+///
+/// # Safety
+/// `engine` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_session_token_revoke_everyone(
+    engine: *const tessera_engine,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract.
+        let e = unsafe { self::engine(engine) }?;
+        Ok(e.revoke_all_sessions()?)
+    })
+}

@@ -1,0 +1,587 @@
+/* Tests every function of tessera.h from C, including the error paths: NULL pointers, invalid
+ * UTF-8, too-small buffers, oversized inputs. Built with -std=c11 -Wall -Wextra -Werror
+ * -pedantic and linked against both libtessera.so and libtessera.a. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tt.h"
+
+static const char BAD_UTF8[] = {'a', (char)0xff, 'b'};
+
+/* The text of a tessera_string, and whether it contains `needle`. */
+static int has(const tessera_string *s, const char *needle) {
+    return s != NULL && strstr(tessera_string_ptr(s), needle) != NULL;
+}
+
+static size_t user_count(const tessera_engine *e) {
+    size_t n = (size_t)-1;
+    CHECK_OK(tessera_engine_user_count(e, &n));
+    return n;
+}
+
+static void test_versions_and_status(void) {
+    CHECK(strcmp(tessera_version(), TESSERA_VERSION_STRING) == 0);
+    CHECK(tessera_version_number() == TESSERA_VERSION_NUMBER);
+    CHECK(TESSERA_VERSION_NUMBER ==
+          TESSERA_VERSION_MAJOR * 1000000 + TESSERA_VERSION_MINOR * 1000 + TESSERA_VERSION_PATCH);
+    CHECK(tessera_abi_version() == TESSERA_ABI_VERSION);
+
+    CHECK(TESSERA_OK == 0);
+    CHECK(strcmp(tessera_status_str(TESSERA_OK), "ok") == 0);
+    CHECK(strcmp(tessera_status_str(TESSERA_USER_NOT_FOUND), "user not found") == 0);
+    CHECK(strcmp(tessera_status_str(TESSERA_BUFFER_TOO_SMALL), "output buffer too small") == 0);
+    CHECK(strcmp(tessera_status_str(123456u), "unknown status") == 0);
+    /* The values equal the Rust ErrorKind codes (docs/ERRORS.md). */
+    CHECK(TESSERA_INVALID_ARGUMENT == 1 && TESSERA_INVALID_TOKEN == 20 &&
+          TESSERA_KEY_NOT_FOUND == 30 && TESSERA_INTERNAL == 99);
+    CHECK(TESSERA_NULL_POINTER == 100 && TESSERA_PANIC == 103 && TESSERA_INVALID_JSON == 105);
+}
+
+static void test_last_error(tessera_engine *e) {
+    char buf[256];
+    size_t len = 0;
+    tessera_string *u = NULL;
+    /* A failure leaves a message; a success clears it. */
+    CHECK_ST(tessera_user_get(e, S("nobody"), &u), TESSERA_USER_NOT_FOUND);
+    CHECK(u == NULL);
+    CHECK_ST(tessera_last_error_message(NULL, 0, &len), TESSERA_BUFFER_TOO_SMALL);
+    CHECK(len > 0);
+    /* Exactly len bytes is one short (the NUL); the message survives the failed copy. */
+    CHECK_ST(tessera_last_error_message(buf, len, &len), TESSERA_BUFFER_TOO_SMALL);
+    CHECK_OK(tessera_last_error_message(buf, len + 1, &len));
+    CHECK(strlen(buf) == len && strstr(buf, "nobody") != NULL);
+    CHECK_ST(tessera_last_error_message(buf, sizeof buf, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_last_error_message(NULL, 8, &len), TESSERA_NULL_POINTER);
+    CHECK_OK(tessera_engine_user_count(e, &len));
+    CHECK_OK(tessera_last_error_message(buf, sizeof buf, &len));
+    CHECK(len == 0 && buf[0] == '\0');
+}
+
+static void test_engine_open(void) {
+    tessera_engine *e = (tessera_engine *)0x1; /* must stay untouched on failure */
+    CHECK_ST(tessera_engine_open_in_memory(NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"access_tokens_per_user\": 0}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(e == (tessera_engine *)0x1);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"no_such_field\": 1}"), &e),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{"), &e), TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(BAD_UTF8, sizeof BAD_UTF8, &e),
+             TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(NULL, 5, &e), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(NULL, 0, NULL), TESSERA_NULL_POINTER);
+    CHECK(e == (tessera_engine *)0x1);
+    CHECK_OK(tessera_engine_open_in_memory_with_config(NULL, 0, &e));
+    CHECK(e != NULL && e != (tessera_engine *)0x1);
+    tessera_engine_free(e);
+    e = NULL;
+    CHECK_OK(tessera_engine_open_in_memory_with_config(
+        S("{\"user_id_case\": \"lowercase\", \"user_id_policy\": \"strict\","
+          " \"allow_id_only_login\": true}"),
+        &e));
+    CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"Carol\", \"nickname\": \"C\"}"), NULL));
+    {
+        tessera_authenticated a;
+        CHECK_OK(tessera_user_authenticate(e, S("CAROL"), NULL, 0, &a));
+        CHECK(strcmp(a.user_id, "carol") == 0 && a.user_id_len == 5);
+        CHECK(a.method == TESSERA_AUTH_USER_ID_ONLY && a.token_id == 0);
+    }
+    CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"da ve\", \"nickname\": \"D\"}"), NULL),
+             TESSERA_INVALID_USER_ID);
+    tessera_engine_free(e);
+    tessera_engine_free(NULL);
+}
+
+static void test_users(tessera_engine *e) {
+    tessera_string *s = NULL;
+    bool created = false;
+    size_t before;
+
+    CHECK_OK(tessera_user_create(
+        e,
+        S("{\"user_id\": \"alice\", \"nickname\": \"Alice\", \"tags\": [\"staff\"],"
+          " \"metadata\": {\"team\": \"red\"}, \"discovery_keys\": [\"alice@example.com\"]}"),
+        &s));
+    CHECK(has(s, "\"user_id\":\"alice\"") && has(s, "\"is_active\":true"));
+    CHECK(tessera_string_len(s) == strlen(tessera_string_ptr(s)));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"bob\", \"nickname\": \"Bob\"}"), NULL));
+    CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"bob\", \"nickname\": \"B\"}"), &s),
+             TESSERA_USER_ALREADY_EXISTS);
+    CHECK(s == NULL);
+
+    /* Invalid inputs change nothing. */
+    before = user_count(e);
+    CHECK_ST(tessera_user_create(NULL, S("{}"), NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_create(e, NULL, 10, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_create(e, BAD_UTF8, sizeof BAD_UTF8, NULL), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\"}  trailing"), NULL),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\", \"nickname\": \"X\", \"bogus\": 1}"),
+                                 NULL),
+             TESSERA_INVALID_JSON);
+    {
+        /* One byte over the ABI's input limit fails before anything is read; the limit passes
+         * the size check and fails later, on content. */
+        size_t big = (size_t)TESSERA_MAX_INPUT_LEN + 1;
+        char *huge = (char *)malloc(big);
+        CHECK(huge != NULL);
+        if (huge != NULL) {
+            memset(huge, ' ', big);
+            CHECK_ST(tessera_user_create(e, huge, big, NULL), TESSERA_INPUT_TOO_LARGE);
+            CHECK_ST(tessera_user_create(e, huge, big - 1, NULL), TESSERA_INVALID_JSON);
+            free(huge);
+        }
+    }
+    {
+        char nick[200];
+        char json[300];
+        memset(nick, 'n', 81);
+        nick[81] = '\0';
+        snprintf(json, sizeof json, "{\"user_id\": \"long\", \"nickname\": \"%s\"}", nick);
+        CHECK_ST(tessera_user_create(e, S(json), NULL), TESSERA_FIELD_TOO_LONG);
+        nick[80] = '\0';
+        snprintf(json, sizeof json, "{\"user_id\": \"long\", \"nickname\": \"%s\"}", nick);
+        CHECK_OK(tessera_user_create(e, S(json), NULL));
+        CHECK_OK(tessera_user_delete(e, S("long")));
+    }
+    CHECK(user_count(e) == before);
+
+    /* upsert */
+    CHECK_OK(tessera_user_upsert(e, S("{\"user_id\": \"bob\", \"nickname\": \"Other\"}"),
+                                 &created, &s));
+    CHECK(!created && has(s, "\"nickname\":\"Bob\""));
+    tessera_string_free(s);
+    CHECK_OK(tessera_user_upsert(e, S("{\"user_id\": \"dave\", \"nickname\": \"Dave\"}"),
+                                 &created, NULL));
+    CHECK(created);
+    CHECK_OK(tessera_user_upsert(e, S("{\"user_id\": \"dave\", \"nickname\": \"D\"}"), NULL,
+                                 NULL));
+    CHECK_ST(tessera_user_upsert(e, BAD_UTF8, 3, &created, NULL), TESSERA_INVALID_UTF8);
+
+    /* get */
+    s = NULL;
+    CHECK_OK(tessera_user_get(e, S("alice"), &s));
+    CHECK(has(s, "\"team\":\"red\""));
+    tessera_string_free(s);
+    CHECK_ST(tessera_user_get(e, S("alice"), NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_get(e, BAD_UTF8, 3, &s), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_user_get(e, NULL, 1, &s), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_get(NULL, S("alice"), &s), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_get(e, NULL, 0, &s), TESSERA_INVALID_USER_ID); /* empty id */
+
+    /* update */
+    s = NULL;
+    CHECK_OK(tessera_user_update(e, S("alice"),
+                                 S("{\"nickname\": \"Alice A.\", \"role\": \"admin\"}"), &s));
+    CHECK(has(s, "\"nickname\":\"Alice A.\"") && has(s, "\"role\":\"admin\""));
+    tessera_string_free(s);
+    CHECK_OK(tessera_user_update(e, S("alice"), S("{\"role\": null}"), NULL));
+    CHECK_ST(tessera_user_update(e, S("alice"), S("{\"nick\": \"x\"}"), NULL),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_user_update(e, S("alice"), S("{\"email\": \"not-an-email\"}"), NULL),
+             TESSERA_INVALID_FIELD);
+    CHECK_ST(tessera_user_update(e, S("zed"), S("{}"), NULL), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_update(e, S("alice"), BAD_UTF8, 3, NULL), TESSERA_INVALID_UTF8);
+
+    /* find */
+    s = NULL;
+    CHECK_OK(tessera_user_find_by_discovery_key(e, S("alice@example.com"), &s));
+    CHECK(has(s, "\"user_id\":\"alice\""));
+    tessera_string_free(s);
+    CHECK_ST(tessera_user_find_by_discovery_key(e, S("nobody@example.com"), &s),
+             TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_find_by_discovery_key(e, S("alice@example.com"), NULL),
+             TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"eve\", \"nickname\": \"E\","
+                                      " \"discovery_keys\": [\"alice@example.com\"]}"),
+                                 NULL),
+             TESSERA_DISCOVERY_KEY_TAKEN);
+
+    /* deactivate / reactivate */
+    s = NULL;
+    CHECK_OK(tessera_user_deactivate(e, S("bob"), &s));
+    CHECK(has(s, "\"is_active\":false"));
+    tessera_string_free(s);
+    CHECK_OK(tessera_user_deactivate(e, S("bob"), NULL)); /* idempotent */
+    s = NULL;
+    CHECK_OK(tessera_user_reactivate(e, S("bob"), &s));
+    CHECK(has(s, "\"is_active\":true"));
+    tessera_string_free(s);
+    CHECK_ST(tessera_user_reactivate(e, S("zed"), NULL), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_deactivate(e, BAD_UTF8, 3, NULL), TESSERA_INVALID_UTF8);
+
+    /* delete */
+    CHECK_OK(tessera_user_delete(e, S("dave")));
+    CHECK_ST(tessera_user_delete(e, S("dave")), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_delete(e, NULL, 4), TESSERA_NULL_POINTER);
+}
+
+static void test_list(tessera_engine *e) {
+    tessera_string *page = NULL;
+    char query[256];
+    const char *cursor;
+    const char *end;
+    int i;
+    for (i = 0; i < 5; i++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"user_id\": \"list%d\", \"nickname\": \"L%d\"%s}", i, i,
+                 i % 2 ? ", \"tags\": [\"odd\"]" : "");
+        CHECK_OK(tessera_user_create(e, S(json), NULL));
+    }
+    CHECK_OK(tessera_user_list(e, NULL, 0, &page));
+    CHECK(has(page, "\"users\":[") && has(page, "\"next_cursor\":null"));
+    tessera_string_free(page);
+    page = NULL;
+    CHECK_OK(tessera_user_list(e, S("{\"nickname_prefix\": \"L\", \"limit\": 2}"), &page));
+    CHECK(has(page, "list0") && has(page, "list1") && !has(page, "list2"));
+    /* Follow the cursor. */
+    cursor = strstr(tessera_string_ptr(page), "\"next_cursor\":\"");
+    CHECK(cursor != NULL);
+    if (cursor != NULL) {
+        cursor += strlen("\"next_cursor\":\"");
+        end = strchr(cursor, '"');
+        snprintf(query, sizeof query, "{\"nickname_prefix\": \"L\", \"limit\": 2, \"cursor\": \"%.*s\"}",
+                 (int)(end - cursor), cursor);
+        tessera_string_free(page);
+        page = NULL;
+        CHECK_OK(tessera_user_list(e, S(query), &page));
+        CHECK(has(page, "list2") && has(page, "list3") && !has(page, "list1"));
+    }
+    tessera_string_free(page);
+    page = NULL;
+    CHECK_OK(tessera_user_list(e, S("{\"tag\": \"odd\", \"limit\": 100}"), &page));
+    CHECK(has(page, "list1") && has(page, "list3") && !has(page, "list2"));
+    tessera_string_free(page);
+    CHECK_ST(tessera_user_list(e, S("{\"limit\": 0}"), &page), TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_user_list(e, S("{\"cursor\": \"garbage\"}"), &page),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_user_list(e, S("{\"limit\": \"x\"}"), &page), TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_user_list(e, NULL, 0, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_list(e, BAD_UTF8, 3, &page), TESSERA_INVALID_UTF8);
+}
+
+static void test_devices(tessera_engine *e) {
+    tessera_string *s = NULL;
+    CHECK_OK(tessera_device_add(e, S("alice"),
+                                S("{\"device_type\": \"ios\", \"push_token\": \"apns-1\","
+                                  " \"mode\": \"sandbox\"}"),
+                                &s));
+    CHECK(has(s, "\"push_token\":\"apns-1\"") && has(s, "\"evicted\":null"));
+    tessera_string_free(s);
+    CHECK_OK(tessera_device_add(
+        e, S("alice"), S("{\"device_type\": \"android\", \"push_token\": \"fcm-1\"}"), NULL));
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"fridge\", \"push_token\": \"x\"}"),
+                                NULL),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"web\", \"push_token\": \"\"}"),
+                                NULL),
+             TESSERA_INVALID_FIELD);
+    CHECK_ST(tessera_device_add(e, S("zed"), S("{\"device_type\": \"web\", \"push_token\": \"w\"}"),
+                                NULL),
+             TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_device_add(e, S("alice"), BAD_UTF8, 3, NULL), TESSERA_INVALID_UTF8);
+    s = NULL;
+    CHECK_OK(tessera_device_list(e, S("alice"), &s));
+    CHECK(has(s, "apns-1") && has(s, "fcm-1"));
+    tessera_string_free(s);
+    CHECK_ST(tessera_device_list(e, S("alice"), NULL), TESSERA_NULL_POINTER);
+    s = NULL;
+    CHECK_OK(tessera_user_find_by_push_token(e, S("fcm-1"), &s));
+    CHECK(has(s, "\"user_id\":\"alice\""));
+    tessera_string_free(s);
+    CHECK_ST(tessera_user_find_by_push_token(e, S("nope"), &s), TESSERA_DEVICE_NOT_FOUND);
+    CHECK_ST(tessera_user_find_by_push_token(e, S("fcm-1"), NULL), TESSERA_NULL_POINTER);
+    s = NULL;
+    CHECK_OK(tessera_device_remove(e, S("alice"), S("fcm-1"), &s));
+    CHECK(has(s, "\"device_type\":\"android\""));
+    tessera_string_free(s);
+    CHECK_ST(tessera_device_remove(e, S("alice"), S("fcm-1"), NULL), TESSERA_DEVICE_NOT_FOUND);
+    CHECK_ST(tessera_device_remove(e, S("alice"), BAD_UTF8, 3, NULL), TESSERA_INVALID_UTF8);
+}
+
+static void test_profile_image(tessera_engine *e) {
+    static const uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13};
+    static const uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a'};
+    tessera_string *user = NULL;
+    tessera_bytes *img = NULL;
+    const char *type = NULL;
+    const char *url;
+    char hex[65];
+    CHECK_OK(tessera_profile_image_upload(e, S("alice"), png, sizeof png, &user));
+    url = user != NULL ? strstr(tessera_string_ptr(user), "tessera://images/") : NULL;
+    CHECK(url != NULL);
+    if (url != NULL) {
+        memcpy(hex, url + strlen("tessera://images/"), 64);
+        hex[64] = '\0';
+        CHECK_OK(tessera_profile_image_get(e, hex, 64, &img, &type));
+        CHECK(tessera_bytes_len(img) == sizeof png);
+        CHECK(memcmp(tessera_bytes_ptr(img), png, sizeof png) == 0);
+        CHECK(type != NULL && strcmp(type, "image/png") == 0);
+        tessera_bytes_free(img);
+        img = NULL;
+        CHECK_OK(tessera_profile_image_get(e, hex, 64, &img, NULL));
+        tessera_bytes_free(img);
+        CHECK_ST(tessera_profile_image_get(e, hex, 64, NULL, NULL), TESSERA_NULL_POINTER);
+    }
+    tessera_string_free(user);
+    CHECK_ST(tessera_profile_image_upload(e, S("alice"), gif, sizeof gif, NULL),
+             TESSERA_INVALID_IMAGE);
+    CHECK_ST(tessera_profile_image_upload(e, S("alice"), NULL, 10, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_profile_image_upload(e, S("zed"), png, sizeof png, NULL),
+             TESSERA_USER_NOT_FOUND);
+    {
+        /* Larger than TESSERA_MAX_INPUT_LEN is allowed through to the engine's own limit. */
+        size_t big = (size_t)TESSERA_MAX_INPUT_LEN + 1;
+        uint8_t *huge = (uint8_t *)calloc(big, 1);
+        CHECK(huge != NULL);
+        if (huge != NULL) {
+            memcpy(huge, png, sizeof png);
+            CHECK_ST(tessera_profile_image_upload(e, S("alice"), huge, big, NULL),
+                     TESSERA_IMAGE_TOO_LARGE);
+            free(huge);
+        }
+    }
+    CHECK_ST(tessera_profile_image_get(e, S("00"), &img, NULL), TESSERA_IMAGE_NOT_FOUND);
+    CHECK_ST(tessera_profile_image_get(e, BAD_UTF8, 3, &img, NULL), TESSERA_INVALID_UTF8);
+    CHECK(tessera_bytes_ptr(NULL) == NULL && tessera_bytes_len(NULL) == 0);
+    tessera_bytes_free(NULL);
+}
+
+static void test_access_tokens(tessera_engine *e) {
+    char tok[TESSERA_ACCESS_TOKEN_LEN + 1];
+    char small[TESSERA_ACCESS_TOKEN_LEN];
+    size_t len = 0;
+    uint64_t id = 0, evicted = 99, id2 = 0;
+    tessera_verified_access_token v;
+    tessera_string *list = NULL;
+    size_t count = 0;
+
+    CHECK_OK(tessera_access_token_issue(e, S("bob"), S("phone"), tok, sizeof tok, &len, &id,
+                                        &evicted));
+    CHECK(len == TESSERA_ACCESS_TOKEN_LEN && strlen(tok) == len && strncmp(tok, "tsat_", 5) == 0);
+    CHECK(id >= 1 && evicted == 0);
+    CHECK_OK(tessera_access_token_verify(e, tok, len, &v));
+    CHECK(strcmp(v.user_id, "bob") == 0 && v.user_id_len == 3 && v.token_id == id);
+    CHECK_OK(tessera_access_token_verify(e, tok, len, NULL));
+
+    /* A too-small buffer is refused before issuing: nothing is lost, nothing is issued. */
+    CHECK_OK(tessera_access_token_list(e, S("bob"), &list));
+    CHECK(has(list, "\"label\":\"phone\""));
+    tessera_string_free(list);
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, small, sizeof small, &len, NULL,
+                                        NULL),
+             TESSERA_BUFFER_TOO_SMALL);
+    CHECK(len == TESSERA_ACCESS_TOKEN_LEN);
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 0, &len, NULL, NULL),
+             TESSERA_BUFFER_TOO_SMALL);
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, NULL, NULL, NULL),
+             TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), BAD_UTF8, 3, tok, sizeof tok, &len, NULL,
+                                        NULL),
+             TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_access_token_issue(e, S("zed"), NULL, 0, tok, sizeof tok, &len, NULL, NULL),
+             TESSERA_USER_NOT_FOUND);
+    count = 99;
+    CHECK_OK(tessera_access_token_revoke_all(e, S("bob"), &count));
+    CHECK(count == 1); /* only the first token was ever issued */
+
+    CHECK_OK(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, &id2, NULL));
+    CHECK(id2 > id);
+    /* Tampered, truncated, empty and non-UTF-8 tokens. */
+    tok[10] = (char)(tok[10] == 'A' ? 'B' : 'A');
+    CHECK_ST(tessera_access_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_access_token_verify(e, tok, len - 1, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_access_token_verify(e, NULL, 0, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_access_token_verify(e, BAD_UTF8, 3, &v), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_access_token_verify(NULL, S("tsat_x"), &v), TESSERA_NULL_POINTER);
+
+    CHECK_OK(tessera_access_token_revoke(e, S("bob"), id2));
+    CHECK_ST(tessera_access_token_revoke(e, S("bob"), id2), TESSERA_TOKEN_NOT_FOUND);
+    CHECK_ST(tessera_access_token_revoke(e, BAD_UTF8, 3, id2), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_access_token_list(e, S("bob"), NULL), TESSERA_NULL_POINTER);
+    CHECK_OK(tessera_access_token_revoke_all(e, S("bob"), NULL));
+    CHECK_ST(tessera_access_token_revoke_all(e, S("zed"), NULL), TESSERA_USER_NOT_FOUND);
+}
+
+static void test_session_tokens(tessera_engine *e) {
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    char small[TESSERA_SESSION_TOKEN_MAX_LEN];
+    size_t len = 0;
+    int64_t exp = 0;
+    tessera_verified_session v;
+    tessera_authenticated a;
+
+    CHECK_OK(tessera_session_token_issue(e, S("alice"), TESSERA_SESSION_DEFAULT_EXPIRY, tok,
+                                         sizeof tok, &len, &exp));
+    CHECK(len >= 119 && len <= TESSERA_SESSION_TOKEN_MAX_LEN && strlen(tok) == len);
+    CHECK(exp > 0);
+    CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+    CHECK(strcmp(v.user_id, "alice") == 0 && v.user_id_len == 5);
+    CHECK(v.expires_at_ms == exp && v.issued_at_ms > 0 && v.issued_at_ms < exp);
+    CHECK(strlen(v.key_id) >= 1 && strlen(v.key_id) <= 3);
+    CHECK_OK(tessera_session_token_verify(e, tok, len, NULL));
+
+    /* authenticate with it */
+    CHECK_OK(tessera_user_authenticate(e, S("alice"), tok, len, &a));
+    CHECK(a.method == TESSERA_AUTH_SESSION_TOKEN && a.expires_at_ms == exp);
+    CHECK(strcmp(a.user_id, "alice") == 0);
+    CHECK_OK(tessera_user_authenticate(e, S("alice"), tok, len, NULL));
+    CHECK_ST(tessera_user_authenticate(e, S("bob"), tok, len, &a), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 0, &a), TESSERA_TOKEN_REQUIRED);
+    CHECK_ST(tessera_user_authenticate(e, S("alice"), BAD_UTF8, 3, &a), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 3, &a), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_authenticate(e, S("zed"), tok, len, &a), TESSERA_USER_NOT_FOUND);
+    {
+        char at[TESSERA_ACCESS_TOKEN_LEN + 1];
+        size_t at_len;
+        uint64_t at_id;
+        CHECK_OK(tessera_access_token_issue(e, S("alice"), NULL, 0, at, sizeof at, &at_len,
+                                            &at_id, NULL));
+        CHECK_OK(tessera_user_authenticate(e, S("alice"), at, at_len, &a));
+        CHECK(a.method == TESSERA_AUTH_ACCESS_TOKEN && a.token_id == at_id);
+    }
+
+    /* Buffer checked before issuing. */
+    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, small, sizeof small, &len, NULL),
+             TESSERA_BUFFER_TOO_SMALL);
+    CHECK(len == TESSERA_SESSION_TOKEN_MAX_LEN);
+    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, NULL, NULL),
+             TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_session_token_issue(e, S("alice"), 1000, tok, sizeof tok, &len, NULL),
+             TESSERA_INVALID_EXPIRY);
+    CHECK_ST(tessera_session_token_issue(e, S("zed"), 0, tok, sizeof tok, &len, NULL),
+             TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_session_token_issue(e, BAD_UTF8, 3, 0, tok, sizeof tok, &len, NULL),
+             TESSERA_INVALID_UTF8);
+
+    /* Tampering. */
+    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    tok[len - 2] = (char)(tok[len - 2] == 'A' ? 'B' : 'A');
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(e, BAD_UTF8, 3, &v), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_session_token_verify(e, NULL, 0, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(NULL, tok, len, &v), TESSERA_NULL_POINTER);
+
+    /* Revocation of one user's sessions. */
+    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_revoke(e, S("alice")));
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
+    CHECK_ST(tessera_session_token_revoke(e, S("zed")), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_session_token_revoke(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
+
+    /* Deactivation stops verification without revoking. */
+    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_user_deactivate(e, S("alice"), NULL));
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_USER_DEACTIVATED);
+    CHECK_OK(tessera_user_reactivate(e, S("alice"), NULL));
+    CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+
+    /* Engine-wide revocation. */
+    CHECK_OK(tessera_session_token_revoke_everyone(e));
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_revoke_everyone(NULL), TESSERA_NULL_POINTER);
+}
+
+static void test_keys(tessera_engine *e) {
+    tessera_string *k = NULL;
+    tessera_string *list = NULL;
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    size_t len;
+    tessera_verified_session v;
+    char old_kid[TESSERA_KEY_ID_BUF_SIZE];
+
+    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+    memcpy(old_kid, v.key_id, sizeof old_kid);
+    CHECK_OK(tessera_key_rotate(e, &k));
+    CHECK(has(k, "\"active\":true") && has(k, "\"key_id\":\""));
+    tessera_string_free(k);
+    CHECK_OK(tessera_key_rotate(e, NULL));
+    CHECK_OK(tessera_key_list(e, &list));
+    CHECK(has(list, old_kid) && has(list, "\"active\":false"));
+    tessera_string_free(list);
+    CHECK_ST(tessera_key_list(e, NULL), TESSERA_NULL_POINTER);
+    /* Old tokens verify until their key is retired. */
+    CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+    CHECK_OK(tessera_key_retire(e, old_kid, strlen(old_kid)));
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_key_retire(e, old_kid, strlen(old_kid)), TESSERA_KEY_NOT_FOUND);
+    CHECK_ST(tessera_key_retire(e, S("zzzz")), TESSERA_KEY_NOT_FOUND);
+    CHECK_ST(tessera_key_retire(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_key_rotate(NULL, NULL), TESSERA_NULL_POINTER);
+    {
+        /* The active key cannot be retired. */
+        tessera_string *keys = NULL;
+        const char *last;
+        CHECK_OK(tessera_key_list(e, &keys));
+        last = keys != NULL ? strstr(tessera_string_ptr(keys), "\"key_id\":\"") : NULL;
+        while (last != NULL && strstr(last + 1, "\"key_id\":\"") != NULL) {
+            last = strstr(last + 1, "\"key_id\":\"");
+        }
+        if (last != NULL) {
+            const char *id = last + strlen("\"key_id\":\"");
+            size_t n = (size_t)(strchr(id, '"') - id);
+            CHECK_ST(tessera_key_retire(e, id, n), TESSERA_KEY_ACTIVE);
+        }
+        tessera_string_free(keys);
+    }
+}
+
+static void test_events(tessera_engine *e) {
+    tessera_string *ev = NULL;
+    uint64_t dropped = 99;
+    /* Everything so far queued events; take them all, then check one fresh event. */
+    CHECK_OK(tessera_event_drain(e, TESSERA_EVENT_DRAIN_MAX, &ev));
+    CHECK(has(ev, "\"kind\":\"sessions_revoked\"") && has(ev, "\"kind\":\"user_deleted\""));
+    CHECK(has(ev, "\"kind\":\"all_sessions_revoked\"") && has(ev, "\"kind\":\"key_retired\""));
+    tessera_string_free(ev);
+    ev = NULL;
+    CHECK_OK(tessera_event_drain(e, 10, &ev));
+    CHECK(ev != NULL && strcmp(tessera_string_ptr(ev), "[]") == 0);
+    tessera_string_free(ev);
+    ev = NULL;
+    CHECK_OK(tessera_session_token_revoke(e, S("bob")));
+    CHECK_OK(tessera_event_drain(e, 1, &ev));
+    CHECK(has(ev, "\"kind\":\"sessions_revoked\"") && has(ev, "\"code\":4") &&
+          has(ev, "\"user_id\":\"bob\""));
+    tessera_string_free(ev);
+    CHECK_ST(tessera_event_drain(e, 0, &ev), TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_event_drain(e, TESSERA_EVENT_DRAIN_MAX + 1, &ev), TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_event_drain(e, 1, NULL), TESSERA_NULL_POINTER);
+    CHECK_OK(tessera_event_dropped_count(e, &dropped));
+    CHECK(dropped == 0);
+    CHECK_ST(tessera_event_dropped_count(e, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_event_dropped_count(NULL, &dropped), TESSERA_NULL_POINTER);
+}
+
+static void test_owned_objects(void) {
+    CHECK(tessera_string_ptr(NULL) == NULL);
+    CHECK(tessera_string_len(NULL) == 0);
+    tessera_string_free(NULL);
+    CHECK_ST(tessera_engine_user_count(NULL, NULL), TESSERA_NULL_POINTER);
+}
+
+int main(void) {
+    tessera_engine *e = NULL;
+    test_versions_and_status();
+    test_engine_open();
+    test_owned_objects();
+    CHECK_OK(tessera_engine_open_in_memory(&e));
+    if (e == NULL) {
+        return tt_finish("test_tessera");
+    }
+    test_last_error(e);
+    test_users(e);
+    test_list(e);
+    test_devices(e);
+    test_profile_image(e);
+    test_access_tokens(e);
+    test_session_tokens(e);
+    test_keys(e);
+    test_events(e);
+    tessera_engine_free(e);
+    return tt_finish("test_tessera");
+}
