@@ -32,6 +32,9 @@ struct World {
     session_users: Vec<String>,
     access_tokens: Vec<String>,
     access_users: Vec<String>,
+    /// Users the issue benchmark gives tokens to: disjoint from `access_users`, whose sampled
+    /// tokens would otherwise be evicted (at 10 per user) and stop verifying.
+    issue_users: Vec<String>,
 }
 
 fn user_id(i: usize) -> String {
@@ -49,10 +52,14 @@ fn build_world() -> World {
     let mut rng = SplitMix64(7);
     let mut access_tokens = Vec::with_capacity(sample);
     let mut access_users = Vec::with_capacity(sample);
+    let mut issue_users = Vec::with_capacity(sample);
     // Which users' tokens we keep: every (users / sample)-th, then shuffled below.
     let keep_every = users / sample;
     for i in 0..users {
         let id = user_id(i);
+        if i % keep_every == 1 && issue_users.len() < sample {
+            issue_users.push(id.clone());
+        }
         engine
             .create_user(NewUser::new(id.clone(), "n"))
             .expect("create");
@@ -89,6 +96,7 @@ fn build_world() -> World {
         session_users,
         access_tokens,
         access_users,
+        issue_users,
     }
 }
 
@@ -161,12 +169,12 @@ fn engine_benches(c: &mut Criterion) {
             e.get_user(black_box(u)).expect("ok")
         })
     });
-    // Issuing rotates over the sampled users; once one holds 10 tokens each issue also
+    // Issuing rotates over 64 Ki users; once one holds 10 tokens each issue also
     // evicts its oldest (the steady state of a busy server).
     g.bench_function("access_token_issue", |b| {
         let mut i = 0usize;
         b.iter(|| {
-            let u = &w.access_users[i % n];
+            let u = &w.issue_users[i % w.issue_users.len()];
             i = i.wrapping_add(1);
             e.issue_access_token(black_box(u), None).expect("issue")
         })
