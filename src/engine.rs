@@ -1053,7 +1053,7 @@ impl Engine {
                 return Err(deactivated(&s.record.id));
             }
             Ok(VerifiedAccessToken {
-                user_id: s.record.id.to_string(),
+                user_id: String::from(&*s.record.id),
                 token_id: t.id,
             })
         })
@@ -1186,7 +1186,7 @@ impl Engine {
                 return Err(deactivated(&s.record.id));
             }
             Ok(VerifiedSession {
-                user_id: s.record.id.to_string(),
+                user_id: String::from(&*s.record.id),
                 issued_at_ms: claims.iat_s * 1000,
                 expires_at_ms: claims.exp_s * 1000,
                 key_id,

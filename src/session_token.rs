@@ -30,6 +30,8 @@ pub(crate) const MAX_EPOCH: u32 = 9_999_999;
 pub(crate) const MAX_SECONDS: i64 = 9_999_999_999;
 
 const HEADER_PREFIX: &[u8] = br#"{"alg":"HS256","kid":""#;
+/// base64url of `{"alg":"HS256","kid":` (21 bytes: the header up to the key id's quote).
+const HEADER_PREFIX_B64: &[u8] = b"eyJhbGciOiJIUzI1NiIsImtpZCI6";
 const HEADER_SUFFIX: &[u8] = br#""}"#;
 const SIG_B64_LEN: usize = 43;
 
@@ -189,21 +191,32 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
         return Err(Error::invalid_token());
     }
 
-    let mut header_buf = [0u8; 32];
-    let header = decode(header_b64, &mut header_buf)?;
-    let kid = header
-        .strip_prefix(HEADER_PREFIX)
-        .and_then(|h| h.strip_suffix(HEADER_SUFFIX))
+    // The header is `{"alg":"HS256","kid":` (exactly 21 bytes, so exactly 28 base64
+    // characters that never change) followed by `"<kid>"}`: compare the constant part and
+    // decode only the few characters that carry the key id.
+    let tail_b64 = header_b64
+        .strip_prefix(HEADER_PREFIX_B64)
+        .ok_or_else(Error::invalid_token)?;
+    let mut tail_buf = [0u8; 8];
+    let tail = decode(tail_b64, &mut tail_buf)?;
+    let kid = tail
+        .strip_prefix(b"\"")
+        .and_then(|t| t.strip_suffix(HEADER_SUFFIX))
         .ok_or_else(Error::invalid_token)?;
     let number = KeyId::parse_number(kid).ok_or_else(Error::invalid_token)?;
     let key = ring.get(number).ok_or_else(Error::invalid_token)?;
 
-    let mut sig_buf = [0u8; 33];
-    let sig = decode(sig_b64, &mut sig_buf)?;
+    // Encode the expected MAC and compare text in constant time: cheaper than decoding the
+    // presented one, and equally strict, since only the canonical encoding can be equal.
     let mut mac = key.mac.clone();
     mac.update(&bytes[..d2]);
-    // Constant-time comparison (hmac uses `subtle`).
-    mac.verify_slice(sig).map_err(|_| Error::invalid_token())?;
+    let expected = mac.finalize().into_bytes();
+    let mut expected_b64 = [0u8; SIG_B64_LEN];
+    if URL_SAFE_NO_PAD.encode_slice(expected, &mut expected_b64) != Ok(SIG_B64_LEN)
+        || !ct_eq_sig(&expected_b64, sig_b64)
+    {
+        return Err(Error::invalid_token());
+    }
 
     // The MAC is genuine, so these bytes are ours; still parse strictly rather than trust.
     let mut payload_buf = [0u8; 72];
@@ -212,24 +225,57 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
     Ok((claims, key.id))
 }
 
+/// Constant-time equality of two signature texts: every byte is XORed into one word with no
+/// early exit, and only that word is compared (with `subtle`). Eight bytes at a time, because
+/// `subtle`'s per-byte slice compare cost more than the rest of parsing here.
+fn ct_eq_sig(a: &[u8; SIG_B64_LEN], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    if b.len() != SIG_B64_LEN {
+        return false;
+    }
+    let (mut pa, mut pb) = ([0u8; 48], [0u8; 48]);
+    pa[..SIG_B64_LEN].copy_from_slice(a);
+    pb[..SIG_B64_LEN].copy_from_slice(b);
+    let mut diff = 0u64;
+    for (x, y) in pa.chunks_exact(8).zip(pb.chunks_exact(8)) {
+        let x = u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]));
+        let y = u64::from_ne_bytes(y.try_into().unwrap_or([0; 8]));
+        diff |= x ^ y;
+    }
+    diff.ct_eq(&0).into()
+}
+
 /// Parses `{"u":N,"rv":N,"iat":N,"exp":N}` with canonical decimal numbers.
 fn parse_payload(p: &[u8]) -> Option<Claims> {
-    fn field<'a>(p: &'a [u8], name: &[u8], max_digits: usize) -> Option<(u64, &'a [u8])> {
-        let rest = p.strip_prefix(name)?;
-        let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if n == 0 || n > max_digits || (n > 1 && rest[0] == b'0') {
+    /// Reads `name` then a canonical number of at most `max_digits` digits.
+    #[inline(always)]
+    fn field(p: &[u8], at: &mut usize, name: &[u8], max_digits: usize) -> Option<u64> {
+        if p.get(*at..*at + name.len())? != name {
             return None;
         }
-        let v = rest[..n]
-            .iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
-        Some((v, &rest[n..]))
+        let start = *at + name.len();
+        let mut i = start;
+        let mut v = 0u64;
+        while let Some(&d) = p.get(i) {
+            if !d.is_ascii_digit() || i - start == max_digits {
+                break;
+            }
+            v = v * 10 + u64::from(d - b'0');
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || (n > 1 && p[start] == b'0') || p.get(i).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        *at = i;
+        Some(v)
     }
-    let (handle, p) = field(p, br#"{"u":"#, 12)?;
-    let (epoch, p) = field(p, br#","rv":"#, 7)?;
-    let (iat, p) = field(p, br#","iat":"#, 10)?;
-    let (exp, p) = field(p, br#","exp":"#, 10)?;
-    if p != b"}" || handle == 0 {
+    let mut at = 0;
+    let handle = field(p, &mut at, br#"{"u":"#, 12)?;
+    let epoch = field(p, &mut at, br#","rv":"#, 7)?;
+    let iat = field(p, &mut at, br#","iat":"#, 10)?;
+    let exp = field(p, &mut at, br#","exp":"#, 10)?;
+    if &p[at..] != b"}" || handle == 0 {
         return None;
     }
     Some(Claims {
@@ -310,6 +356,26 @@ mod tests {
 
     /// Computed independently with Python's hmac module (HS256 over the signing input).
     const GOLDEN: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJ1Ijo0MiwicnYiOjMsImlhdCI6MTc2MzAwMDAwMCwiZXhwIjoxNzYzNjA0ODAwfQ.dCd7pqjXAY4dOB2Lz8-Lwq7QMm4lKJhsed7PE_HuBZ0";
+
+    #[test]
+    fn signature_compare_sees_every_byte() {
+        let a = [b'A'; SIG_B64_LEN];
+        assert!(ct_eq_sig(&a, &a));
+        for i in 0..SIG_B64_LEN {
+            let mut b = a;
+            b[i] = b'B';
+            assert!(!ct_eq_sig(&a, &b), "byte {i}");
+        }
+        assert!(!ct_eq_sig(&a, &a[..42]));
+    }
+
+    #[test]
+    fn header_prefix_constant_is_the_encoding_of_the_fixed_part() {
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode(&HEADER_PREFIX[..21]).as_bytes(),
+            HEADER_PREFIX_B64
+        );
+    }
 
     #[test]
     fn header_and_payload_are_the_documented_json() {
