@@ -377,6 +377,132 @@ fn paired_ratios() {
     );
 }
 
+/// What the C ABI adds per verify, measured interleaved: the same kind of one-user engine
+/// opened through the C ABI and through Rust (as in `benches/ffi.rs`, whose sequential
+/// criterion numbers swing by more than the 20 ns being judged on this shared machine).
+#[allow(unsafe_code)]
+fn paired_c_abi() {
+    use std::mem::MaybeUninit;
+    use tessera::ffi::{
+        tessera_access_token_issue, tessera_access_token_verify, tessera_engine_free,
+        tessera_engine_open_in_memory, tessera_session_token_issue, tessera_session_token_verify,
+        tessera_status, tessera_user_create, tessera_verified_access_token,
+        tessera_verified_session,
+    };
+    let ok = tessera_status::TESSERA_OK;
+    let mut c = std::ptr::null_mut();
+    let mut session = vec![0u8; 256];
+    let mut access = vec![0u8; 128];
+    let (mut slen, mut alen) = (0usize, 0usize);
+    let json = br#"{"user_id": "alice", "nickname": "Alice"}"#;
+    // SAFETY: every pointer is valid for the length given with it; the engine is freed once
+    // at the end.
+    unsafe {
+        assert_eq!(tessera_engine_open_in_memory(&mut c), ok);
+        let id = b"alice".as_ptr().cast();
+        assert_eq!(
+            tessera_user_create(c, json.as_ptr().cast(), json.len(), std::ptr::null_mut()),
+            ok
+        );
+        assert_eq!(
+            tessera_session_token_issue(
+                c,
+                id,
+                5,
+                0,
+                session.as_mut_ptr().cast(),
+                session.len(),
+                &mut slen,
+                std::ptr::null_mut()
+            ),
+            ok
+        );
+        assert_eq!(
+            tessera_access_token_issue(
+                c,
+                id,
+                5,
+                std::ptr::null(),
+                0,
+                access.as_mut_ptr().cast(),
+                access.len(),
+                &mut alen,
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ),
+            ok
+        );
+    }
+    session.truncate(slen);
+    access.truncate(alen);
+    let rust = Engine::in_memory().expect("engine");
+    rust.create_user(NewUser::new("alice", "Alice"))
+        .expect("create");
+    let rs = rust.issue_session_token("alice", None).expect("issue");
+    let ra = rust.issue_access_token("alice", None).expect("issue");
+    let (rs, ra) = (rs.as_str().to_owned(), ra.token.as_str().to_owned());
+    let (batch, rounds) = paired_params(1000.0);
+
+    let mut out = MaybeUninit::<tessera_verified_session>::uninit();
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            // SAFETY: live engine, valid token slice and out-pointer.
+            let st = unsafe {
+                tessera_session_token_verify(
+                    c,
+                    black_box(session.as_ptr().cast()),
+                    session.len(),
+                    out.as_mut_ptr(),
+                )
+            };
+            assert_eq!(st, ok);
+        },
+        || {
+            black_box(rust.verify_session_token(black_box(&rs)).expect("ok"));
+        },
+    );
+    report_paired_diff("c_abi_session_verify", &p);
+    let mut out = MaybeUninit::<tessera_verified_access_token>::uninit();
+    let p = paired(
+        batch,
+        rounds,
+        || {
+            // SAFETY: live engine, valid token slice and out-pointer.
+            let st = unsafe {
+                tessera_access_token_verify(
+                    c,
+                    black_box(access.as_ptr().cast()),
+                    access.len(),
+                    out.as_mut_ptr(),
+                )
+            };
+            assert_eq!(st, ok);
+        },
+        || {
+            black_box(rust.verify_access_token(black_box(&ra)).expect("ok"));
+        },
+    );
+    report_paired_diff("c_abi_access_verify", &p);
+    // SAFETY: opened above, freed once.
+    unsafe { tessera_engine_free(c) };
+}
+
+/// The C ABI target is a difference in nanoseconds; the ratio's median times the Rust
+/// median gives it without mixing two separately-noisy medians.
+fn report_paired_diff(name: &str, p: &Paired) {
+    println!(
+        "paired {name}: C ABI - Rust = {:+.0} ns (ratio {:.3}, IQR {:.3}..{:.3}; Rust median {:.1} ns)",
+        (p.ratio_median - 1.0) * p.b_ns,
+        p.ratio_median,
+        p.ratio_p25,
+        p.ratio_p75,
+        p.b_ns
+    );
+    report_paired(name, "c_abi", "rust_api", p);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -397,5 +523,6 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     if paired_selected() {
         paired_ratios();
+        paired_c_abi();
     }
 }

@@ -40,6 +40,12 @@ RATIOS = [
 ]
 
 
+# Differences (numerator - denominator, in ns): the C ABI's cost per call (benches/ffi.rs).
+DIFFS = [
+    ("session verify: C ABI - Rust API", "session_verify/c_abi", "session_verify/rust_api", 20.0),
+    ("access verify: C ABI - Rust API", "access_verify/c_abi", "access_verify/rust_api", 20.0),
+]
+
 # Paired (interleaved) ratios written by the bench binaries to target/bench-paired/: name ->
 # (label, target, how). These are the numbers to judge targets by on a shared machine.
 PAIRED = {
@@ -50,6 +56,12 @@ PAIRED = {
     "access_verify_vs_floor_cold": ("access verify / (SHA-256 + lookup) 1 M, cold", 1.2, "le"),
     "jsonwebtoken_decode_vs_session_verify": ("jsonwebtoken decode+validate / session verify", 4.0, "ge"),
     "jsonwebtoken_encode_vs_session_issue": ("jsonwebtoken encode / session issue", 3.0, "ge"),
+}
+
+# Paired differences: name -> (label, limit in ns). Difference = (ratio - 1) x Rust median.
+PAIRED_DIFFS = {
+    "c_abi_session_verify": ("session verify: C ABI - Rust API", 20.0),
+    "c_abi_access_verify": ("access verify: C ABI - Rust API", 20.0),
 }
 
 
@@ -130,6 +142,16 @@ def main():
         else:
             print(f"{label:<52} {r:6.2f}×  {tgt:<8} {status}")
 
+    for label, num, den, limit in DIFFS:
+        if num not in results or den not in results:
+            continue
+        d = results[num][0] - results[den][0]
+        status = "met" if d <= limit else "NOT MET"
+        if markdown:
+            print(f"| {label} | {d:+.0f} ns | ≤ {limit:.0f} ns | {status} |")
+        else:
+            print(f"{label:<52} {d:+6.0f} ns  ≤ {limit:.0f} ns  {status}")
+
     paired = load_paired(paired_root)
     if paired:
         print()
@@ -148,6 +170,19 @@ def main():
                 print(f"| {label} | {r:.2f}× | {iqr} | {tgt} | {status} |")
             else:
                 print(f"{label:<52} {r:6.2f}×  [{iqr}]  {tgt:<8} {status}")
+        for name, (label, limit) in PAIRED_DIFFS.items():
+            d = paired.get(name)
+            if d is None:
+                continue
+            diff = (d["ratio_median"] - 1.0) * d["b_ns"]
+            lo = (d["ratio_p25"] - 1.0) * d["b_ns"]
+            hi = (d["ratio_p75"] - 1.0) * d["b_ns"]
+            status = "met" if diff <= limit else "NOT MET"
+            iqr = f"{lo:+.0f}–{hi:+.0f} ns"
+            if markdown:
+                print(f"| {label} | {diff:+.0f} ns | {iqr} | ≤ {limit:.0f} ns | {status} |")
+            else:
+                print(f"{label:<52} {diff:+6.0f} ns  [{iqr}]  ≤ {limit:.0f} ns  {status}")
 
 
 if __name__ == "__main__":
