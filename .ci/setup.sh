@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system tools the test suite needs when a fresh machine lacks them: a C/C++
 # toolchain and make (C and C++ tests), binutils (nm, for the export-list test), pkg-config,
-# and valgrind (leak check of the C tests).
+# and valgrind (leak check of the C tests), and Python 3 with its venv module (the Python
+# binding's tests create a venv and pip-install pytest, PyJWT and mypy into it).
 set -euo pipefail
 need=()
 for tool in gcc:gcc g++:g++ make:make nm:binutils pkg-config:pkg-config valgrind:valgrind; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  need+=(python3 python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,22 +1,34 @@
-//! The main job of Tessera on its embedded default: create users, hand out access and
-//! session tokens, log users in, revoke, and drain the revocation events a chat server acts on.
+//! The main job of Tessera on its embedded default: a durable engine in a local directory (no
+//! server, no configuration). It creates users, hands out access and session tokens, logs
+//! users in, revokes, and drains the revocation events a chat server acts on. Run it twice:
+//! the second run finds the users and the access token of the first.
 //!
-//! Run with `cargo run --example quickstart`.
+//! `cargo run --example quickstart [DATA_DIR]` (default `./tessera-data`).
 
 use tessera::{Engine, NewUser};
 
 fn main() -> tessera::Result<()> {
-    let engine = Engine::in_memory()?;
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "tessera-data".to_owned());
+    let engine = Engine::open(&dir)?;
+    println!("opened {dir}: {} users already there", engine.user_count());
 
     let mut alice = NewUser::new("alice", "Alice 🚀");
     alice.tags = vec!["beta".into()];
-    engine.create_user(alice)?;
-    engine.create_user(NewUser::new("bob", "Bob"))?;
+    let created = engine.upsert_user(alice)?.created;
+    engine.upsert_user(NewUser::new("bob", "Bob"))?;
+    println!("alice {}", if created { "created" } else { "already existed" });
 
+    let previous = engine.list_access_tokens("alice")?;
+    println!("alice holds {} access token(s) from earlier runs", previous.len());
     let access = engine.issue_access_token("alice", Some("alice's phone"))?;
+    if let Some(revoked) = access.revoked {
+        println!("alice was at the limit: token {revoked} was revoked to make room");
+    }
     let session = engine.issue_session_token("bob", None)?;
     println!(
-        "issued an access token to alice (id {}) and a {}-character session token to bob",
+        "issued access token {} to alice and a {}-character session token to bob",
         access.info.id,
         session.as_str().len()
     );
@@ -35,6 +47,6 @@ fn main() -> tessera::Result<()> {
     for event in engine.drain_events(16) {
         println!("event: {} for {:?}", event.kind.as_str(), event.user_id);
     }
-    println!("{} users", engine.user_count());
+    println!("{} users, all durable in {dir}", engine.user_count());
     Ok(())
 }

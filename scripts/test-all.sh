@@ -11,6 +11,11 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
+echo "== quickstart, twice on one data directory (the second run must find the first's users)"
+qs_dir=$(mktemp -d)
+cargo run -q --example quickstart -- "$qs_dir/data" >/dev/null
+cargo run -q --example quickstart -- "$qs_dir/data" | grep -q "2 users already there"
+rm -rf "$qs_dir"
 for suite in scripts/test-c.sh scripts/test-python.sh scripts/bench-smoke.sh; do
   if [ -x "$suite" ]; then
     echo "== $suite"

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::device::{Device, DeviceAdded, NewDevice};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind, EventQueue};
-use crate::key_ring::{KeyId, KeyInfo, KeyRing, StoredKeyRing};
+use crate::key_ring::{KeyId, KeyInfo, KeyRing, KeySecret, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::{MemoryPersistence, Persistence};
 use crate::profile_image::{self, ProfileImage};
@@ -157,6 +157,8 @@ pub struct Authenticated {
 pub struct EngineBuilder {
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Used by [`EngineBuilder::open`] (in the store module).
+    pub(crate) sync: crate::store::SyncMode,
 }
 
 impl EngineBuilder {
@@ -258,6 +260,7 @@ impl Engine {
         EngineBuilder {
             config: Config::default(),
             clock: Arc::new(SystemClock),
+            sync: crate::store::SyncMode::default(),
         }
     }
 
@@ -349,7 +352,7 @@ impl Engine {
     /// durability ticket to wait on once the mutex is released.
     fn commit(&self, w: &mut WriterState, m: Mutation) -> Result<u64> {
         let ticket = self.inner.persistence.append(&m)?;
-        self.apply(w, &m)?;
+        self.apply(w, m)?;
         Ok(ticket)
     }
 
@@ -359,21 +362,48 @@ impl Engine {
 
     /// Waits until the write of `ticket` is durable.
     fn durable(&self, ticket: u64) -> Result<()> {
-        self.inner.persistence.wait(ticket)
+        self.inner.persistence.wait(ticket)?;
+        // Outside the writer mutex: lets the store start a background compaction.
+        self.inner.persistence.maintain(self);
+        Ok(())
+    }
+
+    /// Writes a snapshot of the whole state and starts a fresh journal, so the next open
+    /// replays less. Durable engines also do this on their own when the journal has grown
+    /// larger than the last snapshot; in memory it does nothing. Readers are never blocked;
+    /// writers wait while the state is copied out (not while it is synced).
+    pub fn compact(&self) -> Result<()> {
+        self.inner.persistence.compact(self)
+    }
+
+    /// Journal counters of a durable engine since it was opened (all zero in memory):
+    /// `records_synced / syncs` shows how many concurrent writes shared each sync.
+    pub fn store_stats(&self) -> crate::store::StoreStats {
+        self.inner.persistence.stats()
     }
 
     /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
-    #[allow(dead_code)] // used by the store
-    pub(crate) fn replay(&self, m: &Mutation) -> Result<()> {
+    pub(crate) fn replay(&self, m: Mutation) -> Result<()> {
         let mut w = self.lock_writer();
         self.apply(&mut w, m)
     }
 
     /// Calls `f` with a sequence of mutations that rebuilds the current state, holding the
     /// writer mutex so the state does not move underneath (readers are not blocked).
-    #[allow(dead_code)] // used by the store
-    pub(crate) fn export(&self, mut f: impl FnMut(&Mutation) -> Result<()>) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) fn export(&self, f: impl FnMut(&Mutation) -> Result<()>) -> Result<()> {
+        self.export_from(|| Ok(()), f)
+    }
+
+    /// [`Engine::export`], first calling `start` with the writer mutex held: the store starts
+    /// its new journal there, so the snapshot is exactly the state at the journal switch.
+    pub(crate) fn export_from(
+        &self,
+        start: impl FnOnce() -> Result<()>,
+        mut f: impl FnMut(&Mutation) -> Result<()>,
+    ) -> Result<()> {
         let w = self.lock_writer();
+        start()?;
         f(&Mutation::Counters {
             next_handle: w.next_handle,
             next_token_id: w.next_token_id,
@@ -396,7 +426,7 @@ impl Engine {
     }
 
     /// The persisted form of the key ring.
-    #[allow(dead_code)] // used by the store
+    #[allow(dead_code)] // used by the store's tests
     pub(crate) fn stored_keys(&self) -> StoredKeyRing {
         self.inner.keys.load().to_stored()
     }
@@ -408,23 +438,33 @@ impl Engine {
         )
     }
 
-    /// Applies one mutation. Every state change of the engine goes through here.
-    fn apply(&self, w: &mut WriterState, m: &Mutation) -> Result<()> {
+    /// Applies one mutation. Every state change of the engine goes through here. Taking the
+    /// mutation by value lets the records it carries move into the state instead of being
+    /// copied, which is most of the work of replaying a snapshot.
+    fn apply(&self, w: &mut WriterState, m: Mutation) -> Result<()> {
         let inner = &*self.inner;
         match m {
             Mutation::Counters {
                 next_handle,
                 next_token_id,
             } => {
-                w.next_handle = w.next_handle.max(*next_handle);
-                w.next_token_id = w.next_token_id.max(*next_token_id);
+                if self.user_count() == 0 && next_handle > w.next_handle {
+                    // A snapshot starts with its counters: size the id index once rather
+                    // than growing it through every doubling while a million users load.
+                    let per_shard = (next_handle - w.next_handle) as usize / SHARDS + 1;
+                    for shard in inner.ids.iter() {
+                        shard.0.write().reserve(per_shard);
+                    }
+                }
+                w.next_handle = w.next_handle.max(next_handle);
+                w.next_token_id = w.next_token_id.max(next_token_id);
             }
             Mutation::UserCreated { handle, record } => {
                 self.insert_slot(
                     w,
-                    *handle,
+                    handle,
                     UserSlot {
-                        record: record.clone(),
+                        record,
                         epoch: 0,
                         token_required: false,
                         tokens: Box::default(),
@@ -440,39 +480,49 @@ impl Engine {
                 tokens,
                 devices,
             } => {
-                for t in tokens {
+                for t in &tokens {
                     w.next_token_id = w.next_token_id.max(t.id + 1);
                 }
                 self.insert_slot(
                     w,
-                    *handle,
+                    handle,
                     UserSlot {
-                        record: record.clone(),
-                        epoch: *epoch,
-                        token_required: *token_required,
-                        tokens: tokens.clone().into_boxed_slice(),
-                        devices: devices.clone(),
+                        record,
+                        epoch,
+                        token_required,
+                        tokens: tokens.into_boxed_slice(),
+                        devices,
                     },
                 );
             }
             Mutation::UserReplaced { handle, record } => {
+                let new_keys: Vec<Box<str>> = record.discovery_keys().to_vec();
                 let old_keys = {
-                    let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard
-                        .get_mut(*handle)
-                        .ok_or_else(|| Self::corrupt("user"))?;
+                    let mut shard = inner.users[shard_of(handle)].0.write();
+                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
                     let old: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
-                    slot.record = record.clone();
+                    slot.record = record;
                     old
                 };
-                let mut d = inner.discovery.write();
-                for k in &old_keys {
-                    d.remove(k);
-                }
-                for k in record.discovery_keys() {
-                    d.insert(k.clone(), *handle);
+                if !old_keys.is_empty() || !new_keys.is_empty() {
+                    let mut d = inner.discovery.write();
+                    for k in &old_keys {
+                        d.remove(k);
+                    }
+                    for k in new_keys {
+                        d.insert(k, handle);
+                    }
                 }
             }
+            other => self.apply_change(w, &other)?,
+        }
+        Ok(())
+    }
+
+    /// The mutations that carry little data, applied by reference.
+    fn apply_change(&self, w: &mut WriterState, m: &Mutation) -> Result<()> {
+        let inner = &*self.inner;
+        match m {
             Mutation::UserDeleted { handle } => {
                 let slot = inner.users[shard_of(*handle)]
                     .0
@@ -586,6 +636,15 @@ impl Engine {
                     .get_mut(*handle)
                     .ok_or_else(|| Self::corrupt("user"))?;
                 slot.token_required = true;
+            }
+            Mutation::Counters { .. }
+            | Mutation::UserCreated { .. }
+            | Mutation::UserRestored { .. }
+            | Mutation::UserReplaced { .. } => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "record-carrying mutation reached apply_change",
+                ))
             }
         }
         Ok(())
@@ -1269,6 +1328,14 @@ impl Engine {
         Ok(())
     }
 
+    /// The secret of a live signing key, so another service can verify session tokens with
+    /// any HS256 JWT library. Whoever holds it can mint tokens: treat it like a password.
+    pub fn export_key(&self, key_id: &str) -> Result<KeySecret> {
+        let missing = || Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}"));
+        let id = KeyId::parse(key_id).ok_or_else(missing)?;
+        self.inner.keys.load().secret(id).ok_or_else(missing)
+    }
+
     /// Every live signing key, oldest first.
     pub fn keys(&self) -> Vec<KeyInfo> {
         self.inner.keys.load().infos()
@@ -1400,7 +1467,7 @@ mod tests {
             KeyRing::from_stored(&e.stored_keys()).unwrap(),
         );
         for m in state(&e) {
-            copy.replay(&m).unwrap();
+            copy.replay(m).unwrap();
         }
         assert_eq!(state(&copy), state(&e));
         assert_eq!(
@@ -1421,7 +1488,7 @@ mod tests {
     #[test]
     fn replaying_a_mutation_for_a_missing_user_is_corruption() {
         let e = Engine::in_memory().unwrap();
-        let err = e.replay(&Mutation::UserDeleted { handle: 9 }).unwrap_err();
+        let err = e.replay(Mutation::UserDeleted { handle: 9 }).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corrupt);
     }
 }

@@ -224,7 +224,6 @@ impl Error {
         Error::new(ErrorKind::InvalidToken, "invalid token")
     }
 
-    #[allow(dead_code)] // used by the store
     pub(crate) fn io(context: &str, err: std::io::Error) -> Error {
         Error::new(ErrorKind::Io, format!("{context}: {err}"))
     }

@@ -88,6 +88,24 @@ impl fmt::Debug for KeyId {
     }
 }
 
+/// The secret bytes of a signing key, for handing to another service that verifies Tessera's
+/// session tokens with a standard JWT library (HS256). Redacted in `Debug`, wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySecret(Zeroizing<[u8; 32]>);
+
+impl KeySecret {
+    /// The 32 key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeySecret(<redacted>)")
+    }
+}
+
 /// Public facts about a signing key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -188,7 +206,6 @@ impl KeyRing {
     }
 
     /// Rebuilds a ring from storage.
-    #[allow(dead_code)] // used by the store
     pub fn from_stored(stored: &StoredKeyRing) -> Result<KeyRing> {
         let corrupt = |m: &str| Error::new(ErrorKind::Corrupt, format!("key ring: {m}"));
         if stored.keys.is_empty() {
@@ -233,6 +250,14 @@ impl KeyRing {
     pub fn active(&self) -> &Arc<SigningKey> {
         // A ring is never empty: construction and `retire` both keep the active key.
         &self.keys[self.keys.len() - 1]
+    }
+
+    /// The secret of a live key.
+    pub fn secret(&self, id: KeyId) -> Option<KeySecret> {
+        self.keys
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| KeySecret(k.secret.clone()))
     }
 
     /// The key with this number, if live.

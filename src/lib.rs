@@ -30,6 +30,7 @@ mod mutation;
 mod persistence;
 mod profile_image;
 mod session_token;
+mod store;
 mod user;
 mod user_table;
 
@@ -45,11 +46,12 @@ pub use device::{Device, DeviceAdded, DeviceType, NewDevice, PushMode};
 pub use engine::{AuthMethod, Authenticated, Engine, EngineBuilder, Upserted, UserPage, UserQuery};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
-pub use key_ring::{KeyId, KeyInfo};
+pub use key_ring::{KeyId, KeyInfo, KeySecret};
 pub use profile_image::{ImageFormat, ProfileImage};
 pub use session_token::{
     SessionToken, VerifiedSession, SESSION_TOKEN_MAX_LEN, SESSION_TOKEN_MIN_LEN,
 };
+pub use store::{StoreStats, SyncMode};
 pub use user::{NewUser, User, UserPatch, PRIVATE_METADATA_KEY};
 
 /// The README's Rust examples run as doc tests, so the front page cannot rot.

@@ -3,9 +3,11 @@
 use hashbrown::HashMap;
 use parking_lot::RwLock;
 
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::key_ring::StoredKeyRing;
 use crate::mutation::Mutation;
+use crate::store::StoreStats;
 
 /// Where mutations, blobs and keys go. The engine calls `append` with its writer mutex held
 /// (so records are in apply order) and `wait` after releasing it (so concurrent writers can
@@ -21,6 +23,17 @@ pub(crate) trait Persistence: Send + Sync + 'static {
     fn get_blob(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>>;
     /// Replaces the stored key ring durably.
     fn save_keys(&self, keys: &StoredKeyRing) -> Result<()>;
+    /// Called after each durable write, outside the writer mutex; the store starts a
+    /// background compaction from here when its journal has grown enough.
+    fn maintain(&self, _engine: &Engine) {}
+    /// Snapshots the engine's state and starts a fresh journal ([`Engine::compact`]).
+    fn compact(&self, _engine: &Engine) -> Result<()> {
+        Ok(())
+    }
+    /// Group-commit counters ([`Engine::store_stats`]); zero in memory.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
 
 /// Persistence for an in-memory engine: nothing to sync; blobs kept in a map.

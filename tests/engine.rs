@@ -631,6 +631,38 @@ fn key_rotation_retirement_and_emergency_revocation() {
 }
 
 #[test]
+fn exported_key_verifies_session_tokens_with_a_standard_jwt_library() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let t = e.issue_session_token("a", None).unwrap();
+    let secret = e.export_key("1").unwrap();
+    assert_eq!(format!("{secret:?}"), "KeySecret(<redacted>)");
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        u: u64,
+        rv: u32,
+        iat: i64,
+        exp: i64,
+    }
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.validate_exp = false; // the test clock is in the past of the library's wall clock
+    v.required_spec_claims.clear();
+    let d = jsonwebtoken::decode::<Claims>(
+        t.as_str(),
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &v,
+    )
+    .unwrap();
+    assert_eq!((d.claims.u, d.claims.rv), (1, 0));
+    assert_eq!(
+        (d.claims.iat * 1000, d.claims.exp * 1000),
+        (T0, t.expires_at_ms())
+    );
+    assert_eq!(kind(e.export_key("2")), ErrorKind::KeyNotFound);
+    assert_eq!(kind(e.export_key("")), ErrorKind::KeyNotFound);
+}
+
+#[test]
 fn deactivated_users_cannot_use_or_get_tokens_until_reactivated() {
     let (e, _) = engine();
     e.create_user(NewUser::new("a", "")).unwrap();

@@ -1,0 +1,686 @@
+"""The :class:`Engine` handle."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import weakref
+from ctypes import byref, c_bool, c_int64, c_size_t, c_uint64, c_void_p
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import _ffi
+from ._ffi import lib
+from .errors import EngineClosed, TesseraError
+from .types import (
+    AccessTokenInfo,
+    AuthMethod,
+    Authenticated,
+    Device,
+    DeviceAdded,
+    DeviceType,
+    Event,
+    IssuedAccessToken,
+    KeyInfo,
+    ProfileImage,
+    PushMode,
+    SessionToken,
+    Upserted,
+    User,
+    UserPage,
+    VerifiedAccessToken,
+    VerifiedSession,
+)
+
+__all__ = ["Engine", "CONFIG_FIELDS"]
+
+#: Every field of ``tessera::Config`` accepted as a keyword of :meth:`Engine.in_memory` and
+#: :meth:`Engine.open` (defaults and limits are documented on the Rust type).
+CONFIG_FIELDS = frozenset(
+    {
+        "user_id_max_chars",
+        "user_id_policy",
+        "user_id_case",
+        "nickname_max_chars",
+        "profile_url_max_chars",
+        "metadata_max_bytes",
+        "tags_max",
+        "tag_max_chars",
+        "role_max_chars",
+        "status_message_max_chars",
+        "link_max_chars",
+        "email_max_chars",
+        "mobile_max_digits",
+        "discovery_keys_max",
+        "discovery_key_max_chars",
+        "devices_per_type_max",
+        "push_token_max_chars",
+        "os_version_max_chars",
+        "profile_image_max_bytes",
+        "image_url_base",
+        "access_tokens_per_user",
+        "access_token_label_max_chars",
+        "session_ttl_ms",
+        "session_max_ttl_ms",
+        "clock_skew_ms",
+        "allow_id_only_login",
+        "event_queue_capacity",
+    }
+)
+
+# Fields of a user patch that can be cleared (``None`` in Python, ``null`` in JSON).
+_CLEARABLE = ("profile_url", "role", "status_message", "link", "email", "mobile_number")
+
+
+class _Unset:
+    """Marker for "leave this field alone" in :meth:`Engine.update_user`."""
+
+    _instance: Optional["_Unset"] = None
+
+    def __new__(cls) -> "_Unset":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def _config_json(config: Mapping[str, Any]) -> bytes:
+    unknown = sorted(set(config) - CONFIG_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown Tessera config field(s): {', '.join(unknown)}")
+    return _json({k: (str(v) if k in ("user_id_policy", "user_id_case") else v)
+                  for k, v in config.items()})
+
+
+class _Handle:
+    """The C handle plus the bookkeeping that makes ``close()`` safe against concurrent calls.
+
+    Every call enters (``busy += 1``) under a lock, runs the C function with the lock released
+    (so calls run in parallel), and leaves. ``close()`` marks the handle closed, waits until no
+    call is in flight, then frees it: a call never races ``tessera_engine_free``, which the
+    header forbids. The finalizer holds this object, not the :class:`Engine`.
+
+    A bare ``Lock`` with its C-level ``acquire``/``release`` is used on the per-call path (a
+    ``Condition`` context manager cost several microseconds per verify); the ``Event`` is only
+    touched when closing.
+    """
+
+    __slots__ = ("ptr", "busy", "closed", "lock", "idle", "__weakref__")
+
+    def __init__(self, ptr: Any) -> None:
+        self.ptr = ptr
+        self.busy = 0
+        self.closed = False
+        self.lock = threading.Lock()
+        self.idle = threading.Event()
+
+    def enter(self) -> Any:
+        lock = self.lock
+        lock.acquire()
+        if self.closed:
+            lock.release()
+            raise EngineClosed("the engine is closed")
+        self.busy += 1
+        lock.release()
+        return self.ptr
+
+    def leave(self) -> None:
+        lock = self.lock
+        lock.acquire()
+        self.busy -= 1
+        if self.closed and not self.busy:
+            self.idle.set()
+        lock.release()
+
+    def close(self, wait: bool = True) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            busy = self.busy
+        if busy:
+            if not wait:
+                # Interpreter shutdown with daemon threads still inside a call: leak the
+                # engine (the process is ending) rather than free memory in use.
+                return
+            self.idle.wait()
+        ptr, self.ptr = self.ptr, None
+        lib.tessera_engine_free(ptr)
+
+
+def _finalize(handle: _Handle) -> None:
+    # At interpreter exit daemon threads may still be inside a call; never wait for them.
+    handle.close(wait=not sys.is_finalizing())
+
+
+class Engine:
+    """An identity and token engine.
+
+    Open one with :meth:`in_memory` (or :meth:`open` for a durable data directory) and use it
+    as a context manager, or call :meth:`close` (idempotent) when done; a forgotten engine is
+    freed by the garbage collector or at interpreter exit. An engine may be used from any
+    number of threads at once: calls release the GIL and run in parallel in Rust.
+
+    Methods take the same names as the Rust API (``tessera::Engine``) and raise a subclass of
+    :class:`tessera.TesseraError` carrying the stable code and message.
+
+    >>> import tessera
+    >>> with tessera.Engine.in_memory() as engine:
+    ...     _ = engine.create_user("alice", "Alice")
+    ...     session = engine.issue_session_token("alice")
+    ...     engine.verify_session_token(session.token).user_id
+    'alice'
+    """
+
+    __slots__ = ("_h", "_finalizer", "__weakref__")
+
+    def __init__(self, _ptr: Any) -> None:
+        """Use :meth:`in_memory` or :meth:`open`."""
+        self._h = _Handle(_ptr)
+        self._finalizer = weakref.finalize(self, _finalize, self._h)
+
+    # ----- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    def in_memory(cls, **config: Any) -> "Engine":
+        """An engine whose state lives only in memory. Keyword arguments set fields of
+        ``tessera::Config`` by name (``allow_id_only_login=True``, ``access_tokens_per_user=20``,
+        ``user_id_policy="strict"``, ...); out-of-range values raise
+        :class:`~tessera.InvalidArgument`, unknown names :class:`TypeError`."""
+        out = _ffi.ENGINE_P()
+        if config:
+            cfg = _config_json(config)
+            _ffi.check(lib.tessera_engine_open_in_memory_with_config(cfg, len(cfg), byref(out)))
+        else:
+            _ffi.check(lib.tessera_engine_open_in_memory(byref(out)))
+        return cls(out)
+
+    @classmethod
+    def open(cls, path: Union[str, "os.PathLike[str]"], **config: Any) -> "Engine":
+        """Opens (creating if needed) a durable engine in the data directory ``path``.
+        Raises :class:`~tessera.Locked` when another process holds it. Configuration keywords
+        as for :meth:`in_memory`."""
+        fn = lib.tessera_engine_open
+        if fn is None:
+            raise NotImplementedError(
+                f"the Tessera library at {lib.path} has no durable store "
+                "(tessera_engine_open); only Engine.in_memory() is available"
+            )
+        p = os.fsencode(os.fspath(path))
+        cfg = _config_json(config) if config else None
+        out = _ffi.ENGINE_P()
+        _ffi.check(fn(p, len(p), cfg, len(cfg) if cfg else 0, byref(out)))
+        return cls(out)
+
+    def close(self) -> None:
+        """Frees the engine, after waiting for calls in flight on other threads. Idempotent;
+        any later call raises :class:`~tessera.EngineClosed`."""
+        self._h.close()
+        self._finalizer.detach()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._h.closed
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<tessera.Engine {'closed' if self._h.closed else 'open'}>"
+
+    # ----- call plumbing ------------------------------------------------------------------
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        ptr = self._h.enter()
+        try:
+            st = fn(ptr, *args)
+            if st:
+                raise _ffi.error(st)
+        finally:
+            self._h.leave()
+
+    def _call_string(self, fn: Any, *args: Any) -> Any:
+        """Calls a function whose last argument is a ``tessera_string **`` and decodes it."""
+        out = _ffi.STRING_P()
+        self._call(fn, *args, byref(out))
+        return json.loads(_ffi.take_string(out))
+
+    # ----- users --------------------------------------------------------------------------
+
+    def create_user(
+        self,
+        user_id: str,
+        nickname: str = "",
+        *,
+        profile_url: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        tags: Optional[Sequence[str]] = None,
+        role: Optional[str] = None,
+        status_message: Optional[str] = None,
+        link: Optional[str] = None,
+        email: Optional[str] = None,
+        mobile_number: Optional[str] = None,
+        discovery_keys: Optional[Sequence[str]] = None,
+    ) -> User:
+        """Creates a user (``NewUser`` fields as keywords). Raises
+        :class:`~tessera.UserAlreadyExists` when the id is taken, or a field error
+        (:class:`~tessera.InvalidUserId`, :class:`~tessera.FieldTooLong`, ...)."""
+        body = _new_user(locals())
+        return User.from_json(self._call_string(lib.tessera_user_create, body, len(body)))
+
+    def upsert_user(
+        self,
+        user_id: str,
+        nickname: str = "",
+        *,
+        profile_url: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        tags: Optional[Sequence[str]] = None,
+        role: Optional[str] = None,
+        status_message: Optional[str] = None,
+        link: Optional[str] = None,
+        email: Optional[str] = None,
+        mobile_number: Optional[str] = None,
+        discovery_keys: Optional[Sequence[str]] = None,
+    ) -> Upserted:
+        """Creates a user, or returns the existing one with that id unchanged."""
+        body = _new_user(locals())
+        created = c_bool(False)
+        d = self._call_string(lib.tessera_user_upsert, body, len(body), byref(created))
+        return Upserted(User.from_json(d), bool(created.value))
+
+    def get_user(self, user_id: str) -> User:
+        """The user with this id; :class:`~tessera.UserNotFound` if none."""
+        u = _ffi.utf8(user_id, "user_id")
+        return User.from_json(self._call_string(lib.tessera_user_get, u, len(u)))
+
+    def update_user(
+        self,
+        user_id: str,
+        *,
+        nickname: Any = UNSET,
+        profile_url: Any = UNSET,
+        metadata: Any = UNSET,
+        tags: Any = UNSET,
+        role: Any = UNSET,
+        status_message: Any = UNSET,
+        link: Any = UNSET,
+        email: Any = UNSET,
+        mobile_number: Any = UNSET,
+        discovery_keys: Any = UNSET,
+    ) -> User:
+        """Changes the fields given, all or nothing (``UserPatch``). An omitted field is left
+        alone; ``None`` clears ``profile_url``, ``role``, ``status_message``, ``link``,
+        ``email`` and ``mobile_number``; an empty dict/list clears ``metadata``, ``tags`` and
+        ``discovery_keys``."""
+        fields = dict(locals())
+        del fields["self"], fields["user_id"]
+        patch: Dict[str, Any] = {}
+        for name, value in fields.items():
+            if value is UNSET:
+                continue
+            if value is None and name not in _CLEARABLE:
+                raise TypeError(f"{name} cannot be None (it cannot be cleared)")
+            patch[name] = _plain(value)
+        u = _ffi.utf8(user_id, "user_id")
+        body = _json(patch)
+        return User.from_json(
+            self._call_string(lib.tessera_user_update, u, len(u), body, len(body))
+        )
+
+    def delete_user(self, user_id: str) -> None:
+        """Deletes a user and revokes everything it held (a ``user_deleted`` event)."""
+        u = _ffi.utf8(user_id, "user_id")
+        self._call(lib.tessera_user_delete, u, len(u))
+
+    def deactivate_user(self, user_id: str) -> User:
+        """Deactivates a user: its tokens stop verifying until it is reactivated."""
+        u = _ffi.utf8(user_id, "user_id")
+        return User.from_json(self._call_string(lib.tessera_user_deactivate, u, len(u)))
+
+    def reactivate_user(self, user_id: str) -> User:
+        """Reactivates a deactivated user; its unrevoked tokens verify again."""
+        u = _ffi.utf8(user_id, "user_id")
+        return User.from_json(self._call_string(lib.tessera_user_reactivate, u, len(u)))
+
+    def list_users(
+        self,
+        *,
+        limit: int = 20,
+        cursor: Optional[str] = None,
+        user_ids: Optional[Sequence[str]] = None,
+        nickname_prefix: Optional[str] = None,
+        metadata_key: Optional[str] = None,
+        metadata_value: Optional[str] = None,
+        tag: Optional[str] = None,
+        active: Optional[bool] = None,
+    ) -> UserPage:
+        """One page of users in creation order (``UserQuery``); every filter given must
+        match. ``limit`` is 1..=100."""
+        args = dict(locals())
+        del args["self"]
+        body = _json({k: _plain(v) for k, v in args.items() if v is not None})
+        d = self._call_string(lib.tessera_user_list, body, len(body))
+        return UserPage([User.from_json(u) for u in d["users"]], d.get("next_cursor"))
+
+    def iter_users(self, *, page_size: int = 100, **filters: Any) -> Iterator[User]:
+        """Every user matching the filters of :meth:`list_users`, following cursors."""
+        cursor = None
+        while True:
+            page = self.list_users(limit=page_size, cursor=cursor, **filters)
+            yield from page.users
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def find_user_by_discovery_key(self, key: str) -> User:
+        """The user holding a discovery key; :class:`~tessera.UserNotFound` if none."""
+        k = _ffi.utf8(key, "key")
+        return User.from_json(
+            self._call_string(lib.tessera_user_find_by_discovery_key, k, len(k))
+        )
+
+    def find_user_by_push_token(self, push_token: str) -> User:
+        """The user owning a device push token; :class:`~tessera.DeviceNotFound` if none."""
+        t = _ffi.utf8(push_token, "push_token")
+        return User.from_json(self._call_string(lib.tessera_user_find_by_push_token, t, len(t)))
+
+    def user_count(self) -> int:
+        """Number of users."""
+        n = c_size_t(0)
+        self._call(lib.tessera_engine_user_count, byref(n))
+        return n.value
+
+    # ----- profile images -----------------------------------------------------------------
+
+    def set_profile_image(self, user_id: str, bytes: Union[bytes, bytearray, memoryview]) -> User:
+        """Stores a PNG or JPEG upload (checked by magic number) and points the user's
+        ``profile_url`` at it. Raises :class:`~tessera.InvalidImage` or
+        :class:`~tessera.ImageTooLarge` (default limit 5 MiB)."""
+        if isinstance(bytes, str):
+            raise TypeError("bytes must be bytes-like (the image file's content), not str")
+        data = _ffi.utf8(bytes, "bytes")
+        u = _ffi.utf8(user_id, "user_id")
+        return User.from_json(
+            self._call_string(lib.tessera_profile_image_upload, u, len(u), data, len(data))
+        )
+
+    def profile_image(self, sha256_hex: str) -> ProfileImage:
+        """Reads an uploaded image by its SHA-256 (hex, as in the engine URL); raises
+        :class:`~tessera.ImageNotFound` when no image has it."""
+        h = _ffi.utf8(sha256_hex, "sha256_hex")
+        out = _ffi.BYTES_P()
+        ctype = c_void_p()
+        self._call(lib.tessera_profile_image_get, h, len(h), byref(out), byref(ctype))
+        data = _ffi.take_bytes(out)
+        return ProfileImage(data, _ffi.static_str(ctype.value), h.decode("utf-8"))
+
+    # ----- devices ------------------------------------------------------------------------
+
+    def add_device(
+        self,
+        user_id: str,
+        device_type: Union[DeviceType, str],
+        push_token: str,
+        *,
+        voip_push_token: Optional[str] = None,
+        os_version: Optional[str] = None,
+        mode: Union[PushMode, str] = PushMode.PRODUCTION,
+    ) -> DeviceAdded:
+        """Registers a push device (``NewDevice``). Past the per-type limit the oldest device
+        of that type is evicted and returned in ``evicted``."""
+        new: Dict[str, Any] = {
+            "device_type": str(DeviceType(device_type)),
+            "push_token": push_token,
+            "mode": str(PushMode(mode)),
+        }
+        if voip_push_token is not None:
+            new["voip_push_token"] = voip_push_token
+        if os_version is not None:
+            new["os_version"] = os_version
+        u = _ffi.utf8(user_id, "user_id")
+        body = _json(new)
+        d = self._call_string(lib.tessera_device_add, u, len(u), body, len(body))
+        ev = d.get("evicted")
+        return DeviceAdded(Device.from_json(d["device"]), Device.from_json(ev) if ev else None)
+
+    def list_devices(self, user_id: str) -> List[Device]:
+        """The user's devices, oldest first."""
+        u = _ffi.utf8(user_id, "user_id")
+        return [Device.from_json(d) for d in self._call_string(lib.tessera_device_list, u, len(u))]
+
+    def remove_device(self, user_id: str, push_token: str) -> Device:
+        """Removes and returns the user's device with this push token;
+        :class:`~tessera.DeviceNotFound` if it has none."""
+        u = _ffi.utf8(user_id, "user_id")
+        t = _ffi.utf8(push_token, "push_token")
+        return Device.from_json(
+            self._call_string(lib.tessera_device_remove, u, len(u), t, len(t))
+        )
+
+    # ----- access tokens ------------------------------------------------------------------
+
+    def issue_access_token(self, user_id: str, label: Optional[str] = None) -> IssuedAccessToken:
+        """Issues a permanent access token (``tsat_…``, 65 characters). If the user already
+        holds the maximum (default 10), the oldest is revoked and its id is in ``revoked``."""
+        u = _ffi.utf8(user_id, "user_id")
+        lb = _ffi.utf8(label, "label") if label is not None else None
+        token_id, evicted = c_uint64(0), c_uint64(0)
+        ptr = self._h.enter()
+        try:
+            st, raw = _ffi.read_buffer(
+                lib.tessera_access_token_issue,
+                (ptr, u, len(u), lb, len(lb) if lb is not None else 0),
+                _ffi.ACCESS_TOKEN_LEN + 1,
+                tail=(byref(token_id), byref(evicted)),
+                wipe=True,
+            )
+            if st:
+                raise _ffi.error(st)
+        finally:
+            self._h.leave()
+        return IssuedAccessToken(
+            raw.decode("ascii"), token_id.value, label, evicted.value or None
+        )
+
+    def verify_access_token(self, token: str) -> VerifiedAccessToken:
+        """The owner and id of a valid access token. Raises :class:`~tessera.InvalidToken`
+        (malformed, unknown or revoked: one error, no hint) or
+        :class:`~tessera.UserDeactivated`."""
+        t = _ffi.utf8(token, "token")
+        out = _ffi.tessera_verified_access_token()
+        self._call(lib.tessera_access_token_verify, t, len(t), byref(out))
+        return VerifiedAccessToken(out.user_id[: out.user_id_len].decode("utf-8"), out.token_id)
+
+    def list_access_tokens(self, user_id: str) -> List[AccessTokenInfo]:
+        """The user's valid access tokens, oldest first (never their secrets)."""
+        u = _ffi.utf8(user_id, "user_id")
+        return [
+            AccessTokenInfo.from_json(t)
+            for t in self._call_string(lib.tessera_access_token_list, u, len(u))
+        ]
+
+    def revoke_access_token(self, user_id: str, token_id: int) -> None:
+        """Revokes one access token of the user; :class:`~tessera.TokenNotFound` if the user
+        has no token with this id."""
+        u = _ffi.utf8(user_id, "user_id")
+        self._call(lib.tessera_access_token_revoke, u, len(u), _u64(token_id, "token_id"))
+
+    def revoke_all_access_tokens(self, user_id: str) -> int:
+        """Revokes every access token of the user; returns how many there were."""
+        u = _ffi.utf8(user_id, "user_id")
+        n = c_size_t(0)
+        self._call(lib.tessera_access_token_revoke_all, u, len(u), byref(n))
+        return n.value
+
+    # ----- session tokens -----------------------------------------------------------------
+
+    def issue_session_token(
+        self, user_id: str, expires_at_ms: Optional[int] = None
+    ) -> SessionToken:
+        """Issues a session token expiring at ``expires_at_ms`` (ms since the Unix epoch,
+        rounded down to whole seconds) or after the configured default (7 days). Raises
+        :class:`~tessera.InvalidExpiry` for an expiry in the past or beyond the maximum."""
+        if expires_at_ms is None:
+            exp = _ffi.SESSION_DEFAULT_EXPIRY
+        else:
+            exp = int(expires_at_ms)
+            if exp == _ffi.SESSION_DEFAULT_EXPIRY:
+                # 0 means "default" in C; as an explicit expiry it is the distant past.
+                exp = -1
+        u = _ffi.utf8(user_id, "user_id")
+        out_exp = c_int64(0)
+        ptr = self._h.enter()
+        try:
+            st, raw = _ffi.read_buffer(
+                lib.tessera_session_token_issue,
+                (ptr, u, len(u), exp),
+                _ffi.SESSION_TOKEN_MAX_LEN + 1,
+                tail=(byref(out_exp),),
+                wipe=True,
+            )
+            if st:
+                raise _ffi.error(st)
+        finally:
+            self._h.leave()
+        return SessionToken(raw.decode("ascii"), out_exp.value)
+
+    def verify_session_token(self, token: str) -> VerifiedSession:
+        """Verifies a session token: format and signature first (any failure there is
+        :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`,
+        :class:`~tessera.UserNotFound`, :class:`~tessera.TokenRevoked`,
+        :class:`~tessera.UserDeactivated`."""
+        t = token.encode("utf-8") if isinstance(token, str) else _ffi.utf8(token, "token")
+        # A fresh struct per call (not a per-thread scratch one): a finalizer running between
+        # the call and the reads below could otherwise verify on this thread and overwrite it.
+        out = _ffi.tessera_verified_session()
+        h = self._h
+        ptr = h.enter()
+        try:
+            st = lib.tessera_session_token_verify(ptr, t, len(t), byref(out))
+            if st:
+                raise _ffi.error(st)
+        finally:
+            h.leave()
+        return VerifiedSession(
+            out.user_id[: out.user_id_len].decode("utf-8"),
+            out.issued_at_ms,
+            out.expires_at_ms,
+            out.key_id.decode("ascii"),
+        )
+
+    def revoke_sessions(self, user_id: str) -> None:
+        """Revokes every session token of the user issued before this call returns."""
+        u = _ffi.utf8(user_id, "user_id")
+        self._call(lib.tessera_session_token_revoke, u, len(u))
+
+    def revoke_all_sessions(self) -> None:
+        """Emergency: invalidates every session token of every user (replaces all keys)."""
+        self._call(lib.tessera_session_token_revoke_everyone)
+
+    # ----- signing keys -------------------------------------------------------------------
+
+    def rotate_key(self) -> KeyInfo:
+        """Adds a new active signing key; older keys keep verifying until retired."""
+        return KeyInfo.from_json(self._call_string(lib.tessera_key_rotate))
+
+    def retire_key(self, key_id: str) -> None:
+        """Retires a key (its tokens stop verifying). Raises :class:`~tessera.KeyNotFound`,
+        or :class:`~tessera.KeyActive` for the active key."""
+        k = _ffi.utf8(key_id, "key_id")
+        self._call(lib.tessera_key_retire, k, len(k))
+
+    def keys(self) -> List[KeyInfo]:
+        """Every live signing key, oldest first (never the secrets)."""
+        return [KeyInfo.from_json(k) for k in self._call_string(lib.tessera_key_list)]
+
+    # ----- authentication -----------------------------------------------------------------
+
+    def authenticate(self, user_id: str, token: Optional[str] = None) -> Authenticated:
+        """Logs a user in (Sendbird's rule): with a token, it must be a valid access or
+        session token of this user; without one, only when the engine allows id-only login
+        and the user was never issued a token (else :class:`~tessera.TokenRequired`)."""
+        u = _ffi.utf8(user_id, "user_id")
+        t = _ffi.utf8(token, "token") if token is not None else None
+        out = _ffi.tessera_authenticated()
+        self._call(
+            lib.tessera_user_authenticate, u, len(u), t, len(t) if t is not None else 0,
+            byref(out),
+        )
+        method = _AUTH_METHODS.get(out.method)
+        if method is None:  # a method a newer library added: fail closed rather than guess
+            raise TesseraError(f"unknown authentication method {out.method}", 0)
+        return Authenticated(
+            out.user_id[: out.user_id_len].decode("utf-8"),
+            method,
+            out.token_id if method is AuthMethod.ACCESS_TOKEN else None,
+            out.expires_at_ms if method is AuthMethod.SESSION_TOKEN else None,
+        )
+
+    # ----- events -------------------------------------------------------------------------
+
+    def drain_events(self, max: int = 1000) -> List[Event]:
+        """Takes up to ``max`` (1..=65536) queued revocation events, oldest first. Each event
+        goes to exactly one drain call, even with several threads draining."""
+        d = self._call_string(lib.tessera_event_drain, _size(max, "max"))
+        return [Event.from_json(e) for e in d]
+
+    def dropped_events(self) -> int:
+        """How many events were dropped because the queue was full."""
+        n = c_uint64(0)
+        self._call(lib.tessera_event_dropped_count, byref(n))
+        return n.value
+
+
+_AUTH_METHODS = {
+    _ffi.AUTH_USER_ID_ONLY: AuthMethod.USER_ID_ONLY,
+    _ffi.AUTH_ACCESS_TOKEN: AuthMethod.ACCESS_TOKEN,
+    _ffi.AUTH_SESSION_TOKEN: AuthMethod.SESSION_TOKEN,
+}
+
+
+def _plain(v: Any) -> Any:
+    """Turns tuples/sets/mappings into JSON-ready lists/dicts (sets would not serialise)."""
+    if isinstance(v, Mapping):
+        return dict(v)
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return list(v)
+    return v
+
+
+def _new_user(args: Mapping[str, Any]) -> bytes:
+    d = {k: _plain(v) for k, v in args.items() if k != "self" and v is not None}
+    return _json(d)
+
+
+def _u64(v: int, what: str) -> int:
+    v = int(v)
+    if not 0 <= v < 1 << 64:
+        raise ValueError(f"{what} must be 0..2**64-1, got {v}")
+    return v
+
+
+def _size(v: int, what: str) -> int:
+    v = int(v)
+    if not 0 <= v <= sys.maxsize:
+        raise ValueError(f"{what} must be non-negative, got {v}")
+    return v

@@ -1,0 +1,94 @@
+"""Session tokens are standard HS256 JWTs: PyJWT verifies one given the key.
+
+The C ABI never exports a signing key (by design so far), so the key-bearing checks use the
+golden vector that pins Tessera's wire format in ``src/session_token.rs``
+(``golden_token_stays_byte_identical``: Tessera's encoder, given that key and those claims,
+produces exactly this token). Tokens from a live engine are then shown to have the very same
+shape, and their claims to be what the engine reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import jwt
+import pytest
+
+import tessera
+
+from conftest import REPO
+
+GOLDEN_KEY = b"tessera-golden-vector-secret-32b"
+GOLDEN_CLAIMS = {"u": 42, "rv": 3, "iat": 1_763_000_000, "exp": 1_763_604_800}
+GOLDEN = (
+    "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ"
+    ".eyJ1Ijo0MiwicnYiOjMsImlhdCI6MTc2MzAwMDAwMCwiZXhwIjoxNzYzNjA0ODAwfQ"
+    ".dCd7pqjXAY4dOB2Lz8-Lwq7QMm4lKJhsed7PE_HuBZ0"
+)
+
+
+def b64json(part: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def test_golden_vector_is_the_one_rust_pins() -> None:
+    src = REPO / "src" / "session_token.rs"
+    text = src.read_text(encoding="utf-8") if src.is_file() else ""
+    m = re.search(r'const GOLDEN: &str = "([^"]+)"', text)
+    if m is None:
+        pytest.skip("src/session_token.rs without the golden vector in this checkout")
+    assert m.group(1) == GOLDEN
+
+
+def test_pyjwt_verifies_a_tessera_session_token_given_the_key() -> None:
+    claims = jwt.decode(
+        GOLDEN, GOLDEN_KEY, algorithms=["HS256"], options={"verify_exp": False}
+    )
+    assert claims == GOLDEN_CLAIMS
+    assert jwt.get_unverified_header(GOLDEN) == {"alg": "HS256", "kid": "1"}
+    # PyJWT enforces the same expiry (this vector expired in November 2025).
+    with pytest.raises(jwt.ExpiredSignatureError):
+        jwt.decode(GOLDEN, GOLDEN_KEY, algorithms=["HS256"])
+    # Wrong key or tampered signature: rejected.
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(GOLDEN, b"x" * 32, algorithms=["HS256"], options={"verify_exp": False})
+    tampered = GOLDEN[:-2] + ("AA" if GOLDEN[-2:] != "AA" else "BB")
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(tampered, GOLDEN_KEY, algorithms=["HS256"], options={"verify_exp": False})
+
+
+def test_pyjwt_signs_byte_identical_tokens_given_the_key() -> None:
+    # Same header (PyJWT sorts header keys; "typ" dropped) and payload order: the same bytes.
+    token = jwt.encode(GOLDEN_CLAIMS, GOLDEN_KEY, algorithm="HS256",
+                       headers={"kid": "1", "typ": None})
+    assert token == GOLDEN
+
+
+def test_live_tokens_have_the_golden_shape_and_reported_claims(engine: tessera.Engine) -> None:
+    engine.create_user("alice")
+    engine.revoke_sessions("alice")  # rv becomes 1
+    s = engine.issue_session_token("alice")
+    v = engine.verify_session_token(s.token)
+    header, payload, sig = s.token.split(".")
+    assert jwt.get_unverified_header(s.token) == {"alg": "HS256", "kid": v.key_id}
+    assert base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)) == (
+        b'{"alg":"HS256","kid":"' + v.key_id.encode() + b'"}')
+    claims = jwt.decode(s.token, options={"verify_signature": False})
+    assert list(claims) == ["u", "rv", "iat", "exp"] == list(b64json(payload))
+    assert claims["rv"] == 1 and isinstance(claims["u"], int)
+    assert claims["exp"] * 1000 == v.expires_at_ms == s.expires_at_ms
+    assert claims["iat"] * 1000 == v.issued_at_ms
+    assert len(sig) == 43
+    # Without Tessera's key PyJWT must not accept it.
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(s.token, GOLDEN_KEY, algorithms=["HS256"])
+
+
+def test_tessera_rejects_a_pyjwt_token_signed_with_another_key(engine: tessera.Engine) -> None:
+    engine.create_user("alice")
+    forged = jwt.encode({"u": 1, "rv": 0, "iat": 1, "exp": 4_000_000_000}, b"k" * 32,
+                        algorithm="HS256", headers={"kid": "1", "typ": None})
+    with pytest.raises(tessera.InvalidToken):
+        engine.verify_session_token(forged)

@@ -1,0 +1,304 @@
+//! The store as the engine's persistence hook, and the durable constructors
+//! ([`Engine::open`], [`EngineBuilder::open`], salvage).
+//!
+//! Records are [`Mutation`]s serialised with postcard (compact, serde, no schema in the data):
+//! journals hold the mutations as they happen, snapshots hold what [`Engine::export_from`]
+//! produces (counters, then one `UserRestored` per user). Both replay through
+//! [`Engine::replay`], the engine's own apply path, so recovery cannot drift from live behaviour.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use ring::rand::SystemRandom;
+use zeroize::Zeroizing;
+
+use super::{LockedDir, Origin, Store, StoreOptions, StoreStats, SyncMode, Ticket};
+use crate::engine::{Engine, EngineBuilder};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key_ring::{KeyRing, StoredKeyRing};
+use crate::mutation::Mutation;
+use crate::persistence::Persistence;
+
+/// The journal-and-snapshot persistence of a durable engine.
+struct DurableStore {
+    /// Set once replay has finished; replay itself never journals.
+    store: OnceLock<Store>,
+    /// One compaction at a time (explicit or automatic).
+    compaction: Mutex<()>,
+    background_compaction: Arc<AtomicBool>,
+}
+
+impl DurableStore {
+    fn store(&self) -> Result<&Store> {
+        self.store
+            .get()
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "store used before it was opened"))
+    }
+}
+
+fn encode_error(e: postcard::Error) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("serialising a store record: {e}"),
+    )
+}
+
+fn serialize_into<T: serde::Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+    postcard::to_io(value, buf)
+        .map(|_| ())
+        .map_err(encode_error)
+}
+
+impl Persistence for DurableStore {
+    fn append(&self, mutation: &Mutation) -> Result<u64> {
+        let Ticket(t) = self
+            .store()?
+            .append_with(|buf| serialize_into(mutation, buf))?;
+        Ok(t)
+    }
+
+    fn wait(&self, ticket: u64) -> Result<()> {
+        self.store()?.wait(Ticket(ticket))
+    }
+
+    fn put_blob(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<()> {
+        self.store()?.put_blob(sha256, bytes)
+    }
+
+    fn get_blob(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        self.store()?.get_blob(sha256)
+    }
+
+    fn save_keys(&self, keys: &StoredKeyRing) -> Result<()> {
+        let mut buf = Zeroizing::new(Vec::new());
+        serialize_into(keys, &mut buf)?;
+        self.store()?.write_key_ring(&buf)
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.store().map(Store::stats).unwrap_or_default()
+    }
+
+    fn maintain(&self, engine: &Engine) {
+        let Ok(store) = self.store() else { return };
+        if !store.wants_compaction() || self.background_compaction.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let engine = engine.clone();
+        let running = Arc::clone(&self.background_compaction);
+        let spawned = std::thread::Builder::new()
+            .name("tessera-compaction".into())
+            .spawn(move || {
+                // A failure loses nothing (the journals still hold every record); it is retried
+                // once the journal has grown again.
+                let _ = engine.compact();
+                running.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.background_compaction.store(false, Ordering::Release);
+        }
+    }
+
+    fn compact(&self, engine: &Engine) -> Result<()> {
+        let store = self.store()?;
+        let _one = self.compaction.lock();
+        // Blobs last written before `cutoff` and referenced by no user after the export are
+        // collected. Listed before the export (and without the writer mutex): a blob written
+        // later is not a candidate, and the grace period covers a write that stored its blob
+        // but had not yet appended its record when the state was copied.
+        let cutoff = SystemTime::now()
+            .checked_sub(blob_grace())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let stored_blobs = store.blob_addresses()?;
+        let mut referenced = HashSet::new();
+        // Filled by the first closure, used by the second; both run under the writer mutex.
+        let compaction = std::cell::RefCell::new(None);
+        let mut buf = Vec::new();
+        let result = engine.export_from(
+            || {
+                *compaction.borrow_mut() = store.begin_compaction()?;
+                Ok(())
+            },
+            |m| {
+                let mut compaction = compaction.borrow_mut();
+                let Some(c) = compaction.as_mut() else {
+                    return Ok(());
+                };
+                if let Mutation::UserRestored { record, .. } = m {
+                    if let Some(sha) = record.profile_url.as_deref().and_then(blob_address_in) {
+                        referenced.insert(sha);
+                    }
+                }
+                buf.clear();
+                serialize_into(m, &mut buf)?;
+                c.write(&buf)
+            },
+        );
+        let finished = result.and_then(|()| match compaction.into_inner() {
+            // The writer mutex is released: the sync and rename do not block writers.
+            Some(c) => c.finish().map(Some),
+            None => Ok(None),
+        });
+        match finished {
+            Ok(Some(bytes)) => {
+                store.compaction_finished(bytes);
+                for sha in stored_blobs.iter().filter(|s| !referenced.contains(*s)) {
+                    store.collect_blob(sha, cutoff)?;
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                store.compaction_failed();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How long a stored blob is safe from collection: longer than any write can take between
+/// storing its image and appending the record that points at it.
+const BLOB_GRACE: Duration = Duration::from_secs(10 * 60);
+
+#[cfg(not(test))]
+fn blob_grace() -> Duration {
+    BLOB_GRACE
+}
+
+#[cfg(test)]
+thread_local! {
+    static BLOB_GRACE_FOR_TESTS: std::cell::Cell<Duration> = const { std::cell::Cell::new(BLOB_GRACE) };
+}
+
+/// Lets a test collect blobs it has just written (per thread, like the compaction threshold).
+#[cfg(test)]
+pub(crate) fn set_blob_grace_for_tests(grace: Duration) {
+    BLOB_GRACE_FOR_TESTS.with(|g| g.set(grace));
+}
+
+#[cfg(test)]
+fn blob_grace() -> Duration {
+    BLOB_GRACE_FOR_TESTS.with(|g| g.get())
+}
+
+/// The blob a profile URL points at: its first run of 64 hex digits. Any such run counts, not
+/// only URLs under the configured image base, so changing `image_url_base` between runs can
+/// never get a referenced image collected.
+fn blob_address_in(url: &str) -> Option<[u8; 32]> {
+    let b = url.as_bytes();
+    let mut run = 0;
+    for (i, c) in b.iter().enumerate() {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        if run == 64 && b.get(i + 1).is_none_or(|n| !n.is_ascii_hexdigit()) {
+            let hex = &url[i + 1 - 64..=i];
+            let mut out = [0u8; 32];
+            for (j, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).ok()?;
+            }
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("a {what} record passed its checksum but does not decode ({e})"),
+        )
+    })
+}
+
+impl EngineBuilder {
+    /// When writes reach the disk in a durable engine. Default [`SyncMode::Durable`].
+    pub fn sync_mode(mut self, mode: SyncMode) -> EngineBuilder {
+        self.sync = mode;
+        self
+    }
+
+    /// A durable engine on the data directory `dir`, created if missing: loads the newest
+    /// snapshot, replays the journal, and journals every later change before the call that made
+    /// it returns. Fails with [`ErrorKind::Locked`] if another engine has `dir` open.
+    ///
+    /// The directory stays locked until the last handle is gone: a background compaction
+    /// holds one while it runs, so a reopen right after dropping the engine can briefly see
+    /// [`ErrorKind::Locked`].
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<Engine> {
+        self.open_dir(dir.as_ref(), false).map(|(e, _)| e)
+    }
+
+    /// A read-only engine on a damaged data directory: loads every record before the first
+    /// damaged one and stops there. Returns the engine (whose writes fail with
+    /// [`ErrorKind::ReadOnly`]) and the damage that stopped loading, or `None` when the
+    /// directory was intact. Nothing on disk is changed; export what is needed, then repair.
+    pub fn open_salvage(self, dir: impl AsRef<Path>) -> Result<(Engine, Option<Error>)> {
+        self.open_dir(dir.as_ref(), true)
+    }
+
+    fn open_dir(self, dir: &Path, salvage: bool) -> Result<(Engine, Option<Error>)> {
+        self.config.validate()?;
+        let locked = LockedDir::acquire(dir, salvage)?;
+        let keys = match locked.read_key_ring()? {
+            Some(bytes) => KeyRing::from_stored(&decode::<StoredKeyRing>(&bytes, "key ring")?)?,
+            None => {
+                let ring = KeyRing::generate(&SystemRandom::new(), self.clock.now_ms())?;
+                if !salvage {
+                    let mut buf = Zeroizing::new(Vec::new());
+                    serialize_into(&ring.to_stored(), &mut buf)?;
+                    locked.write_key_ring(&buf)?;
+                }
+                ring
+            }
+        };
+        let durable = Arc::new(DurableStore {
+            store: OnceLock::new(),
+            compaction: Mutex::new(()),
+            background_compaction: Arc::new(AtomicBool::new(false)),
+        });
+        let engine = Engine::assemble(self.config, self.clock, durable.clone(), keys);
+        let opts = StoreOptions { sync: self.sync };
+        let (store, recovery) = Store::open_locked(locked, opts, |origin, bytes| {
+            let what = match origin {
+                Origin::Snapshot => "snapshot",
+                Origin::Journal => "journal",
+            };
+            engine.replay(decode::<Mutation>(bytes, what)?)
+        })?;
+        if durable.store.set(store).is_err() {
+            return Err(Error::new(ErrorKind::Internal, "store opened twice"));
+        }
+        Ok((engine, recovery.salvage_stopped_at))
+    }
+}
+
+impl Engine {
+    /// A durable engine on `dir` with the default configuration, system clock and
+    /// [`SyncMode::Durable`]; see [`EngineBuilder::open`].
+    ///
+    /// ```
+    /// use tessera::{Engine, NewUser};
+    /// let dir = std::env::temp_dir().join(format!("tessera-doc-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// {
+    ///     let engine = Engine::open(&dir)?;
+    ///     engine.create_user(NewUser::new("alice", "Alice"))?;
+    /// } // dropped: the directory is unlocked
+    /// let engine = Engine::open(&dir)?;
+    /// assert_eq!(engine.get_user("alice")?.nickname, "Alice");
+    /// # drop(engine); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), tessera::Error>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>) -> Result<Engine> {
+        Engine::builder().open(dir)
+    }
+
+    /// A read-only salvage open with the defaults; see [`EngineBuilder::open_salvage`].
+    pub fn open_salvage(dir: impl AsRef<Path>) -> Result<(Engine, Option<Error>)> {
+        Engine::builder().open_salvage(dir)
+    }
+}

@@ -1,0 +1,451 @@
+//! The durable engine end to end: every kind of write survives a reopen, compaction included;
+//! no access token is ever written in plaintext; locking and salvage through `Engine`.
+
+use std::fs;
+use std::path::Path;
+
+use super::atomic_file::test_dir::TestDir;
+use crate::device::{DeviceType, NewDevice};
+use crate::engine::Engine;
+use crate::error::ErrorKind;
+use crate::key_ring::StoredKeyRing;
+use crate::mutation::Mutation;
+use crate::user::{NewUser, UserPatch};
+
+type State = (Vec<Mutation>, StoredKeyRing);
+type Write = Box<dyn Fn(&Engine)>;
+
+fn state(e: &Engine) -> State {
+    let mut v = Vec::new();
+    e.export_from(
+        || Ok(()),
+        |m| {
+            v.push(m.clone());
+            Ok(())
+        },
+    )
+    .unwrap();
+    (v, e.stored_keys())
+}
+
+fn png(n: u8) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    v.push(n);
+    v
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn reopen_after_every_kind_of_write_shows_identical_state() {
+    let dir = TestDir::new("engine-reopen");
+    let writes: Vec<(&str, Write)> = vec![
+        (
+            "create",
+            Box::new(|e| {
+                let mut n = NewUser::new("alice", "Alice");
+                n.tags = vec!["eng".into()];
+                n.email = Some("alice@example.com".into());
+                n.discovery_keys = vec!["alice-key".into()];
+                n.metadata.insert("team".into(), "blue".into());
+                e.create_user(n).unwrap();
+            }),
+        ),
+        (
+            "upsert",
+            Box::new(|e| {
+                e.upsert_user(NewUser::new("bob", "Bob")).unwrap();
+            }),
+        ),
+        (
+            "update",
+            Box::new(|e| {
+                let patch = UserPatch {
+                    nickname: Some("Al".into()),
+                    role: Some(Some("admin".into())),
+                    ..Default::default()
+                };
+                e.update_user("alice", &patch).unwrap();
+            }),
+        ),
+        (
+            "deactivate",
+            Box::new(|e| {
+                e.deactivate_user("bob").unwrap();
+            }),
+        ),
+        (
+            "reactivate",
+            Box::new(|e| {
+                e.reactivate_user("bob").unwrap();
+            }),
+        ),
+        (
+            "profile image",
+            Box::new(|e| {
+                e.set_profile_image("alice", &png(1)).unwrap();
+            }),
+        ),
+        (
+            "add device",
+            Box::new(|e| {
+                e.add_device("alice", NewDevice::new(DeviceType::Ios, "push-1"))
+                    .unwrap();
+                e.add_device("bob", NewDevice::new(DeviceType::Android, "push-2"))
+                    .unwrap();
+            }),
+        ),
+        (
+            "move device",
+            Box::new(|e| {
+                e.add_device("bob", NewDevice::new(DeviceType::Ios, "push-1"))
+                    .unwrap();
+            }),
+        ),
+        (
+            "remove device",
+            Box::new(|e| {
+                e.remove_device("bob", "push-2").unwrap();
+            }),
+        ),
+        (
+            "issue access tokens",
+            Box::new(|e| {
+                e.issue_access_token("alice", Some("phone")).unwrap();
+                e.issue_access_token("alice", None).unwrap();
+                e.issue_access_token("bob", None).unwrap();
+            }),
+        ),
+        (
+            "revoke one access token",
+            Box::new(|e| {
+                let id = e.list_access_tokens("alice").unwrap()[0].id;
+                e.revoke_access_token("alice", id).unwrap();
+            }),
+        ),
+        (
+            "revoke all access tokens",
+            Box::new(|e| {
+                e.revoke_all_access_tokens("bob").unwrap();
+            }),
+        ),
+        (
+            "revoke sessions",
+            Box::new(|e| {
+                e.revoke_sessions("alice").unwrap();
+                e.revoke_sessions("alice").unwrap();
+            }),
+        ),
+        (
+            "rotate key",
+            Box::new(|e| {
+                e.rotate_key().unwrap();
+            }),
+        ),
+        (
+            "retire key",
+            Box::new(|e| {
+                let oldest = e.keys()[0].key_id.to_string();
+                e.retire_key(&oldest).unwrap();
+            }),
+        ),
+        (
+            "revoke all sessions",
+            Box::new(|e| {
+                e.revoke_all_sessions().unwrap();
+            }),
+        ),
+        (
+            "delete",
+            Box::new(|e| {
+                e.create_user(NewUser::new("carol", "")).unwrap();
+                e.delete_user("carol").unwrap();
+            }),
+        ),
+        ("compact", Box::new(|e| e.compact().unwrap())),
+        (
+            "write after compaction",
+            Box::new(|e| {
+                e.create_user(NewUser::new("dave", "Dave")).unwrap();
+            }),
+        ),
+    ];
+    for (what, write) in &writes {
+        let before = {
+            let e = Engine::open(dir.path()).unwrap();
+            write(&e);
+            state(&e)
+        };
+        let e = Engine::open(dir.path()).unwrap();
+        assert_eq!(state(&e), before, "after {what}");
+    }
+
+    let e = Engine::open(dir.path()).unwrap();
+    // The image file is there and served; the users' indexes are rebuilt.
+    let url = e.get_user("alice").unwrap().profile_url.unwrap();
+    let hex = url.rsplit('/').next().unwrap().split('.').next().unwrap();
+    assert_eq!(e.profile_image(hex).unwrap().bytes, png(1));
+    assert_eq!(
+        e.find_user_by_discovery_key("alice-key").unwrap().user_id,
+        "alice"
+    );
+    assert_eq!(e.find_user_by_push_token("push-1").unwrap().user_id, "bob");
+    // Handles are never reused: carol's was burnt, dave got the next one, and a new user after
+    // a restart gets one after that.
+    let Mutation::Counters { next_handle, .. } = state(&e).0[0] else {
+        panic!("counters first")
+    };
+    e.create_user(NewUser::new("carol", "again")).unwrap();
+    let Mutation::Counters {
+        next_handle: after, ..
+    } = state(&e).0[0]
+    else {
+        panic!()
+    };
+    assert_eq!(after, next_handle + 1);
+}
+
+#[test]
+fn tokens_issued_before_a_restart_verify_after_it() {
+    let dir = TestDir::new("engine-tokens");
+    let (access, session) = {
+        let e = Engine::open(dir.path()).unwrap();
+        e.create_user(NewUser::new("u", "")).unwrap();
+        let a = e.issue_access_token("u", None).unwrap();
+        let s = e.issue_session_token("u", None).unwrap();
+        (a.token, s)
+    };
+    let e = Engine::open(dir.path()).unwrap();
+    assert_eq!(e.verify_access_token(access.as_str()).unwrap().user_id, "u");
+    assert_eq!(
+        e.verify_session_token(session.as_str()).unwrap().user_id,
+        "u"
+    );
+    e.revoke_sessions("u").unwrap();
+    drop(e);
+    let e = Engine::open(dir.path()).unwrap();
+    assert_eq!(
+        e.verify_session_token(session.as_str()).unwrap_err().kind(),
+        ErrorKind::TokenRevoked
+    );
+}
+
+#[test]
+fn no_access_token_plaintext_is_written_anywhere() {
+    let dir = TestDir::new("engine-plaintext");
+    let mut secrets = Vec::new();
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        for i in 0..20 {
+            let id = format!("user{i}");
+            e.create_user(NewUser::new(id.as_str(), "")).unwrap();
+            for _ in 0..2 {
+                secrets.push(e.issue_access_token(&id, Some("label")).unwrap().token);
+            }
+            if i == 10 {
+                e.compact().unwrap();
+            }
+        }
+    }
+    let files = all_files(dir.path());
+    assert!(files.len() >= 4, "{files:?}");
+    for f in files {
+        let bytes = fs::read(&f).unwrap();
+        for t in &secrets {
+            let text = t.as_str();
+            // The whole token, and its random part alone (any encoding of it would contain
+            // 16 consecutive characters of it).
+            let random = &text[text.len() - 30..text.len() - 14];
+            for needle in [text, random] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{} contains a plaintext access token",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_second_engine_on_the_same_directory_is_locked() {
+    let dir = TestDir::new("engine-lock");
+    let e = Engine::open(dir.path()).unwrap();
+    let err = Engine::open(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked);
+    drop(e);
+    Engine::open(dir.path()).unwrap();
+}
+
+#[test]
+fn damage_fails_the_open_and_salvage_serves_what_precedes_it() {
+    let dir = TestDir::new("engine-salvage");
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            e.create_user(NewUser::new(id, "")).unwrap();
+        }
+    }
+    let journal = dir.path().join(super::journal_name(1));
+    let mut bytes = fs::read(&journal).unwrap();
+    // Damage the second record's payload (records are "a", "b", "c" in order).
+    let first_len = u32::from_le_bytes(bytes[24..28].try_into().unwrap()) & 0xFF_FFFF;
+    let second = 24 + 8 + first_len as usize;
+    bytes[second + 12] ^= 0x55;
+    fs::write(&journal, &bytes).unwrap();
+
+    let err = Engine::open(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(
+        err.message().contains(&format!("byte offset {second}")),
+        "{err}"
+    );
+
+    let (e, stopped) = Engine::open_salvage(dir.path()).unwrap();
+    assert_eq!(stopped.unwrap().kind(), ErrorKind::Corrupt);
+    assert_eq!(e.user_count(), 1);
+    e.get_user("a").unwrap();
+    assert_eq!(
+        e.create_user(NewUser::new("z", "")).unwrap_err().kind(),
+        ErrorKind::ReadOnly
+    );
+    assert_eq!(e.rotate_key().unwrap_err().kind(), ErrorKind::ReadOnly);
+    assert_eq!(
+        e.set_profile_image("a", &png(2)).unwrap_err().kind(),
+        ErrorKind::ReadOnly
+    );
+    assert_eq!(e.user_count(), 1, "a refused write changes nothing");
+    drop(e);
+    assert_eq!(fs::read(&journal).unwrap(), bytes, "salvage writes nothing");
+}
+
+#[test]
+fn automatic_compaction_runs_in_the_background_and_loses_nothing() {
+    let dir = TestDir::new("engine-auto-compact");
+    super::set_compaction_min_journal_bytes_for_tests(4096);
+    {
+        let e = Engine::builder()
+            .sync_mode(super::SyncMode::Relaxed(std::time::Duration::from_millis(
+                2,
+            )))
+            .open(dir.path())
+            .unwrap();
+        for i in 0..400 {
+            e.create_user(NewUser::new(format!("user{i}"), "someone"))
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !fs::read_dir(dir.path()).unwrap().any(|f| {
+            f.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("snapshot-")
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no automatic compaction"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    // The engine's clone held by a running compaction may keep the lock a moment longer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let e = loop {
+        match Engine::open(dir.path()) {
+            Ok(e) => break e,
+            Err(err) if err.kind() == ErrorKind::Locked && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(err) => panic!("{err}"),
+        }
+    };
+    assert_eq!(e.user_count(), 400);
+}
+
+#[test]
+fn a_record_that_passes_its_checksum_but_does_not_apply_is_located() {
+    let dir = TestDir::new("engine-undecodable");
+    drop(Engine::open(dir.path()).unwrap());
+    let offset = {
+        let (store, _) = super::Store::open(dir.path(), false, |_, _| Ok(())).unwrap();
+        let at = super::frame::HEADER_LEN as u64 + store.journal_bytes();
+        store.wait(store.append(b"\xff\xff\xff").unwrap()).unwrap();
+        at
+    };
+    let err = Engine::open(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.message().contains(&super::journal_name(1)), "{err}");
+    assert!(
+        err.message().contains(&format!("byte offset {offset}")),
+        "{err}"
+    );
+    assert!(err.message().contains("does not decode"), "{err}");
+}
+
+#[test]
+fn cutting_the_journal_anywhere_in_its_last_record_keeps_every_earlier_user() {
+    let dir = TestDir::new("engine-torn");
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            e.create_user(NewUser::new(id, "someone")).unwrap();
+        }
+    }
+    let journal = dir.path().join(super::journal_name(1));
+    let full = fs::read(&journal).unwrap();
+    // Find where the last record starts by walking the frames.
+    let mut at = super::frame::HEADER_LEN;
+    let mut starts = Vec::new();
+    while at < full.len() {
+        starts.push(at);
+        let len = u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) & 0xFF_FFFF;
+        at += 8 + len as usize;
+    }
+    let last = *starts.last().unwrap();
+    for cut in last..full.len() {
+        fs::write(&journal, &full[..cut]).unwrap();
+        let e = Engine::open(dir.path()).unwrap();
+        assert_eq!(e.user_count(), 2, "cut at {cut}");
+        assert!(e.get_user("c").is_err());
+        e.get_user("b").unwrap();
+    }
+}
+
+#[test]
+fn compaction_collects_images_no_user_refers_to_and_keeps_the_rest() {
+    let dir = TestDir::new("engine-blob-gc");
+    super::durable::set_blob_grace_for_tests(std::time::Duration::ZERO);
+    let e = Engine::open(dir.path()).unwrap();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    e.create_user(NewUser::new("b", "")).unwrap();
+    e.set_profile_image("a", &png(1)).unwrap(); // replaced below: collectable
+    e.set_profile_image("a", &png(2)).unwrap();
+    e.set_profile_image("b", &png(3)).unwrap(); // b deleted below: collectable
+    e.delete_user("b").unwrap();
+    let images = dir.path().join(super::blobs::IMAGES_DIR);
+    assert_eq!(fs::read_dir(&images).unwrap().count(), 3);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    e.compact().unwrap();
+    assert_eq!(fs::read_dir(&images).unwrap().count(), 1);
+    let url = e.get_user("a").unwrap().profile_url.unwrap();
+    let hex = url.rsplit('/').next().unwrap().split('.').next().unwrap();
+    assert_eq!(e.profile_image(hex).unwrap().bytes, png(2));
+
+    // With the normal grace period, a just-written unreferenced image is spared.
+    super::durable::set_blob_grace_for_tests(std::time::Duration::from_secs(600));
+    e.set_profile_image("a", &png(4)).unwrap();
+    e.compact().unwrap();
+    assert_eq!(fs::read_dir(&images).unwrap().count(), 2);
+}

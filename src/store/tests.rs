@@ -1,0 +1,344 @@
+//! Directory-level tests: recovery, torn tails, damage, locking, compaction crash points.
+
+use super::atomic_file::test_dir::TestDir;
+use super::*;
+
+type Records = Vec<(Origin, Vec<u8>)>;
+
+fn open(dir: &Path, salvage: bool) -> Result<(Store, Records, Recovery)> {
+    let mut got = Vec::new();
+    let (store, rec) = Store::open(dir, salvage, |o, r| {
+        got.push((o, r.to_vec()));
+        Ok(())
+    })?;
+    Ok((store, got, rec))
+}
+
+fn write(store: &Store, records: &[&[u8]]) {
+    for r in records {
+        let t = store.append(r).unwrap();
+        store.wait(t).unwrap();
+    }
+}
+
+fn journal_records(got: &Records) -> Vec<Vec<u8>> {
+    got.iter()
+        .filter(|(o, _)| *o == Origin::Journal)
+        .map(|(_, r)| r.clone())
+        .collect()
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn records_survive_reopen_in_order() {
+    let dir = TestDir::new("reopen");
+    let data = dir.path().join("data");
+    let (store, got, _) = open(&data, false).unwrap();
+    assert!(got.is_empty());
+    write(&store, &[b"a", b"bb", b""]);
+    drop(store);
+    let (store, got, rec) = open(&data, false).unwrap();
+    assert_eq!(
+        journal_records(&got),
+        vec![b"a".to_vec(), b"bb".to_vec(), vec![]]
+    );
+    assert_eq!(rec.torn_bytes, 0);
+    write(&store, &[b"c"]);
+    drop(store);
+    let (_, got, _) = open(&data, false).unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(
+        file_names(&data),
+        vec!["LOCK", "images", "journal-0000000000000001.tsj"]
+    );
+}
+
+#[test]
+fn truncating_the_last_record_anywhere_keeps_every_earlier_record() {
+    let dir = TestDir::new("torn");
+    let data = dir.path().join("data");
+    let (store, _, _) = open(&data, false).unwrap();
+    write(
+        &store,
+        &[
+            b"first record",
+            b"second record",
+            b"the last record, torn by a crash",
+        ],
+    );
+    drop(store);
+    let path = data.join(journal_name(1));
+    let full = fs::read(&path).unwrap();
+    let last_start = full.len() - (8 + 32);
+    for cut in last_start..full.len() {
+        fs::write(&path, &full[..cut]).unwrap();
+        let (store, got, rec) = open(&data, false).unwrap();
+        assert_eq!(
+            journal_records(&got),
+            vec![b"first record".to_vec(), b"second record".to_vec()],
+            "cut at {cut}"
+        );
+        assert_eq!(rec.torn_bytes, (cut - last_start) as u64);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            last_start as u64,
+            "torn tail cut off"
+        );
+        // The journal goes on cleanly after the cut.
+        write(&store, &[b"after"]);
+        drop(store);
+        let (_, got, _) = open(&data, false).unwrap();
+        assert_eq!(journal_records(&got)[2], b"after".to_vec(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn damage_in_the_middle_is_reported_with_file_and_offset_and_salvage_reads_before_it() {
+    let dir = TestDir::new("corrupt");
+    let data = dir.path().join("data");
+    let (store, _, _) = open(&data, false).unwrap();
+    write(&store, &[b"one", b"two", b"three"]);
+    drop(store);
+    let path = data.join(journal_name(1));
+    let mut bytes = fs::read(&path).unwrap();
+    let second = HEADER_LEN + 8 + 3;
+    bytes[second + 9] ^= 0xff; // a payload byte of "two"
+    fs::write(&path, &bytes).unwrap();
+
+    let e = open(&data, false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.message().contains(&journal_name(1)), "{e}");
+    assert!(
+        e.message().contains(&format!("byte offset {second}")),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "a failed open changes nothing"
+    );
+
+    let (store, got, rec) = open(&data, true).unwrap();
+    assert_eq!(journal_records(&got), vec![b"one".to_vec()]);
+    assert_eq!(rec.salvage_stopped_at.unwrap().kind(), ErrorKind::Corrupt);
+    assert!(store.is_read_only());
+    assert_eq!(store.append(b"x").unwrap_err().kind(), ErrorKind::ReadOnly);
+    assert_eq!(
+        store.put_blob(&[0; 32], b"x").unwrap_err().kind(),
+        ErrorKind::ReadOnly
+    );
+    // A salvage reader excludes writers but not other salvage readers.
+    assert_eq!(open(&data, false).unwrap_err().kind(), ErrorKind::Locked);
+    open(&data, true).unwrap();
+    drop(store);
+    assert_eq!(fs::read(&path).unwrap(), bytes, "salvage changes nothing");
+}
+
+#[test]
+fn a_second_open_is_locked() {
+    let dir = TestDir::new("locked");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    let e = open(dir.path(), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked);
+    assert!(
+        e.message().contains(&dir.path().display().to_string()),
+        "{e}"
+    );
+    drop(store);
+    open(dir.path(), false).unwrap();
+}
+
+#[test]
+fn unknown_versions_are_refused_by_name() {
+    let dir = TestDir::new("version");
+    drop(open(dir.path(), false).unwrap());
+    let path = dir.path().join(journal_name(1));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[8] = 9;
+    fs::write(&path, &bytes).unwrap();
+    let e = open(dir.path(), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
+    assert!(e.message().contains("version 9"), "{e}");
+}
+
+fn compact(store: &Store, entries: &[&[u8]]) -> Compaction {
+    let mut c = store
+        .begin_compaction()
+        .unwrap()
+        .expect("no compaction running");
+    assert!(
+        store.begin_compaction().unwrap().is_none(),
+        "one compaction at a time"
+    );
+    for e in entries {
+        c.write(e).unwrap();
+    }
+    c
+}
+
+#[test]
+fn compaction_replaces_old_files_and_reopens_to_snapshot_plus_journal() {
+    let dir = TestDir::new("compact");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write(&store, &[b"j1", b"j2"]);
+    let c = compact(&store, &[b"state"]);
+    // Writers go on while the snapshot is being written; their records land in journal 2.
+    write(&store, &[b"j3"]);
+    let bytes = c.finish().unwrap();
+    store.compaction_finished(bytes);
+    write(&store, &[b"j4"]);
+    drop(store);
+    assert_eq!(
+        file_names(dir.path()),
+        vec![
+            "LOCK",
+            "images",
+            "journal-0000000000000002.tsj",
+            "snapshot-0000000000000002.tss"
+        ]
+    );
+    let (_, got, rec) = open(dir.path(), false).unwrap();
+    assert_eq!(rec.snapshot_generation, Some(2));
+    assert_eq!(
+        got,
+        vec![
+            (Origin::Snapshot, b"state".to_vec()),
+            (Origin::Journal, b"j3".to_vec()),
+            (Origin::Journal, b"j4".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn crash_after_rotation_before_the_snapshot_keeps_everything() {
+    let dir = TestDir::new("crash-rotate");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write(&store, &[b"j1"]);
+    let c = compact(&store, &[b"half a snapshot"]);
+    write(&store, &[b"j2"]);
+    // The crash: the snapshot is never renamed. Leave a temporary file as a killed process would.
+    std::mem::forget(c);
+    drop(store);
+    assert!(file_names(dir.path())
+        .iter()
+        .any(|n| n.ends_with(TMP_SUFFIX)));
+    let (store, got, rec) = open(dir.path(), false).unwrap();
+    assert_eq!(rec.snapshot_generation, None);
+    assert_eq!(journal_records(&got), vec![b"j1".to_vec(), b"j2".to_vec()]);
+    assert!(
+        !file_names(dir.path())
+            .iter()
+            .any(|n| n.ends_with(TMP_SUFFIX)),
+        "debris removed"
+    );
+    // The next compaction still works and supersedes both journals.
+    let c = compact(&store, &[b"state"]);
+    c.finish().unwrap();
+    drop(store);
+    let (_, got, _) = open(dir.path(), false).unwrap();
+    assert_eq!(got, vec![(Origin::Snapshot, b"state".to_vec())]);
+}
+
+#[test]
+fn crash_after_the_snapshot_rename_before_cleanup_uses_the_new_snapshot() {
+    let dir = TestDir::new("crash-cleanup");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write(&store, &[b"j1"]);
+    compact(&store, &[b"s2"]).finish().unwrap();
+    write(&store, &[b"j2"]);
+    compact(&store, &[b"s3"]).finish_without_cleanup().unwrap();
+    write(&store, &[b"j3"]);
+    drop(store);
+    assert_eq!(file_names(dir.path()).len(), 6);
+    let (_, got, rec) = open(dir.path(), false).unwrap();
+    assert_eq!(rec.snapshot_generation, Some(3));
+    assert_eq!(
+        got,
+        vec![
+            (Origin::Snapshot, b"s3".to_vec()),
+            (Origin::Journal, b"j3".to_vec())
+        ]
+    );
+    assert_eq!(
+        file_names(dir.path()),
+        vec![
+            "LOCK",
+            "images",
+            "journal-0000000000000003.tsj",
+            "snapshot-0000000000000003.tss"
+        ]
+    );
+}
+
+#[test]
+fn a_missing_or_torn_older_journal_is_corruption_not_silence() {
+    let dir = TestDir::new("gap");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write(&store, &[b"j1"]);
+    let c = compact(&store, &[]);
+    write(&store, &[b"j2"]);
+    drop(c); // abandoned: journals 1 and 2 remain, no snapshot
+    drop(store);
+    let j1 = dir.path().join(journal_name(1));
+    let bytes = fs::read(&j1).unwrap();
+    fs::write(&j1, &bytes[..bytes.len() - 1]).unwrap();
+    let e = open(dir.path(), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.message().contains("newer journal"), "{e}");
+    fs::remove_file(&j1).unwrap();
+    let e = open(dir.path(), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.message().contains("no snapshot"), "{e}");
+}
+
+#[test]
+fn real_files_share_syncs_between_writers() {
+    for threads in [2usize, 8] {
+        let dir = TestDir::new("group");
+        let (store, _, _) = open(dir.path(), false).unwrap();
+        let writer = Mutex::new(());
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (store, writer) = (&store, &writer);
+                s.spawn(move || {
+                    for i in 0..40 {
+                        let ticket = {
+                            let _g = writer.lock();
+                            store.append(format!("{t}/{i}").as_bytes()).unwrap()
+                        };
+                        store.wait(ticket).unwrap();
+                    }
+                });
+            }
+        });
+        let s = store.stats();
+        assert_eq!(s.records_synced, threads as u64 * 40);
+        assert!(s.records_synced > s.syncs, "{threads} threads: {s:?}");
+        drop(store);
+        let (_, got, _) = open(dir.path(), false).unwrap();
+        assert_eq!(got.len(), threads * 40);
+    }
+}
+
+#[test]
+fn key_ring_and_blobs_live_in_the_data_directory() {
+    let dir = TestDir::new("keys-blobs");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    assert!(store.read_key_ring().unwrap().is_none());
+    store.write_key_ring(b"ring").unwrap();
+    let sha: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(b"img").into();
+    store.put_blob(&sha, b"img").unwrap();
+    drop(store);
+    let (store, _, _) = open(dir.path(), true).unwrap();
+    assert_eq!(&store.read_key_ring().unwrap().unwrap()[..], b"ring");
+    assert_eq!(store.get_blob(&sha).unwrap().unwrap(), b"img");
+    assert_eq!(store.blob_addresses().unwrap(), vec![sha]);
+}
