@@ -5,7 +5,9 @@
 //! ```text
 //! cargo run --release --example tessera-load -- [OPTIONS]
 //!
-//!   --backend memory         which engine to drive (see `Backend`)
+//!   --backend B              memory (default), durable (a new temporary directory) or
+//!                            durable:DIR (DIR must not exist); durable data is removed at
+//!                            the end. Every durable write syncs: use --users in thousands
 //!   --threads T              worker threads (default 2)
 //!   --users N                users created before the run (default 1000000)
 //!   --tokens-per-user K      access tokens issued to each user (default 3)
@@ -83,25 +85,53 @@ impl Op {
 enum Backend {
     /// `Engine::in_memory()`.
     Memory,
+    /// `Engine::open(dir)`: every write is journaled and synced before it returns. The
+    /// directory must not exist yet (the harness creates it and removes it at the end), so a
+    /// run never touches real data.
+    Durable(std::path::PathBuf),
 }
 
 impl Backend {
     fn parse(s: &str) -> Result<Backend, String> {
         match s {
             "memory" => Ok(Backend::Memory),
-            other => Err(format!("unknown backend {other:?} (known: memory)")),
+            "durable" => Ok(Backend::Durable(
+                std::env::temp_dir().join(format!("tessera-load-{}", std::process::id())),
+            )),
+            other => match other.strip_prefix("durable:") {
+                Some(dir) => Ok(Backend::Durable(dir.into())),
+                None => Err(format!(
+                    "unknown backend {other:?} (known: memory, durable, durable:DIR)"
+                )),
+            },
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
             Backend::Memory => "memory",
+            Backend::Durable(_) => "durable",
         }
     }
 
     fn open(&self) -> Result<Box<dyn Target>, String> {
         match self {
             Backend::Memory => Ok(Box::new(Engine::in_memory().map_err(|e| e.to_string())?)),
+            Backend::Durable(dir) => {
+                if dir.exists() {
+                    return Err(format!("{} exists; give a new directory", dir.display()));
+                }
+                Ok(Box::new(Engine::open(dir).map_err(|e| e.to_string())?))
+            }
+        }
+    }
+
+    /// Removes what `open` created.
+    fn clean_up(&self) {
+        if let Backend::Durable(dir) = self {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                eprintln!("tessera-load: could not remove {}: {e}", dir.display());
+            }
         }
     }
 }
@@ -155,7 +185,8 @@ struct Options {
     quick: bool,
 }
 
-const USAGE: &str = "usage: tessera-load [--backend memory] [--threads T] [--users N] \
+const USAGE: &str =
+    "usage: tessera-load [--backend memory|durable|durable:DIR] [--threads T] [--users N] \
 [--tokens-per-user K] [--duration SECONDS] [--mix op=weight,...] [--scaling] [--quick]";
 
 fn parse_args() -> Result<Options, String> {
@@ -588,6 +619,7 @@ fn main() {
         Ok(w) => w,
         Err(e) => {
             eprintln!("tessera-load: {e}");
+            o.backend.clean_up();
             std::process::exit(1);
         }
     };
@@ -659,6 +691,8 @@ fn main() {
         }
         failed |= t1.errors.iter().chain(&tn.errors).sum::<u64>() > 0;
     }
+    drop(world);
+    o.backend.clean_up();
     if failed {
         eprintln!("tessera-load: FAILED (errors above, or no operation ran)");
         std::process::exit(1);
