@@ -18,10 +18,20 @@ fn main() -> tessera::Result<()> {
     alice.tags = vec!["beta".into()];
     let created = engine.upsert_user(alice)?.created;
     engine.upsert_user(NewUser::new("bob", "Bob"))?;
-    println!("alice {}", if created { "created" } else { "already existed" });
+    println!(
+        "alice {}",
+        if created {
+            "created"
+        } else {
+            "already existed"
+        }
+    );
 
     let previous = engine.list_access_tokens("alice")?;
-    println!("alice holds {} access token(s) from earlier runs", previous.len());
+    println!(
+        "alice holds {} access token(s) from earlier runs",
+        previous.len()
+    );
     let access = engine.issue_access_token("alice", Some("alice's phone"))?;
     if let Some(revoked) = access.revoked {
         println!("alice was at the limit: token {revoked} was revoked to make room");
