@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Smoke test of the load harness: a few seconds of the mixed workload on a small engine.
+# Fails if any operation that must succeed fails. Run by scripts/test-all.sh; uses the debug
+# build `cargo test --all-targets` has already made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo run --quiet --example tessera-load -- --quick --scaling --duration 0.5
