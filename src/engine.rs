@@ -1217,7 +1217,7 @@ impl Engine {
             }
         }
         let keys = self.inner.keys.load();
-        Ok(session_token::encode(
+        session_token::encode(
             keys.active(),
             &Claims {
                 handle,
@@ -1225,7 +1225,7 @@ impl Engine {
                 iat_s: now / 1000,
                 exp_s,
             },
-        ))
+        )
     }
 
     /// Verifies a session token: its format and signature first (any failure there is

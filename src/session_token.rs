@@ -15,7 +15,7 @@ use base64::Engine as _;
 use hmac::Mac;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::key_ring::{KeyId, KeyRing, SigningKey};
 
 /// Shortest possible session token, in characters.
@@ -121,7 +121,7 @@ impl<const N: usize> Buf<N> {
 }
 
 /// Signs `claims` with `key`. The claims must be within the documented ranges.
-pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> SessionToken {
+pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> {
     debug_assert!(claims.handle >= 1 && claims.handle <= MAX_HANDLE);
     debug_assert!(claims.epoch <= MAX_EPOCH);
     debug_assert!((0..=MAX_SECONDS).contains(&claims.iat_s));
@@ -141,19 +141,31 @@ pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> SessionToken {
     payload.push_u64(claims.exp_s.max(0) as u64);
     payload.push(b"}");
 
-    let mut token = Zeroizing::new(String::with_capacity(SESSION_TOKEN_MAX_LEN));
-    URL_SAFE_NO_PAD.encode_string(header.as_slice(), &mut token);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(payload.as_slice(), &mut token);
+    // Assembled in a stack buffer with slice encoders (the string-appending encoder costs
+    // more than the HMAC's own bookkeeping), then copied once into the returned string.
+    let mut buf = Zeroizing::new([0u8; SESSION_TOKEN_MAX_LEN]);
+    let internal = || Error::new(ErrorKind::Internal, "session token buffer overflow");
+    let mut n = URL_SAFE_NO_PAD
+        .encode_slice(header.as_slice(), &mut buf[..])
+        .map_err(|_| internal())?;
+    *buf.get_mut(n).ok_or_else(internal)? = b'.';
+    n += 1;
+    n += URL_SAFE_NO_PAD
+        .encode_slice(payload.as_slice(), &mut buf[n..])
+        .map_err(|_| internal())?;
     let mut mac = key.mac.clone();
-    mac.update(token.as_bytes());
+    mac.update(&buf[..n]);
     let sig = mac.finalize().into_bytes();
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(sig, &mut token);
-    SessionToken {
-        token,
+    *buf.get_mut(n).ok_or_else(internal)? = b'.';
+    n += 1;
+    n += URL_SAFE_NO_PAD
+        .encode_slice(sig, &mut buf[n..])
+        .map_err(|_| internal())?;
+    let text = std::str::from_utf8(&buf[..n]).map_err(|_| internal())?;
+    Ok(SessionToken {
+        token: Zeroizing::new(String::from(text)),
         expires_at_ms: claims.exp_s * 1000,
-    }
+    })
 }
 
 /// Decodes strict base64url into `out`, returning the decoded length.
@@ -313,7 +325,7 @@ mod tests {
     #[test]
     fn shortest_and_longest_tokens_hit_the_documented_bounds() {
         let short_ring = ring_with_keys(1);
-        let t = encode(short_ring.active(), &claims(1, 0, 0, 0));
+        let t = encode(short_ring.active(), &claims(1, 0, 0, 0)).unwrap();
         assert_eq!(t.as_str().len(), SESSION_TOKEN_MIN_LEN);
         assert_eq!(
             verify(&short_ring, t.as_str()).unwrap().0,
@@ -330,7 +342,7 @@ mod tests {
         };
         let long_ring = KeyRing::from_stored(&stored).unwrap();
         let c = claims(MAX_HANDLE, MAX_EPOCH, MAX_SECONDS, MAX_SECONDS);
-        let t = encode(long_ring.active(), &c);
+        let t = encode(long_ring.active(), &c).unwrap();
         assert_eq!(t.as_str().len(), SESSION_TOKEN_MAX_LEN);
         assert_eq!(verify(&long_ring, t.as_str()).unwrap().0, c);
     }
@@ -349,7 +361,7 @@ mod tests {
         };
         let r = KeyRing::from_stored(&stored).unwrap();
         let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
-        let t = encode(r.active(), &c);
+        let t = encode(r.active(), &c).unwrap();
         assert_eq!(t.as_str(), GOLDEN);
         assert_eq!(verify(&r, GOLDEN).unwrap().0, c);
     }
@@ -380,7 +392,7 @@ mod tests {
     #[test]
     fn header_and_payload_are_the_documented_json() {
         let r = ring_with_keys(1);
-        let t = encode(r.active(), &claims(42, 3, 1_700_000_000, 1_700_604_800));
+        let t = encode(r.active(), &claims(42, 3, 1_700_000_000, 1_700_604_800)).unwrap();
         let parts: Vec<&str> = t.as_str().split('.').collect();
         assert_eq!(parts.len(), 3);
         let h = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
@@ -393,7 +405,7 @@ mod tests {
     fn interop_with_jsonwebtoken() {
         let r = ring_with_keys(1);
         let secret = r.to_stored().keys[0].secret;
-        let t = encode(r.active(), &claims(7, 0, 1_700_000_000, 4_000_000_000));
+        let t = encode(r.active(), &claims(7, 0, 1_700_000_000, 4_000_000_000)).unwrap();
         #[derive(serde::Deserialize)]
         struct C {
             u: u64,
@@ -482,7 +494,7 @@ mod tests {
     #[test]
     fn padding_and_stray_bits_are_rejected() {
         let r = ring_with_keys(1);
-        let t = encode(r.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001));
+        let t = encode(r.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001)).unwrap();
         let s = t.as_str();
         let (rest, sig) = s.rsplit_once('.').unwrap();
         assert!(verify(&r, &format!("{rest}.{sig}=")).is_err());
@@ -501,7 +513,7 @@ mod tests {
     fn retired_or_unknown_key_is_invalid() {
         let rng = SystemRandom::new();
         let r1 = KeyRing::generate(&rng, 0).unwrap();
-        let t = encode(r1.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001));
+        let t = encode(r1.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001)).unwrap();
         let r2 = r1.rotated(&rng, 0).unwrap();
         assert!(verify(&r2, t.as_str()).is_ok(), "old keys keep verifying");
         let r3 = r2.retired(r1.active().id).unwrap();
@@ -516,7 +528,7 @@ mod tests {
     #[test]
     fn debug_is_redacted() {
         let r = ring_with_keys(1);
-        let t = encode(r.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001));
+        let t = encode(r.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001)).unwrap();
         let shown = format!("{t:?}");
         assert!(!shown.contains(&t.as_str()[..20]));
     }
@@ -533,7 +545,7 @@ mod tests {
             let r = ring_with_keys(keys);
             let exp = (iat + ttl).min(MAX_SECONDS);
             let c = claims(handle, epoch, iat, exp);
-            let t = encode(r.active(), &c);
+            let t = encode(r.active(), &c).unwrap();
             prop_assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&t.as_str().len()));
             prop_assert_eq!(verify(&r, t.as_str()).unwrap().0, c);
         }
@@ -541,7 +553,7 @@ mod tests {
         #[test]
         fn flipping_any_character_fails(pos in 0usize..168, replacement in proptest::char::range('!', '~')) {
             let r = ring_with_keys(1);
-            let t = encode(r.active(), &claims(123_456, 7, 1_763_000_000, 1_763_604_800));
+            let t = encode(r.active(), &claims(123_456, 7, 1_763_000_000, 1_763_604_800)).unwrap();
             let s = t.as_str();
             let pos = pos % s.len();
             prop_assume!(s.as_bytes()[pos] != replacement as u8);

@@ -305,6 +305,9 @@ fn metadata_json(m: &Map<String, Value>) -> String {
 /// Checks a user id against the policy and returns it normalised (lowercased when the
 /// configuration says so). Used on create and on every lookup.
 pub(crate) fn normalize_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<'a, str>> {
+    if id.is_ascii() {
+        return normalize_ascii_user_id(config, id);
+    }
     let chars = id.chars().count();
     if chars == 0 {
         return Err(Error::new(ErrorKind::InvalidUserId, "user id is empty"));
@@ -343,6 +346,45 @@ pub(crate) fn normalize_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<
                 ));
             }
             Cow::Owned(lower)
+        }
+        _ => Cow::Borrowed(id),
+    })
+}
+
+/// The same rules as [`normalize_user_id`] for the common all-ASCII id, byte by byte: this
+/// runs on every lookup, including every token issue.
+fn normalize_ascii_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<'a, str>> {
+    let len = id.len();
+    if len == 0 {
+        return Err(Error::new(ErrorKind::InvalidUserId, "user id is empty"));
+    }
+    if len > config.user_id_max_chars {
+        return Err(Error::new(
+            ErrorKind::InvalidUserId,
+            format!(
+                "user id is {len} characters; the limit is {}",
+                config.user_id_max_chars
+            ),
+        ));
+    }
+    let bad = match config.user_id_policy {
+        UserIdPolicy::Strict => id
+            .bytes()
+            .find(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')),
+        // ASCII whitespace is the space plus control characters.
+        _ => id
+            .bytes()
+            .find(|b| b.is_ascii_control() || matches!(b, b' ' | b'/' | b'?' | b'#' | b'%')),
+    };
+    if let Some(b) = bad {
+        return Err(Error::new(
+            ErrorKind::InvalidUserId,
+            format!("user id contains the forbidden character {:?}", b as char),
+        ));
+    }
+    Ok(match config.user_id_case {
+        UserIdCase::Lowercase if id.bytes().any(|b| b.is_ascii_uppercase()) => {
+            Cow::Owned(id.to_ascii_lowercase())
         }
         _ => Cow::Borrowed(id),
     })
@@ -573,6 +615,33 @@ mod tests {
         }
         for good in ["alice", "Ünïcødé", "user.name+tag@x", "😀", "a-b_c"] {
             assert!(normalize_user_id(&c, good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_with_the_general_rules() {
+        for policy in [UserIdPolicy::Default, UserIdPolicy::Strict] {
+            for case in [UserIdCase::Preserve, UserIdCase::Lowercase] {
+                let c = Config {
+                    user_id_policy: policy,
+                    user_id_case: case,
+                    ..cfg()
+                };
+                for b in 0u8..128 {
+                    let id = format!("a{}Z", b as char);
+                    // "é" forces the general path; compare its verdict on the same ASCII part.
+                    let general = normalize_user_id(&c, &format!("{id}é"))
+                        .map(|s| s.trim_end_matches('é').to_owned());
+                    let fast = normalize_user_id(&c, &id).map(|s| s.into_owned());
+                    match policy {
+                        UserIdPolicy::Strict => assert!(general.is_err()),
+                        _ => assert_eq!(fast.is_ok(), general.is_ok(), "byte {b}"),
+                    }
+                    if let (Ok(f), Ok(g)) = (&fast, &general) {
+                        assert_eq!(f, g, "byte {b}");
+                    }
+                }
+            }
         }
     }
 
