@@ -148,12 +148,18 @@ pub(crate) fn parse(text: &str) -> Result<(u64, TokenDigest)> {
         Ok(4) if checksum(head) == crc => {}
         _ => return Err(Error::invalid_token()),
     }
+    // Only the handle is decoded (its 8 bytes are the first 12 characters, 9 bytes): the rest
+    // of the body is never needed as bytes, and a token altered anywhere after it, checksum
+    // and all, cannot match a stored digest, which covers the whole text.
     let body = &head[ACCESS_TOKEN_PREFIX.len()..];
-    let mut secret = Zeroizing::new([0u8; 41]);
-    match URL_SAFE_NO_PAD.decode_slice(body, &mut secret[..]) {
-        Ok(40) => {
+    if !body.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(Error::invalid_token());
+    }
+    let mut lead = [0u8; 9];
+    match URL_SAFE_NO_PAD.decode_slice(&body[..12], &mut lead) {
+        Ok(9) => {
             let mut h = [0u8; 8];
-            h.copy_from_slice(&secret[..8]);
+            h.copy_from_slice(&lead[..8]);
             Ok((u64::from_be_bytes(h), digest_of(text)))
         }
         _ => Err(Error::invalid_token()),
