@@ -5,9 +5,10 @@
 //! ```text
 //! cargo run --release --example tessera-load -- [OPTIONS]
 //!
-//!   --backend B              memory (default), durable (a new temporary directory) or
-//!                            durable:DIR (DIR must not exist); durable data is removed at
-//!                            the end. Every durable write syncs: use --users in thousands
+//!   --backend B              memory (default), durable (a new temporary directory),
+//!                            durable:DIR (DIR must not exist), or c-abi (in memory, every
+//!                            call through the tessera_* C functions); durable data is removed
+//!                            at the end. Every durable write syncs: use --users in thousands
 //!   --threads T              worker threads (default 2)
 //!   --users N                users created before the run (default 1000000)
 //!   --tokens-per-user K      access tokens issued to each user (default 3)
@@ -33,7 +34,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tessera::{Engine, NewUser};
+use tessera::{ffi, Engine, NewUser};
 
 // ----- operations ------------------------------------------------------------------------
 
@@ -89,19 +90,24 @@ enum Backend {
     /// directory must not exist yet (the harness creates it and removes it at the end), so a
     /// run never touches real data.
     Durable(std::path::PathBuf),
+    /// An in-memory engine driven through the C ABI (`tessera_*` functions), exactly as a C
+    /// chat server calls it: same entry points, panic boundary, last-error handling and
+    /// caller-owned output buffers.
+    CAbi,
 }
 
 impl Backend {
     fn parse(s: &str) -> Result<Backend, String> {
         match s {
             "memory" => Ok(Backend::Memory),
+            "c-abi" => Ok(Backend::CAbi),
             "durable" => Ok(Backend::Durable(
                 std::env::temp_dir().join(format!("tessera-load-{}", std::process::id())),
             )),
             other => match other.strip_prefix("durable:") {
                 Some(dir) => Ok(Backend::Durable(dir.into())),
                 None => Err(format!(
-                    "unknown backend {other:?} (known: memory, durable, durable:DIR)"
+                    "unknown backend {other:?} (known: memory, durable, durable:DIR, c-abi)"
                 )),
             },
         }
@@ -111,6 +117,7 @@ impl Backend {
         match self {
             Backend::Memory => "memory",
             Backend::Durable(_) => "durable",
+            Backend::CAbi => "c-abi",
         }
     }
 
@@ -123,6 +130,7 @@ impl Backend {
                 }
                 Ok(Box::new(Engine::open(dir).map_err(|e| e.to_string())?))
             }
+            Backend::CAbi => Ok(Box::new(CAbi::open()?)),
         }
     }
 
@@ -171,6 +179,109 @@ impl Target for Engine {
     }
 }
 
+/// An engine handle owned through the C ABI.
+struct CAbi(*mut ffi::tessera_engine);
+
+// SAFETY: the header documents `const tessera_engine *` as safe to use from many threads at
+// once, and the handle is freed only in Drop, after every thread has finished.
+unsafe impl Send for CAbi {}
+unsafe impl Sync for CAbi {}
+
+impl CAbi {
+    fn open() -> Result<CAbi, String> {
+        let mut e = std::ptr::null_mut();
+        // SAFETY: `e` is a valid out-pointer.
+        match unsafe { ffi::tessera_engine_open_in_memory(&mut e) } {
+            ffi::tessera_status::TESSERA_OK => Ok(CAbi(e)),
+            s => Err(format!("tessera_engine_open_in_memory: {s:?}")),
+        }
+    }
+
+    fn ok(s: ffi::tessera_status) -> bool {
+        s == ffi::tessera_status::TESSERA_OK
+    }
+}
+
+impl Drop for CAbi {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tessera_engine_open_in_memory and is freed once.
+        unsafe { ffi::tessera_engine_free(self.0) }
+    }
+}
+
+fn c(s: &str) -> *const std::os::raw::c_char {
+    s.as_ptr().cast()
+}
+
+impl Target for CAbi {
+    fn create_user(&self, id: &str) -> bool {
+        let json = format!(r#"{{"user_id":"{id}","nickname":"n"}}"#);
+        let mut out = std::ptr::null_mut();
+        // SAFETY: input valid for its length; `out` a valid out-pointer, freed below.
+        let ok =
+            Self::ok(unsafe { ffi::tessera_user_create(self.0, c(&json), json.len(), &mut out) });
+        // SAFETY: `out` is NULL or a string this library returned.
+        unsafe { ffi::tessera_string_free(out) };
+        ok
+    }
+    fn issue_access(&self, id: &str) -> Option<String> {
+        let mut buf = [0u8; ffi::TESSERA_ACCESS_TOKEN_LEN + 1];
+        let (mut len, mut token_id, mut evicted) = (0usize, 0u64, 0u64);
+        // SAFETY: every pointer is valid for the length given with it.
+        let s = unsafe {
+            ffi::tessera_access_token_issue(
+                self.0,
+                c(id),
+                id.len(),
+                std::ptr::null(),
+                0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut len,
+                &mut token_id,
+                &mut evicted,
+            )
+        };
+        Self::ok(s).then(|| String::from_utf8_lossy(&buf[..len]).into_owned())
+    }
+    fn issue_session(&self, id: &str) -> Option<String> {
+        let mut buf = [0u8; tessera::SESSION_TOKEN_MAX_LEN + 1];
+        let (mut len, mut exp) = (0usize, 0i64);
+        // SAFETY: every pointer is valid for the length given with it.
+        let s = unsafe {
+            ffi::tessera_session_token_issue(
+                self.0,
+                c(id),
+                id.len(),
+                0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut len,
+                &mut exp,
+            )
+        };
+        Self::ok(s).then(|| String::from_utf8_lossy(&buf[..len]).into_owned())
+    }
+    fn verify_access(&self, token: &str) -> bool {
+        let mut out = std::mem::MaybeUninit::<ffi::tessera_verified_access_token>::uninit();
+        // SAFETY: token valid for its length; `out` valid for one write.
+        Self::ok(unsafe {
+            ffi::tessera_access_token_verify(self.0, c(token), token.len(), out.as_mut_ptr())
+        })
+    }
+    fn verify_session(&self, token: &str) -> bool {
+        let mut out = std::mem::MaybeUninit::<ffi::tessera_verified_session>::uninit();
+        // SAFETY: token valid for its length; `out` valid for one write.
+        Self::ok(unsafe {
+            ffi::tessera_session_token_verify(self.0, c(token), token.len(), out.as_mut_ptr())
+        })
+    }
+    fn revoke_sessions(&self, id: &str) -> bool {
+        // SAFETY: id valid for its length.
+        Self::ok(unsafe { ffi::tessera_session_token_revoke(self.0, c(id), id.len()) })
+    }
+}
+
 // ----- options ---------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -186,7 +297,7 @@ struct Options {
 }
 
 const USAGE: &str =
-    "usage: tessera-load [--backend memory|durable|durable:DIR] [--threads T] [--users N] \
+    "usage: tessera-load [--backend memory|durable|durable:DIR|c-abi] [--threads T] [--users N] \
 [--tokens-per-user K] [--duration SECONDS] [--mix op=weight,...] [--scaling] [--quick]";
 
 fn parse_args() -> Result<Options, String> {

@@ -5,3 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo run --quiet --example tessera-load -- --quick --scaling --duration 0.5
+cargo run --quiet --example tessera-load -- --quick --backend c-abi --duration 0.5
+cargo run --quiet --example tessera-load -- --quick --backend durable --users 200 --duration 0.5

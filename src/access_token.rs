@@ -152,7 +152,10 @@ pub(crate) fn parse(text: &str) -> Result<(u64, TokenDigest)> {
     // of the body is never needed as bytes, and a token altered anywhere after it, checksum
     // and all, cannot match a stored digest, which covers the whole text.
     let body = &head[ACCESS_TOKEN_PREFIX.len()..];
-    if !body.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !body
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(Error::invalid_token());
     }
     let mut lead = [0u8; 9];
