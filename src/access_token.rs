@@ -12,9 +12,9 @@ use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::constant_time;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The prefix every access token starts with.
@@ -79,7 +79,7 @@ pub(crate) struct TokenDigest(pub [u8; 32]);
 
 impl PartialEq for TokenDigest {
     fn eq(&self, other: &TokenDigest) -> bool {
-        self.0.ct_eq(&other.0).into()
+        constant_time::eq(&self.0, &other.0)
     }
 }
 

@@ -21,6 +21,7 @@
 mod access_token;
 mod clock;
 mod config;
+mod constant_time;
 mod device;
 mod engine;
 mod error;
