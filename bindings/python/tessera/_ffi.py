@@ -45,6 +45,7 @@ ACCESS_TOKEN_LEN = 65
 SESSION_TOKEN_MAX_LEN = 168
 USER_ID_BUF_SIZE = 765
 KEY_ID_BUF_SIZE = 4
+KEY_SECRET_LEN = 32
 EVENT_DRAIN_MAX = 65536
 MAX_INPUT_LEN = 16 * 1024 * 1024
 SESSION_DEFAULT_EXPIRY = 0
@@ -128,6 +129,12 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_engine_open_in_memory_with_config": (
         status, [text, c_size_t, POINTER(ENGINE_P)]
     ),
+    "tessera_engine_open": (status, [text, c_size_t, text, c_size_t, POINTER(ENGINE_P)]),
+    "tessera_engine_open_salvage": (
+        status, [text, c_size_t, text, c_size_t, POINTER(ENGINE_P), POINTER(STRING_P)]
+    ),
+    "tessera_engine_compact": (status, [ENGINE_P]),
+    "tessera_engine_store_stats": (status, [ENGINE_P, POINTER(STRING_P)]),
     "tessera_engine_free": (None, [ENGINE_P]),
     "tessera_engine_user_count": (status, [ENGINE_P, size_p]),
     "tessera_event_drain": (status, [ENGINE_P, c_size_t, POINTER(STRING_P)]),
@@ -135,6 +142,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_key_rotate": (status, [ENGINE_P, POINTER(STRING_P)]),
     "tessera_key_retire": (status, [ENGINE_P, text, c_size_t]),
     "tessera_key_list": (status, [ENGINE_P, POINTER(STRING_P)]),
+    "tessera_key_export": (status, [ENGINE_P, text, c_size_t, c_void_p]),
     "tessera_string_ptr": (c_void_p, [STRING_P]),
     "tessera_string_len": (c_size_t, [STRING_P]),
     "tessera_string_free": (None, [STRING_P]),
@@ -183,16 +191,6 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_abi_version": (c_uint32, []),
 }
 
-#: Functions the binding can live without: features that arrive with later library builds.
-#: When missing, the attribute is ``None`` and the Python method using it raises
-#: ``NotImplementedError`` naming the function.
-_OPTIONAL: Dict[str, Tuple[Any, Sequence[Any]]] = {
-    # The durable store (Engine.open). Signature announced in src/ffi/engine.rs:
-    # tessera_engine_open(dir, dir_len, config_json, config_len, &engine).
-    "tessera_engine_open": (status, [text, c_size_t, text, c_size_t, POINTER(ENGINE_P)]),
-}
-
-
 class _Lib:
     """The loaded library with every function declared; attributes are the C functions."""
 
@@ -212,12 +210,6 @@ class _Lib:
                 continue
             fn.restype = restype
             fn.argtypes = list(argtypes)
-            setattr(self, name, fn)
-        for name, (restype, argtypes) in _OPTIONAL.items():
-            fn = getattr(cdll, name, None)
-            if fn is not None:
-                fn.restype = restype
-                fn.argtypes = list(argtypes)
             setattr(self, name, fn)
         if missing:
             raise AbiVersionMismatch(

@@ -7,12 +7,12 @@ import os
 import sys
 import threading
 import weakref
-from ctypes import byref, c_bool, c_int64, c_size_t, c_uint64, c_void_p
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from ctypes import byref, c_bool, c_int64, c_size_t, c_uint8, c_uint64, c_void_p, memset
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi
 from ._ffi import lib
-from .errors import EngineClosed, TesseraError
+from .errors import EngineClosed, TesseraError, error_class
 from .types import (
     AccessTokenInfo,
     AuthMethod,
@@ -26,6 +26,7 @@ from .types import (
     ProfileImage,
     PushMode,
     SessionToken,
+    StoreStats,
     Upserted,
     User,
     UserPage,
@@ -99,12 +100,21 @@ def _json(value: Any) -> bytes:
     )
 
 
-def _config_json(config: Mapping[str, Any]) -> bytes:
+def _config_json(config: Mapping[str, Any], sync_mode: Any = None) -> bytes:
     unknown = sorted(set(config) - CONFIG_FIELDS)
     if unknown:
         raise TypeError(f"unknown Tessera config field(s): {', '.join(unknown)}")
-    return _json({k: (str(v) if k in ("user_id_policy", "user_id_case") else v)
-                  for k, v in config.items()})
+    d = {k: (str(v) if k in ("user_id_policy", "user_id_case") else v)
+         for k, v in config.items()}
+    if sync_mode is not None:
+        d["sync_mode"] = dict(sync_mode) if isinstance(sync_mode, Mapping) else sync_mode
+    return _json(d)
+
+
+def _dir_arg(path: Union[str, "os.PathLike[str]"]) -> bytes:
+    # The C ABI takes UTF-8 paths; a path that is not UTF-8 (surrogate-escaped bytes) fails
+    # there with InvalidUtf8 rather than being guessed at here.
+    return os.fsencode(os.fspath(path))
 
 
 class _Handle:
@@ -211,21 +221,51 @@ class Engine:
         return cls(out)
 
     @classmethod
-    def open(cls, path: Union[str, "os.PathLike[str]"], **config: Any) -> "Engine":
-        """Opens (creating if needed) a durable engine in the data directory ``path``.
-        Raises :class:`~tessera.Locked` when another process holds it. Configuration keywords
-        as for :meth:`in_memory`."""
-        fn = lib.tessera_engine_open
-        if fn is None:
-            raise NotImplementedError(
-                f"the Tessera library at {lib.path} has no durable store "
-                "(tessera_engine_open); only Engine.in_memory() is available"
-            )
-        p = os.fsencode(os.fspath(path))
+    def open(
+        cls,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        sync_mode: Union[str, Mapping[str, int], None] = None,
+        **config: Any,
+    ) -> "Engine":
+        """Opens (creating it if needed) a durable engine in the data directory ``path``.
+
+        ``sync_mode`` is ``"durable"`` (the default: a write returns once it is synced to
+        disk, concurrent writers sharing syncs) or ``{"relaxed_ms": N}`` with N in 1..=60000
+        (writes are synced in the background every N ms; a crash loses at most the last N ms).
+        Other keywords are configuration fields, as for :meth:`in_memory`.
+
+        Raises :class:`~tessera.Locked` when another engine (in this process or another) has
+        the directory open, :class:`~tessera.Corrupt` when stored data is damaged (see
+        :meth:`open_salvage`), :class:`~tessera.IoError` and
+        :class:`~tessera.UnsupportedFormat`."""
+        p = _dir_arg(path)
+        cfg = _config_json(config, sync_mode) if config or sync_mode is not None else None
+        out = _ffi.ENGINE_P()
+        _ffi.check(lib.tessera_engine_open(p, len(p), cfg, len(cfg) if cfg else 0, byref(out)))
+        return cls(out)
+
+    @classmethod
+    def open_salvage(
+        cls, path: Union[str, "os.PathLike[str]"], **config: Any
+    ) -> Tuple["Engine", Optional[TesseraError]]:
+        """Opens a damaged data directory read-only: every record before the first damaged one
+        is loaded, nothing on disk changes, and every write raises :class:`~tessera.ReadOnly`.
+        Returns the engine and the damage that stopped loading (a :class:`~tessera.Corrupt`
+        carrying the file and offset), or ``None`` when the directory was intact. Several
+        salvage engines may share a directory; a read-write :meth:`open` may not
+        (:class:`~tessera.Locked`)."""
+        p = _dir_arg(path)
         cfg = _config_json(config) if config else None
         out = _ffi.ENGINE_P()
-        _ffi.check(fn(p, len(p), cfg, len(cfg) if cfg else 0, byref(out)))
-        return cls(out)
+        damage = _ffi.STRING_P()
+        _ffi.check(lib.tessera_engine_open_salvage(
+            p, len(p), cfg, len(cfg) if cfg else 0, byref(out), byref(damage)))
+        engine = cls(out)
+        if not damage:
+            return engine, None
+        d = json.loads(_ffi.take_string(damage))
+        return engine, error_class(d["code"])(d["message"], d["code"])
 
     def close(self) -> None:
         """Frees the engine, after waiting for calls in flight on other threads. Idempotent;
@@ -246,6 +286,16 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<tessera.Engine {'closed' if self._h.closed else 'open'}>"
+
+    def compact(self) -> None:
+        """Writes a snapshot and starts a fresh journal so the next open replays less (durable
+        engines also do this on their own); does nothing in memory. Raises
+        :class:`~tessera.ReadOnly` on a salvage engine."""
+        self._call(lib.tessera_engine_compact)
+
+    def store_stats(self) -> StoreStats:
+        """Journal counters since the engine was opened (all zero in memory)."""
+        return StoreStats.from_json(self._call_string(lib.tessera_engine_store_stats))
 
     # ----- call plumbing ------------------------------------------------------------------
 
@@ -608,6 +658,23 @@ class Engine:
         or :class:`~tessera.KeyActive` for the active key."""
         k = _ffi.utf8(key_id, "key_id")
         self._call(lib.tessera_key_retire, k, len(k))
+
+    def export_key(self, key_id: str) -> bytes:
+        """The 32-byte secret of a live signing key, so another service can verify session
+        tokens with any HS256 JWT library (``jwt.decode(token, key, algorithms=["HS256"])``;
+        the token header's ``kid`` is the key id).
+
+        **Secret**: whoever holds it can mint session tokens for any user until the key is
+        retired. Do not log it, keep it no longer than needed. Such a verifier checks signature
+        and expiry only: revoked sessions pass it until they expire. Raises
+        :class:`~tessera.KeyNotFound` for an unknown or retired key."""
+        k = _ffi.utf8(key_id, "key_id")
+        buf = (c_uint8 * _ffi.KEY_SECRET_LEN)()
+        try:
+            self._call(lib.tessera_key_export, k, len(k), buf)
+            return bytes(buf)
+        finally:
+            memset(buf, 0, _ffi.KEY_SECRET_LEN)
 
     def keys(self) -> List[KeyInfo]:
         """Every live signing key, oldest first (never the secrets)."""
