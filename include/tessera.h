@@ -78,6 +78,11 @@
 #define TESSERA_EVENT_DRAIN_MAX 65536
 
 /**
+ * Size in bytes of a signing key secret, as written by `tessera_key_export`.
+ */
+#define TESSERA_KEY_SECRET_LEN 32
+
+/**
  * Longest possible session token, in bytes. A buffer for any session token needs
  * `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
  */
@@ -316,7 +321,8 @@ typedef struct tessera_bytes tessera_bytes;
 
 /**
  * An engine handle. Opened with `tessera_engine_open_in_memory` (or
- * `tessera_engine_open_in_memory_with_config`), freed with `tessera_engine_free`.
+ * `tessera_engine_open_in_memory_with_config`), `tessera_engine_open` (durable, on a data
+ * directory) or `tessera_engine_open_salvage` (read-only); freed with `tessera_engine_free`.
  *
  * Every function taking a `const tessera_engine *` may be called on the same handle from any
  * number of threads at once; readers (verify, get, list) do not block each other. Only
@@ -582,6 +588,8 @@ tessera_status tessera_engine_open_in_memory(struct tessera_engine **out_engine)
  * `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
  * `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
  * `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
+ * `sync_mode` (see `tessera_engine_open`) is accepted only as `"durable"`, which an
+ * in-memory engine trivially is.
  *
  * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
  * failure leaves it untouched. Thread-safe.
@@ -595,7 +603,101 @@ tessera_status tessera_engine_open_in_memory_with_config(const char *config_json
                                                          struct tessera_engine **out_engine);
 
 /**
+ * Opens (creating it if needed) a durable engine on the data directory `dir`.
+ *
+ * `dir` (UTF-8, `dir_len` bytes, not NUL-terminated) is the directory path, relative to the
+ * working directory or absolute; an empty path is `TESSERA_INVALID_ARGUMENT`. The state is
+ * loaded from the newest snapshot and the journal, and every later change is journaled before
+ * the call that made it returns.
+ *
+ * `config_json` is as for `tessera_engine_open_in_memory_with_config` (NULL, 0 for the
+ * defaults), plus one optional field, `sync_mode`:
+ * - `"durable"` (the default): a write call returns after its record is synced with
+ *   `fdatasync`; concurrent writers share syncs. Nothing acknowledged is lost on power failure.
+ * - `{"relaxed_ms": N}` (N in 1..=60000): a background thread syncs every N ms and write calls
+ *   return once the record is buffered; a crash or power failure loses at most the last N ms
+ *   of acknowledged writes, and the directory stays consistent.
+ *
+ * Fails with `TESSERA_LOCKED` when another engine has `dir` open, in this process or another
+ * (the lock is released by `tessera_engine_free`, or by the kernel when the process dies);
+ * `TESSERA_CORRUPT` when stored data is damaged anywhere but in a torn final record (see
+ * `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT`; `TESSERA_IO`. Note that a
+ * background compaction holds the directory for a moment after the engine that started it
+ * is freed, so a reopen right after `tessera_engine_free` can briefly see `TESSERA_LOCKED`.
+ *
+ * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
+ * also releases the directory); on failure leaves it untouched. Thread-safe.
+ *
+ * # Safety
+ * `dir` must be valid for `dir_len` bytes and `config_json` for `config_len` bytes (or NULL
+ * with 0); `out_engine`, unless NULL, valid for one pointer write.
+ */
+tessera_status tessera_engine_open(const char *dir,
+                                   size_t dir_len,
+                                   const char *config_json,
+                                   size_t config_len,
+                                   struct tessera_engine **out_engine);
+
+/**
+ * Opens a damaged data directory read-only, to get out what is still readable.
+ *
+ * Loads every record before the first damaged one and stops there; nothing on disk is changed.
+ * Every write call on the engine fails with `TESSERA_READ_ONLY`; reads (get, list, verify,
+ * `tessera_key_export`) work. Several salvage opens of one directory may coexist, but not
+ * with a read-write `tessera_engine_open` (`TESSERA_LOCKED` either way round). A directory
+ * that does not exist is `TESSERA_IO` (salvage creates nothing).
+ *
+ * `dir` and `config_json` are as for `tessera_engine_open` (`sync_mode` is accepted and has
+ * no effect: nothing is written). On success writes a new handle to `*out_engine` (free with
+ * `tessera_engine_free`), and, if `out_damage` is not NULL, the damage that stopped loading
+ * to `*out_damage` as `{"code": 51, "message": "..."}` (a `tessera_string` to free with
+ * `tessera_string_free`), or NULL when the directory was intact. On failure neither is
+ * written. Thread-safe.
+ *
+ * # Safety
+ * As `tessera_engine_open`; `out_damage`, unless NULL, valid for one pointer write.
+ */
+tessera_status tessera_engine_open_salvage(const char *dir,
+                                           size_t dir_len,
+                                           const char *config_json,
+                                           size_t config_len,
+                                           struct tessera_engine **out_engine,
+                                           struct tessera_string **out_damage);
+
+/**
+ * Writes a snapshot of the whole state and starts a fresh journal, so the next open replays
+ * less, and deletes the files (and profile images no user refers to) that the snapshot makes
+ * obsolete. Durable engines also compact on their own when the journal outgrows the last
+ * snapshot; an in-memory engine does nothing here. Readers are never blocked; writers wait
+ * only while the state is copied out. Fails with `TESSERA_READ_ONLY` on a salvage engine and
+ * `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
+ * record). Thread-safe; concurrent compactions run one at a time.
+ *
+ * # Safety
+ * `engine` must be a live handle.
+ */
+tessera_status tessera_engine_compact(const struct tessera_engine *engine);
+
+/**
+ * Writes the journal counters of a durable engine since it was opened to `*out_stats`
+ * (required) as a JSON object: `{"records_synced": N, "syncs": N, "bytes_written": N}`, all
+ * zero for an in-memory or salvage engine. `records_synced / syncs` is how many writes shared
+ * each `fdatasync`. New counters may be added to the object; ignore fields you do not know.
+ * Free the string with `tessera_string_free`. Thread-safe.
+ *
+ * # Safety
+ * `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
+ */
+tessera_status tessera_engine_store_stats(const struct tessera_engine *engine,
+                                          struct tessera_string **out_stats);
+
+/**
  * Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
+ *
+ * A durable engine first syncs what a relaxed `sync_mode` still buffers, then releases its
+ * data directory (unless a background compaction it started is still running; that keeps the
+ * directory until it finishes). A failure of that last sync cannot be reported: use
+ * `"durable"` sync when every acknowledged write matters.
  *
  * No other call may be using `engine` (from any thread) while, or after, it is freed.
  *
@@ -673,6 +775,29 @@ tessera_status tessera_key_retire(const struct tessera_engine *engine,
  */
 tessera_status tessera_key_list(const struct tessera_engine *engine,
                                 struct tessera_string **out_keys);
+
+/**
+ * Copies the secret of the live signing key `key_id` into `out_key`, which must have room for
+ * `TESSERA_KEY_SECRET_LEN` (32) bytes, so another service can verify Tessera session tokens
+ * with any HS256 JWT library (the token header's `kid` names the key).
+ *
+ * **This is secret material.** Whoever holds it can mint session tokens for every user that
+ * verify until the key is retired: keep it out of logs, send it only over an authenticated,
+ * encrypted channel, and wipe the buffer when done (e.g. `explicit_bzero`). The key id comes
+ * from `tessera_key_list` or a verified token's `key_id`.
+ *
+ * Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id),
+ * `TESSERA_NULL_POINTER` (`out_key` or `engine` NULL) or `TESSERA_INVALID_UTF8`; on failure
+ * `out_key` is not written. Works on salvage engines. Thread-safe.
+ *
+ * # Safety
+ * `key_id` valid for `key_id_len` bytes; `out_key`, unless NULL, valid for writes of 32 bytes;
+ * `engine` a live handle.
+ */
+tessera_status tessera_key_export(const struct tessera_engine *engine,
+                                  const char *key_id,
+                                  size_t key_id_len,
+                                  uint8_t *out_key);
 
 /**
  * The text of `s`, NUL-terminated UTF-8. Valid until `tessera_string_free(s)`.

@@ -13,6 +13,7 @@
 #ifndef TESSERA_HPP
 #define TESSERA_HPP
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -145,6 +146,33 @@ public:
         return Engine(e);
     }
 
+    /// A durable engine on the data directory `dir` (created if missing). `config_json` as
+    /// for in_memory, plus an optional "sync_mode": "durable" (default) or {"relaxed_ms": N}.
+    /// Throws Error with TESSERA_LOCKED when another engine has the directory open.
+    static Engine open(std::string_view dir, std::string_view config_json = {}) {
+        tessera_engine *e = nullptr;
+        detail::check(tessera_engine_open(dir.data(), dir.size(), config_json.data(),
+                                          config_json.size(), &e));
+        return Engine(e);
+    }
+
+    /// A read-only engine on a damaged data directory, holding every record before the
+    /// damage; its writes throw TESSERA_READ_ONLY. The second member is the damage as JSON
+    /// ({"code": 51, "message": ...}), or nullopt when the directory was intact.
+    static std::pair<Engine, std::optional<std::string>> open_salvage(
+        std::string_view dir, std::string_view config_json = {}) {
+        tessera_engine *e = nullptr;
+        tessera_string *damage = nullptr;
+        detail::check(tessera_engine_open_salvage(dir.data(), dir.size(), config_json.data(),
+                                                  config_json.size(), &e, &damage));
+        Engine engine(e);
+        std::optional<std::string> d;
+        if (damage != nullptr) {
+            d = detail::take(damage);
+        }
+        return {std::move(engine), std::move(d)};
+    }
+
     Engine(Engine &&other) noexcept : e_(std::exchange(other.e_, nullptr)) {}
     Engine &operator=(Engine &&other) noexcept {
         if (this != &other) {
@@ -159,6 +187,16 @@ public:
 
     /// The C handle, for calls the wrapper does not cover.
     const tessera_engine *get() const noexcept { return e_; }
+
+    /// Snapshot + fresh journal (see tessera_engine_compact); nothing in memory.
+    void compact() const { detail::check(tessera_engine_compact(e_)); }
+
+    /// Journal counters as JSON: {"records_synced", "syncs", "bytes_written"}.
+    std::string store_stats() const {
+        tessera_string *out = nullptr;
+        detail::check(tessera_engine_store_stats(e_, &out));
+        return detail::take(out);
+    }
 
     size_t user_count() const {
         size_t n = 0;
@@ -385,6 +423,14 @@ public:
 
     void retire_key(std::string_view key_id) const {
         detail::check(tessera_key_retire(e_, key_id.data(), key_id.size()));
+    }
+
+    /// SECRET: the 32-byte HMAC key `key_id`, for verifying session tokens with another HS256
+    /// JWT library. Whoever holds it can mint tokens; wipe the array when done.
+    std::array<uint8_t, TESSERA_KEY_SECRET_LEN> export_key(std::string_view key_id) const {
+        std::array<uint8_t, TESSERA_KEY_SECRET_LEN> key{};
+        detail::check(tessera_key_export(e_, key_id.data(), key_id.size(), key.data()));
+        return key;
     }
 
     std::string list_keys() const {

@@ -4,14 +4,20 @@ use std::ffi::c_char;
 
 use serde::Deserialize;
 
+use std::path::Path;
+use std::time::Duration;
+
 use super::boundary::Failure;
-use super::io::{json_in, non_null, write_out};
-use super::status::tessera_status;
+use super::io::{fail, json_in, non_null, str_in, write_out};
+use super::owned::tessera_string;
+use super::status::tessera_status::{self, *};
 use crate::config::{Config, UserIdCase, UserIdPolicy};
 use crate::engine::Engine;
+use crate::store::SyncMode;
 
 /// An engine handle. Opened with `tessera_engine_open_in_memory` (or
-/// `tessera_engine_open_in_memory_with_config`), freed with `tessera_engine_free`.
+/// `tessera_engine_open_in_memory_with_config`), `tessera_engine_open` (durable, on a data
+/// directory) or `tessera_engine_open_salvage` (read-only); freed with `tessera_engine_free`.
 ///
 /// Every function taking a `const tessera_engine *` may be called on the same handle from any
 /// number of threads at once; readers (verify, get, list) do not block each other. Only
@@ -42,10 +48,11 @@ unsafe fn give(engine: Engine, out: *mut *mut tessera_engine) -> Result<(), Fail
 }
 
 /// Configuration as JSON: every field of `tessera::Config` is optional and defaults to its
-/// documented default.
+/// documented default; `sync_mode` (durable opens only) is the builder's `SyncMode`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigJson {
+    sync_mode: Option<SyncJson>,
     user_id_max_chars: Option<usize>,
     user_id_policy: Option<PolicyJson>,
     user_id_case: Option<CaseJson>,
@@ -75,6 +82,32 @@ struct ConfigJson {
     event_queue_capacity: Option<usize>,
 }
 
+/// `"durable"` or `{"relaxed_ms": N}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum SyncJson {
+    Durable,
+    RelaxedMs(u64),
+}
+
+/// Longest relaxed sync interval accepted: beyond a minute "relaxed" is "unsynced".
+const RELAXED_SYNC_MAX_MS: u64 = 60_000;
+
+impl SyncJson {
+    fn into_mode(self) -> Result<SyncMode, Failure> {
+        match self {
+            SyncJson::Durable => Ok(SyncMode::Durable),
+            SyncJson::RelaxedMs(ms @ 1..=RELAXED_SYNC_MAX_MS) => {
+                Ok(SyncMode::Relaxed(Duration::from_millis(ms)))
+            }
+            SyncJson::RelaxedMs(ms) => fail(
+                TESSERA_INVALID_ARGUMENT,
+                format!("sync_mode relaxed_ms must be 1..={RELAXED_SYNC_MAX_MS}, got {ms}"),
+            ),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum PolicyJson {
@@ -90,6 +123,24 @@ enum CaseJson {
 }
 
 impl ConfigJson {
+    /// The configuration and sync mode of `(config_json, config_len)`; (NULL, 0) is all
+    /// defaults.
+    ///
+    /// # Safety
+    /// As [`json_in`].
+    unsafe fn parse(ptr: *const c_char, len: usize) -> Result<(Config, SyncMode), Failure> {
+        if ptr.is_null() && len == 0 {
+            return Ok((Config::default(), SyncMode::default()));
+        }
+        // SAFETY: forwarded contract.
+        let mut json = unsafe { json_in::<ConfigJson>(ptr, len, "config") }?;
+        let sync = match json.sync_mode.take() {
+            Some(s) => s.into_mode()?,
+            None => SyncMode::default(),
+        };
+        Ok((json.into_config(), sync))
+    }
+
     fn into_config(self) -> Config {
         let mut c = Config::default();
         macro_rules! set {
@@ -165,6 +216,8 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
 /// `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
 /// `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
 /// `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
+/// `sync_mode` (see `tessera_engine_open`) is accepted only as `"durable"`, which an
+/// in-memory engine trivially is.
 ///
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
 /// failure leaves it untouched. Thread-safe.
@@ -180,23 +233,188 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
 ) -> tessera_status {
     ffi_boundary!({
         non_null(out_engine, "out_engine")?;
-        let config = if config_json.is_null() && config_len == 0 {
-            Config::default()
-        } else {
-            // SAFETY: the caller's contract.
-            unsafe { json_in::<ConfigJson>(config_json, config_len, "config") }?.into_config()
-        };
+        // SAFETY: the caller's contract.
+        let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
+        if !matches!(sync, SyncMode::Durable) {
+            return fail(
+                TESSERA_INVALID_ARGUMENT,
+                "sync_mode applies to durable engines (tessera_engine_open) only",
+            );
+        }
         let engine = Engine::builder().config(config).in_memory()?;
         // SAFETY: checked non-NULL; the caller's contract.
         unsafe { give(engine, out_engine) }
     })
 }
 
-// TODO(store): `tessera_engine_open(dir, dir_len, config_json, config_len, &engine)` wrapping
-// the durable `Engine::open(dir)` once the store lands on main. Until then only in-memory
-// engines can be opened from C.
+/// A data directory argument: UTF-8, not empty, no NUL byte.
+///
+/// # Safety
+/// As [`str_in`].
+unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Failure> {
+    // SAFETY: forwarded contract.
+    let dir = unsafe { str_in(dir, dir_len, "dir") }?;
+    if dir.is_empty() {
+        return fail(TESSERA_INVALID_ARGUMENT, "dir is empty");
+    }
+    if dir.contains('\0') {
+        return fail(TESSERA_INVALID_ARGUMENT, "dir contains a NUL byte");
+    }
+    Ok(Path::new(dir))
+}
+
+/// Opens (creating it if needed) a durable engine on the data directory `dir`.
+///
+/// `dir` (UTF-8, `dir_len` bytes, not NUL-terminated) is the directory path, relative to the
+/// working directory or absolute; an empty path is `TESSERA_INVALID_ARGUMENT`. The state is
+/// loaded from the newest snapshot and the journal, and every later change is journaled before
+/// the call that made it returns.
+///
+/// `config_json` is as for `tessera_engine_open_in_memory_with_config` (NULL, 0 for the
+/// defaults), plus one optional field, `sync_mode`:
+/// - `"durable"` (the default): a write call returns after its record is synced with
+///   `fdatasync`; concurrent writers share syncs. Nothing acknowledged is lost on power failure.
+/// - `{"relaxed_ms": N}` (N in 1..=60000): a background thread syncs every N ms and write calls
+///   return once the record is buffered; a crash or power failure loses at most the last N ms
+///   of acknowledged writes, and the directory stays consistent.
+///
+/// Fails with `TESSERA_LOCKED` when another engine has `dir` open, in this process or another
+/// (the lock is released by `tessera_engine_free`, or by the kernel when the process dies);
+/// `TESSERA_CORRUPT` when stored data is damaged anywhere but in a torn final record (see
+/// `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT`; `TESSERA_IO`. Note that a
+/// background compaction holds the directory for a moment after the engine that started it
+/// is freed, so a reopen right after `tessera_engine_free` can briefly see `TESSERA_LOCKED`.
+///
+/// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
+/// also releases the directory); on failure leaves it untouched. Thread-safe.
+///
+/// # Safety
+/// `dir` must be valid for `dir_len` bytes and `config_json` for `config_len` bytes (or NULL
+/// with 0); `out_engine`, unless NULL, valid for one pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_open(
+    dir: *const c_char,
+    dir_len: usize,
+    config_json: *const c_char,
+    config_len: usize,
+    out_engine: *mut *mut tessera_engine,
+) -> tessera_status {
+    ffi_boundary!({
+        non_null(out_engine, "out_engine")?;
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let dir = unsafe { dir_in(dir, dir_len) }?;
+        let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
+        let engine = Engine::builder().config(config).sync_mode(sync).open(dir)?;
+        unsafe { give(engine, out_engine) }
+    })
+}
+
+/// Opens a damaged data directory read-only, to get out what is still readable.
+///
+/// Loads every record before the first damaged one and stops there; nothing on disk is changed.
+/// Every write call on the engine fails with `TESSERA_READ_ONLY`; reads (get, list, verify,
+/// `tessera_key_export`) work. Several salvage opens of one directory may coexist, but not
+/// with a read-write `tessera_engine_open` (`TESSERA_LOCKED` either way round). A directory
+/// that does not exist is `TESSERA_IO` (salvage creates nothing).
+///
+/// `dir` and `config_json` are as for `tessera_engine_open` (`sync_mode` is accepted and has
+/// no effect: nothing is written). On success writes a new handle to `*out_engine` (free with
+/// `tessera_engine_free`), and, if `out_damage` is not NULL, the damage that stopped loading
+/// to `*out_damage` as `{"code": 51, "message": "..."}` (a `tessera_string` to free with
+/// `tessera_string_free`), or NULL when the directory was intact. On failure neither is
+/// written. Thread-safe.
+///
+/// # Safety
+/// As `tessera_engine_open`; `out_damage`, unless NULL, valid for one pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_open_salvage(
+    dir: *const c_char,
+    dir_len: usize,
+    config_json: *const c_char,
+    config_len: usize,
+    out_engine: *mut *mut tessera_engine,
+    out_damage: *mut *mut tessera_string,
+) -> tessera_status {
+    ffi_boundary!({
+        non_null(out_engine, "out_engine")?;
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let dir = unsafe { dir_in(dir, dir_len) }?;
+        let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
+        let (engine, damage) = Engine::builder()
+            .config(config)
+            .sync_mode(sync)
+            .open_salvage(dir)?;
+        // The damage first: once the handle is written, nothing after it may fail.
+        if !out_damage.is_null() {
+            match damage {
+                Some(err) => unsafe {
+                    tessera_string::give_json(
+                        &serde_json::json!({
+                            "code": err.kind().code(),
+                            "message": err.message(),
+                        }),
+                        out_damage,
+                    )
+                }?,
+                None => unsafe { out_damage.write(std::ptr::null_mut()) },
+            }
+        }
+        unsafe { give(engine, out_engine) }
+    })
+}
+
+/// Writes a snapshot of the whole state and starts a fresh journal, so the next open replays
+/// less, and deletes the files (and profile images no user refers to) that the snapshot makes
+/// obsolete. Durable engines also compact on their own when the journal outgrows the last
+/// snapshot; an in-memory engine does nothing here. Readers are never blocked; writers wait
+/// only while the state is copied out. Fails with `TESSERA_READ_ONLY` on a salvage engine and
+/// `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
+/// record). Thread-safe; concurrent compactions run one at a time.
+///
+/// # Safety
+/// `engine` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_compact(engine: *const tessera_engine) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract.
+        let e = unsafe { self::engine(engine) }?;
+        Ok(e.compact()?)
+    })
+}
+
+/// Writes the journal counters of a durable engine since it was opened to `*out_stats`
+/// (required) as a JSON object: `{"records_synced": N, "syncs": N, "bytes_written": N}`, all
+/// zero for an in-memory or salvage engine. `records_synced / syncs` is how many writes shared
+/// each `fdatasync`. New counters may be added to the object; ignore fields you do not know.
+/// Free the string with `tessera_string_free`. Thread-safe.
+///
+/// # Safety
+/// `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_store_stats(
+    engine: *const tessera_engine,
+    out_stats: *mut *mut tessera_string,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        non_null(out_stats, "out_stats")?;
+        let s = e.store_stats();
+        let json = serde_json::json!({
+            "records_synced": s.records_synced,
+            "syncs": s.syncs,
+            "bytes_written": s.bytes_written,
+        });
+        unsafe { tessera_string::give_json(&json, out_stats) }
+    })
+}
 
 /// Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
+///
+/// A durable engine first syncs what a relaxed `sync_mode` still buffers, then releases its
+/// data directory (unless a background compaction it started is still running; that keeps the
+/// directory until it finishes). A failure of that last sync cannot be reported: use
+/// `"durable"` sync when every acknowledged write matters.
 ///
 /// No other call may be using `engine` (from any thread) while, or after, it is freed.
 ///
@@ -228,4 +446,92 @@ pub unsafe extern "C" fn tessera_engine_user_count(
         // SAFETY: checked non-NULL; the caller's contract.
         unsafe { write_out(out_count, e.user_count(), "out_count") }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("tessera-ffi-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            Dir(p)
+        }
+        fn as_str(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `tessera_engine_open` on `dir` with `config`; the handle is freed at once.
+    fn open(dir: &str, config: &str) -> tessera_status {
+        let mut e: *mut tessera_engine = std::ptr::null_mut();
+        let (cp, cl) = if config.is_empty() {
+            (std::ptr::null(), 0)
+        } else {
+            (config.as_ptr().cast(), config.len())
+        };
+        // SAFETY: valid inputs for their lengths and a valid out-pointer.
+        let st = unsafe { tessera_engine_open(dir.as_ptr().cast(), dir.len(), cp, cl, &mut e) };
+        assert_eq!(st == TESSERA_OK, !e.is_null());
+        // SAFETY: NULL or the handle just opened.
+        unsafe { tessera_engine_free(e) };
+        st
+    }
+
+    #[test]
+    fn sync_mode_is_parsed_and_bounded() {
+        let dir = Dir::new("sync");
+        for ok in [
+            "",
+            r#"{"sync_mode": "durable"}"#,
+            r#"{"sync_mode": {"relaxed_ms": 1}}"#,
+            r#"{"sync_mode": {"relaxed_ms": 60000}, "tags_max": 3}"#,
+        ] {
+            assert_eq!(open(dir.as_str(), ok), TESSERA_OK, "{ok}");
+        }
+        for (bad, st) in [
+            (
+                r#"{"sync_mode": {"relaxed_ms": 0}}"#,
+                TESSERA_INVALID_ARGUMENT,
+            ),
+            (
+                r#"{"sync_mode": {"relaxed_ms": 60001}}"#,
+                TESSERA_INVALID_ARGUMENT,
+            ),
+            (r#"{"sync_mode": "relaxed"}"#, TESSERA_INVALID_JSON),
+            (r#"{"sync_mode": {"relaxed_ms": -1}}"#, TESSERA_INVALID_JSON),
+            (r#"{"sync_mode": {"relaxed": 5}}"#, TESSERA_INVALID_JSON),
+        ] {
+            assert_eq!(open(dir.as_str(), bad), st, "{bad}");
+        }
+        assert_eq!(open("", ""), TESSERA_INVALID_ARGUMENT);
+        assert_eq!(open("a\0b", ""), TESSERA_INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn in_memory_config_takes_only_durable_sync() {
+        let mut e: *mut tessera_engine = std::ptr::null_mut();
+        for (json, want) in [
+            (r#"{"sync_mode": "durable"}"#, TESSERA_OK),
+            (
+                r#"{"sync_mode": {"relaxed_ms": 5}}"#,
+                TESSERA_INVALID_ARGUMENT,
+            ),
+        ] {
+            // SAFETY: valid inputs and out-pointer; the handle is freed below.
+            let st = unsafe {
+                tessera_engine_open_in_memory_with_config(json.as_ptr().cast(), json.len(), &mut e)
+            };
+            assert_eq!(st, want, "{json}");
+            // SAFETY: NULL or a live handle.
+            unsafe { tessera_engine_free(std::mem::replace(&mut e, std::ptr::null_mut())) };
+        }
+    }
 }

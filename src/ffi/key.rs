@@ -8,6 +8,9 @@ use super::owned::tessera_string;
 use super::status::tessera_status;
 use crate::key_ring::KeyInfo;
 
+/// Size in bytes of a signing key secret, as written by `tessera_key_export`.
+pub const TESSERA_KEY_SECRET_LEN: usize = 32;
+
 fn key_json(k: &KeyInfo) -> serde_json::Value {
     serde_json::json!({
         "key_id": k.key_id.as_str(),
@@ -71,5 +74,43 @@ pub unsafe extern "C" fn tessera_key_list(
         non_null(out_keys, "out_keys")?;
         let keys: Vec<serde_json::Value> = e.keys().iter().map(key_json).collect();
         unsafe { tessera_string::give_json(&keys, out_keys) }
+    })
+}
+
+/// Copies the secret of the live signing key `key_id` into `out_key`, which must have room for
+/// `TESSERA_KEY_SECRET_LEN` (32) bytes, so another service can verify Tessera session tokens
+/// with any HS256 JWT library (the token header's `kid` names the key).
+///
+/// **This is secret material.** Whoever holds it can mint session tokens for every user that
+/// verify until the key is retired: keep it out of logs, send it only over an authenticated,
+/// encrypted channel, and wipe the buffer when done (e.g. `explicit_bzero`). The key id comes
+/// from `tessera_key_list` or a verified token's `key_id`.
+///
+/// Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id),
+/// `TESSERA_NULL_POINTER` (`out_key` or `engine` NULL) or `TESSERA_INVALID_UTF8`; on failure
+/// `out_key` is not written. Works on salvage engines. Thread-safe.
+///
+/// # Safety
+/// `key_id` valid for `key_id_len` bytes; `out_key`, unless NULL, valid for writes of 32 bytes;
+/// `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_key_export(
+    engine: *const tessera_engine,
+    key_id: *const c_char,
+    key_id_len: usize,
+    out_key: *mut u8,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let key_id = unsafe { str_in(key_id, key_id_len, "key_id") }?;
+        non_null(out_key, "out_key")?;
+        let secret = e.export_key(key_id)?;
+        // The type ties the constant in the header to the key size.
+        let bytes: &[u8; TESSERA_KEY_SECRET_LEN] = secret.as_bytes();
+        // SAFETY: non-NULL and valid for 32 bytes by the caller's contract; `secret` is a
+        // distinct Rust allocation (zeroized when dropped at the end of this scope).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_key, bytes.len()) };
+        Ok(())
     })
 }

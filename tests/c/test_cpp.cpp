@@ -1,6 +1,8 @@
 // Tests bindings/cpp/tessera.hpp (and so tessera.h compiled as C++17).
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -126,6 +128,44 @@ int main() {
     tessera::Engine other = std::move(engine);
     CHECK(other.user_count() == 1);
     CHECK(code_of([] { tessera::Engine::in_memory(R"({"nope": 1})"); }) == TESSERA_INVALID_JSON);
+
+    // A durable engine: open, write, close, reopen; one writer per directory; salvage.
+    {
+        char tmpl[] = "/tmp/tessera-cpp-test-XXXXXX";
+        if (mkdtemp(tmpl) == nullptr) {
+            CHECK(false);
+        } else {
+            const std::string dir = std::string(tmpl) + "/data";
+            std::string token;
+            std::string kid;
+            std::array<uint8_t, TESSERA_KEY_SECRET_LEN> key{};
+            {
+                tessera::Engine d = tessera::Engine::open(dir);
+                d.create_user(R"({"user_id": "carl", "nickname": "Carl"})");
+                token = d.issue_session_token("carl").token;
+                kid = d.verify_session_token(token).key_id;
+                key = d.export_key(kid);
+                CHECK(key != decltype(key){});
+                CHECK(code_of([&] { d.export_key("zzz"); }) == TESSERA_KEY_NOT_FOUND);
+                CHECK(code_of([&] { tessera::Engine::open(dir); }) == TESSERA_LOCKED);
+                CHECK(d.store_stats().find("\"syncs\":") != std::string::npos);
+                d.compact();
+            }
+            {
+                tessera::Engine d = tessera::Engine::open(dir, R"({"sync_mode": {"relaxed_ms": 5}})");
+                CHECK(d.get_user("carl").has_value());
+                CHECK(d.verify_session_token(token).user_id == "carl");
+                CHECK(d.export_key(kid) == key);
+            }
+            {
+                auto [s, damage] = tessera::Engine::open_salvage(dir);
+                CHECK(!damage.has_value() && s.user_count() == 1);
+                CHECK(code_of([&] { s.revoke_sessions("carl"); }) == TESSERA_READ_ONLY);
+            }
+            CHECK(code_of([] { tessera::Engine::open(""); }) == TESSERA_INVALID_ARGUMENT);
+            std::filesystem::remove_all(tmpl);
+        }
+    }
 
     std::printf("test_cpp: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -1,9 +1,13 @@
 /* Tests every function of tessera.h from C, including the error paths: NULL pointers, invalid
  * UTF-8, too-small buffers, oversized inputs. Built with -std=c11 -Wall -Wextra -Werror
  * -pedantic and linked against both libtessera.so and libtessera.a. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tt.h"
 
@@ -557,6 +561,269 @@ static void test_events(tessera_engine *e) {
     CHECK_ST(tessera_event_dropped_count(NULL, &dropped), TESSERA_NULL_POINTER);
 }
 
+/* ----- durable engines ------------------------------------------------------------------- */
+
+/* Removes a directory tree (the data directories are at most two levels deep). */
+static void remove_tree(const char *path) {
+    DIR *d = opendir(path);
+    if (d != NULL) {
+        struct dirent *ent;
+        while ((ent = readdir(d)) != NULL) {
+            char child[4096];
+            if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0) {
+                continue;
+            }
+            snprintf(child, sizeof child, "%s/%s", path, ent->d_name);
+            remove_tree(child);
+        }
+        closedir(d);
+        (void)rmdir(path);
+    } else {
+        (void)unlink(path);
+    }
+}
+
+/* Writes the path of the largest journal file of `dir` into `out`; 0 if there is none. */
+static int largest_journal(const char *dir, char *out, size_t cap) {
+    DIR *d = opendir(dir);
+    off_t best = -1;
+    struct dirent *ent;
+    if (d == NULL) {
+        return 0;
+    }
+    while ((ent = readdir(d)) != NULL) {
+        char path[4096];
+        struct stat st;
+        if (strncmp(ent->d_name, "journal-", 8) != 0) {
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+        if (stat(path, &st) == 0 && st.st_size > best) {
+            best = st.st_size;
+            snprintf(out, cap, "%s", path);
+        }
+    }
+    closedir(d);
+    return best > 0;
+}
+
+/* Flips one byte in the middle of `path`: damage that is not a torn tail. */
+static int flip_middle_byte(const char *path) {
+    int fd = open(path, O_RDWR);
+    struct stat st;
+    unsigned char b;
+    int ok = 0;
+    if (fd < 0) {
+        return 0;
+    }
+    if (fstat(fd, &st) == 0 && pread(fd, &b, 1, st.st_size / 2) == 1) {
+        b ^= 0x5a;
+        ok = pwrite(fd, &b, 1, st.st_size / 2) == 1;
+    }
+    close(fd);
+    return ok;
+}
+
+/* The id of the key that signed a fresh token of `user`. */
+static void active_key_id(tessera_engine *e, const char *user, char kid[TESSERA_KEY_ID_BUF_SIZE]) {
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    size_t len = 0;
+    tessera_verified_session v;
+    kid[0] = '\0';
+    CHECK_OK(tessera_session_token_issue(e, user, strlen(user), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+    memcpy(kid, v.key_id, TESSERA_KEY_ID_BUF_SIZE);
+}
+
+static void test_durable(void) {
+    char root[] = "/tmp/tessera-c-test-XXXXXX";
+    char dir[256];
+    char missing[256];
+    char journal[4096];
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    char at[TESSERA_ACCESS_TOKEN_LEN + 1];
+    char kid[TESSERA_KEY_ID_BUF_SIZE];
+    uint8_t key[TESSERA_KEY_SECRET_LEN];
+    uint8_t key_again[TESSERA_KEY_SECRET_LEN];
+    uint8_t untouched[TESSERA_KEY_SECRET_LEN];
+    size_t tok_len = 0, at_len = 0, i;
+    tessera_engine *e = NULL;
+    tessera_engine *other = (tessera_engine *)0x1;
+    tessera_string *s = NULL;
+    tessera_string *damage = (tessera_string *)0x1;
+    tessera_verified_session v;
+    tessera_verified_access_token va;
+
+    if (mkdtemp(root) == NULL) {
+        CHECK(!"mkdtemp failed");
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/data", root);
+    snprintf(missing, sizeof missing, "%s/missing", root);
+
+    /* Bad arguments change nothing and create nothing. */
+    CHECK_ST(tessera_engine_open(S(dir), NULL, 0, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open(NULL, 5, NULL, 0, &other), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open(NULL, 0, NULL, 0, &other), TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open(BAD_UTF8, sizeof BAD_UTF8, NULL, 0, &other),
+             TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": \"sometimes\"}"), &other),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": {\"relaxed_ms\": 0}}"), &other),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 0}"), &other),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open(S(dir), BAD_UTF8, sizeof BAD_UTF8, &other),
+             TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(
+                 S("{\"sync_mode\": {\"relaxed_ms\": 10}}"), &other),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(other == (tessera_engine *)0x1);
+    CHECK(access(dir, F_OK) != 0);
+
+    /* Open, write, free. */
+    CHECK_OK(tessera_engine_open(S(dir), S("{\"sync_mode\": \"durable\"}"), &e));
+    if (e == NULL) {
+        remove_tree(root);
+        return;
+    }
+    CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"dora\", \"nickname\": \"Dora\"}"), NULL));
+    CHECK_OK(tessera_access_token_issue(e, S("dora"), S("laptop"), at, sizeof at, &at_len, NULL,
+                                        NULL));
+    CHECK_OK(tessera_session_token_issue(e, S("dora"), 0, tok, sizeof tok, &tok_len, NULL));
+    CHECK_OK(tessera_engine_store_stats(e, &s));
+    CHECK(has(s, "\"records_synced\":") && has(s, "\"syncs\":") && has(s, "\"bytes_written\":"));
+    CHECK(!has(s, "\"records_synced\":0"));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_ST(tessera_engine_store_stats(e, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_store_stats(NULL, &s), TESSERA_NULL_POINTER);
+    CHECK(s == NULL);
+
+    /* One read-write engine per directory: a second open, or a salvage open, is refused. */
+    CHECK_ST(tessera_engine_open(S(dir), NULL, 0, &other), TESSERA_LOCKED);
+    CHECK_ST(tessera_engine_open_salvage(S(dir), NULL, 0, &other, &damage), TESSERA_LOCKED);
+    CHECK(other == (tessera_engine *)0x1 && damage == (tessera_string *)0x1);
+
+    /* Key export: the secret of a live key, and every error path leaves the buffer alone. */
+    active_key_id(e, "dora", kid);
+    memset(untouched, 0xAA, sizeof untouched);
+    memcpy(key, untouched, sizeof key);
+    CHECK_OK(tessera_key_export(e, kid, strlen(kid), key));
+    CHECK(memcmp(key, untouched, sizeof key) != 0);
+    CHECK_OK(tessera_key_export(e, kid, strlen(kid), key_again));
+    CHECK(memcmp(key, key_again, sizeof key) == 0);
+    memcpy(key_again, untouched, sizeof key_again);
+    CHECK_ST(tessera_key_export(e, S("zzz"), key_again), TESSERA_KEY_NOT_FOUND);
+    CHECK_ST(tessera_key_export(e, S("not a key id"), key_again), TESSERA_KEY_NOT_FOUND);
+    CHECK_ST(tessera_key_export(e, NULL, 0, key_again), TESSERA_KEY_NOT_FOUND);
+    CHECK_ST(tessera_key_export(e, BAD_UTF8, sizeof BAD_UTF8, key_again), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_key_export(e, NULL, 3, key_again), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_key_export(e, kid, strlen(kid), NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_key_export(NULL, kid, strlen(kid), key_again), TESSERA_NULL_POINTER);
+    CHECK(memcmp(key_again, untouched, sizeof key_again) == 0);
+    {
+        /* The last error message never holds the secret (it holds nothing after a success). */
+        char msg[256];
+        size_t len = 0;
+        CHECK_OK(tessera_key_export(e, kid, strlen(kid), key_again));
+        CHECK_OK(tessera_last_error_message(msg, sizeof msg, &len));
+        CHECK(len == 0);
+    }
+
+    CHECK_OK(tessera_engine_compact(e));
+    CHECK_ST(tessera_engine_compact(NULL), TESSERA_NULL_POINTER);
+    tessera_engine_free(e);
+    e = NULL;
+
+    /* Reopen (relaxed sync this time): users, tokens and keys are all still there. */
+    CHECK_OK(tessera_engine_open(S(dir), S("{\"sync_mode\": {\"relaxed_ms\": 5}}"), &e));
+    if (e == NULL) {
+        remove_tree(root);
+        return;
+    }
+    CHECK(user_count(e) == 1);
+    CHECK_OK(tessera_user_get(e, S("dora"), &s));
+    CHECK(has(s, "\"nickname\":\"Dora\""));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_OK(tessera_access_token_verify(e, at, at_len, &va));
+    CHECK(strcmp(va.user_id, "dora") == 0);
+    CHECK_OK(tessera_session_token_verify(e, tok, tok_len, &v));
+    CHECK(strcmp(v.user_id, "dora") == 0 && strcmp(v.key_id, kid) == 0);
+    CHECK_OK(tessera_key_export(e, kid, strlen(kid), key_again));
+    CHECK(memcmp(key, key_again, sizeof key) == 0);
+    for (i = 0; i < 4; i++) {
+        char json[200];
+        snprintf(json, sizeof json,
+                 "{\"user_id\": \"later%u\", \"nickname\": \"a nickname long enough to give the "
+                 "journal some bytes\"}",
+                 (unsigned)i);
+        CHECK_OK(tessera_user_create(e, S(json), NULL));
+    }
+    tessera_engine_free(e);
+    e = NULL;
+
+    /* Salvage of an intact directory: no damage, everything readable, nothing writable. */
+    CHECK_OK(tessera_engine_open_salvage(S(dir), NULL, 0, &e, &damage));
+    CHECK(damage == NULL);
+    if (e != NULL) {
+        tessera_engine *second = NULL;
+        CHECK(user_count(e) == 5);
+        CHECK_OK(tessera_session_token_verify(e, tok, tok_len, &v));
+        CHECK_OK(tessera_key_export(e, kid, strlen(kid), key_again));
+        CHECK(memcmp(key, key_again, sizeof key) == 0);
+        CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"eve\", \"nickname\": \"E\"}"), NULL),
+                 TESSERA_READ_ONLY);
+        CHECK_ST(tessera_session_token_revoke(e, S("dora")), TESSERA_READ_ONLY);
+        CHECK_ST(tessera_key_rotate(e, NULL), TESSERA_READ_ONLY);
+        CHECK_ST(tessera_engine_compact(e), TESSERA_READ_ONLY);
+        CHECK(user_count(e) == 5);
+        /* Readers coexist; a writer does not. */
+        CHECK_OK(tessera_engine_open_salvage(S(dir), NULL, 0, &second, NULL));
+        tessera_engine_free(second);
+        CHECK_ST(tessera_engine_open(S(dir), NULL, 0, &other), TESSERA_LOCKED);
+        CHECK(other == (tessera_engine *)0x1);
+        tessera_engine_free(e);
+        e = NULL;
+    }
+    CHECK_ST(tessera_engine_open_salvage(S(missing), NULL, 0, &other, NULL), TESSERA_IO);
+    CHECK(access(missing, F_OK) != 0);
+    CHECK_ST(tessera_engine_open_salvage(BAD_UTF8, sizeof BAD_UTF8, NULL, 0, &other, NULL),
+             TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_engine_open_salvage(NULL, 7, NULL, 0, &other, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open_salvage(S(dir), NULL, 0, NULL, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open_salvage(S(dir), S("{\"bogus\": 1}"), &other, NULL),
+             TESSERA_INVALID_JSON);
+    CHECK(other == (tessera_engine *)0x1);
+
+    /* Damage in the middle of a journal: open refuses, salvage loads what precedes it. */
+    CHECK(largest_journal(dir, journal, sizeof journal));
+    CHECK(flip_middle_byte(journal));
+    CHECK_ST(tessera_engine_open(S(dir), NULL, 0, &other), TESSERA_CORRUPT);
+    CHECK(other == (tessera_engine *)0x1);
+    damage = NULL;
+    CHECK_OK(tessera_engine_open_salvage(S(dir), NULL, 0, &e, &damage));
+    CHECK(has(damage, "\"code\":51") && has(damage, "\"message\":\""));
+    tessera_string_free(damage);
+    if (e != NULL) {
+        size_t n = user_count(e);
+        CHECK(n >= 1 && n < 5);
+        tessera_engine_free(e);
+    }
+
+    /* An in-memory engine: compaction does nothing, the counters are zero. */
+    CHECK_OK(tessera_engine_open_in_memory(&e));
+    CHECK_OK(tessera_engine_compact(e));
+    CHECK_OK(tessera_engine_store_stats(e, &s));
+    CHECK(has(s, "{\"records_synced\":0,") || has(s, "\"records_synced\":0"));
+    tessera_string_free(s);
+    tessera_engine_free(e);
+
+    remove_tree(root);
+    CHECK(access(root, F_OK) != 0);
+}
+
 static void test_owned_objects(void) {
     CHECK(tessera_string_ptr(NULL) == NULL);
     CHECK(tessera_string_len(NULL) == 0);
@@ -568,6 +835,7 @@ int main(void) {
     tessera_engine *e = NULL;
     test_versions_and_status();
     test_engine_open();
+    test_durable();
     test_owned_objects();
     CHECK_OK(tessera_engine_open_in_memory(&e));
     if (e == NULL) {

@@ -5,8 +5,11 @@ Both sides verify an HS256 JWT of the same shape in the same process and run:
 
 - ``tessera``: ``Engine.verify_session_token`` (ctypes call; Rust checks format, HMAC,
   expiry, the user's revocation epoch and state, and fills a result struct);
-- ``tessera raw ctypes``: the bare C call with pre-encoded arguments, to separate the cost of
-  the Python wrapper from the cost of crossing into the library;
+- ``tessera raw ctypes``: the bare C call with pre-encoded arguments and a reused result
+  struct, to separate the cost of the Python wrapper from the cost of crossing into the library;
+- ``tessera previous wrapper``: the wrapper as it was before the hot-path work (a lock-guarded
+  in-flight counter, ``POINTER`` argtypes, ``byref``, a fresh struct, one ctypes read per
+  field), rebuilt here so the before/after comparison runs in one process under one load;
 - ``PyJWT``: ``jwt.decode(token, key, algorithms=["HS256"])`` of a token with Tessera's
   header and claim layout (``{"alg":"HS256","kid":"1"}``, ``{"u","rv","iat","exp"}``), signed
   with a 32-byte key. PyJWT checks signature and ``exp`` only (no revocation lookup);
@@ -33,7 +36,9 @@ import sys
 import threading
 import time
 import timeit
-from typing import Callable, Dict, List
+import types
+from ctypes import POINTER, Structure, byref, c_char_p, c_size_t, c_uint32
+from typing import Any, Callable, Dict, List
 
 import jwt
 
@@ -83,6 +88,64 @@ def threaded_throughput(fn: Callable[[], object], threads: int, seconds: float) 
     return sum(counts) / (time.perf_counter() - t0)
 
 
+class _Opaque(Structure):
+    pass
+
+
+class _LockedHandle:
+    """The previous ``_Handle``: a lock round trip on entry and on exit."""
+
+    def __init__(self, ptr: Any) -> None:
+        self.ptr, self.busy, self.closed = ptr, 0, False
+        self.lock, self.idle = threading.Lock(), threading.Event()
+
+    def enter(self) -> Any:
+        lock = self.lock
+        lock.acquire()
+        if self.closed:
+            lock.release()
+            raise tessera.EngineClosed("the engine is closed")
+        self.busy += 1
+        lock.release()
+        return self.ptr
+
+    def leave(self) -> None:
+        lock = self.lock
+        lock.acquire()
+        self.busy -= 1
+        if self.closed and not self.busy:
+            self.idle.set()
+        lock.release()
+
+
+def previous_wrapper(engine: tessera.Engine) -> Callable[[str], tessera.VerifiedSession]:
+    """``Engine.verify_session_token`` as it was before the hot-path work, on ``engine``."""
+    fn = _ffi.lib.cdll["tessera_session_token_verify"]  # its own function object
+    fn.restype = c_uint32
+    fn.argtypes = [POINTER(_Opaque), c_char_p, c_size_t, POINTER(_ffi.tessera_verified_session)]
+    old_lib = types.SimpleNamespace(tessera_session_token_verify=fn)
+    h = _LockedHandle(ctypes.cast(engine._h.ptr, POINTER(_Opaque)))
+
+    def verify(token: str) -> tessera.VerifiedSession:
+        t = token.encode("utf-8") if isinstance(token, str) else _ffi.utf8(token, "token")
+        out = _ffi.tessera_verified_session()
+        ptr = h.enter()
+        try:
+            st = old_lib.tessera_session_token_verify(ptr, t, len(t), byref(out))
+            if st:
+                raise _ffi.error(st)
+        finally:
+            h.leave()
+        return tessera.VerifiedSession(
+            out.user_id[: out.user_id_len].decode("utf-8"),
+            out.issued_at_ms,
+            out.expires_at_ms,
+            out.key_id.decode("ascii"),
+        )
+
+    return verify
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=0.5, help="length of one timing run")
@@ -111,11 +174,13 @@ def main() -> int:
     out = _ffi.tessera_verified_session()
     ptr = engine._h.ptr
     verify_c = _ffi.lib.tessera_session_token_verify
-    out_ref = ctypes.byref(out)
 
     def raw() -> None:
-        if verify_c(ptr, raw_token, len(raw_token), out_ref):
+        if verify_c(ptr, raw_token, len(raw_token), out):
             raise RuntimeError("verify failed")
+
+    previous = previous_wrapper(engine)
+    assert previous(token) == verified
 
     def by_hand(t: str = pyjwt_token) -> dict:
         signing_input, _, sig = t.rpartition(".")
@@ -131,6 +196,7 @@ def main() -> int:
     cases: Dict[str, Callable[[], object]] = {
         "tessera Engine.verify_session_token": lambda: engine.verify_session_token(token),
         "tessera raw ctypes call": raw,
+        "tessera previous wrapper (before this change)": lambda: previous(token),
         "tessera Engine.verify_access_token": lambda: engine.verify_access_token(access),
         "PyJWT jwt.decode HS256": lambda: jwt.decode(pyjwt_token, key, algorithms=["HS256"]),
         "stdlib hmac hand-rolled verify": by_hand,

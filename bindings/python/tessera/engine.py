@@ -7,12 +7,12 @@ import os
 import sys
 import threading
 import weakref
-from ctypes import byref, c_bool, c_int64, c_size_t, c_uint64, c_void_p
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from ctypes import byref, c_bool, c_int64, c_size_t, c_uint8, c_uint64, c_void_p, memset
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi
 from ._ffi import lib
-from .errors import EngineClosed, TesseraError
+from .errors import EngineClosed, TesseraError, error_class
 from .types import (
     AccessTokenInfo,
     AuthMethod,
@@ -26,6 +26,7 @@ from .types import (
     ProfileImage,
     PushMode,
     SessionToken,
+    StoreStats,
     Upserted,
     User,
     UserPage,
@@ -99,68 +100,77 @@ def _json(value: Any) -> bytes:
     )
 
 
-def _config_json(config: Mapping[str, Any]) -> bytes:
+def _config_json(config: Mapping[str, Any], sync_mode: Any = None) -> bytes:
     unknown = sorted(set(config) - CONFIG_FIELDS)
     if unknown:
         raise TypeError(f"unknown Tessera config field(s): {', '.join(unknown)}")
-    return _json({k: (str(v) if k in ("user_id_policy", "user_id_case") else v)
-                  for k, v in config.items()})
+    d = {k: (str(v) if k in ("user_id_policy", "user_id_case") else v)
+         for k, v in config.items()}
+    if sync_mode is not None:
+        d["sync_mode"] = dict(sync_mode) if isinstance(sync_mode, Mapping) else sync_mode
+    return _json(d)
+
+
+def _dir_arg(path: Union[str, "os.PathLike[str]"]) -> bytes:
+    # The C ABI takes UTF-8 paths; a path that is not UTF-8 (surrogate-escaped bytes) fails
+    # there with InvalidUtf8 rather than being guessed at here.
+    return os.fsencode(os.fspath(path))
 
 
 class _Handle:
     """The C handle plus the bookkeeping that makes ``close()`` safe against concurrent calls.
 
-    Every call enters (``busy += 1``) under a lock, runs the C function with the lock released
-    (so calls run in parallel), and leaves. ``close()`` marks the handle closed, waits until no
-    call is in flight, then frees it: a call never races ``tessera_engine_free``, which the
-    header forbids. The finalizer holds this object, not the :class:`Engine`.
+    Every call appends to ``inflight`` before it looks at ``closed``, runs the C function, and
+    pops when done. ``close()`` sets ``closed`` before it looks at ``inflight``, and frees the
+    engine only once ``inflight`` is empty. A call that appended before ``close()`` looked is
+    waited for; a call that appends after it sees ``closed`` and raises
+    :class:`~tessera.EngineClosed`. So no call races ``tessera_engine_free``, which the header
+    forbids. The finalizer holds this object, not the :class:`Engine`.
 
-    A bare ``Lock`` with its C-level ``acquire``/``release`` is used on the per-call path (a
-    ``Condition`` context manager cost several microseconds per verify); the ``Event`` is only
-    touched when closing.
+    Why a list and not a lock-protected counter: ``list.append``/``list.pop`` are each one
+    atomic operation (under the GIL; under a per-list lock in free-threaded builds, whose
+    acquire/release ordering is all the handshake above needs), so the per-call cost is two
+    C-level list operations (about 0.1 us) instead of two lock round trips plus attribute
+    updates (about 0.7 us of a verify). The entries carry no meaning, only their number.
+    ``lock`` serialises ``close()`` callers; ``idle`` is set by the last call to leave a
+    closed handle.
     """
 
-    __slots__ = ("ptr", "busy", "closed", "lock", "idle", "__weakref__")
+    __slots__ = ("ptr", "inflight", "closed", "lock", "idle", "__weakref__")
 
-    def __init__(self, ptr: Any) -> None:
+    def __init__(self, ptr: Optional[int]) -> None:
         self.ptr = ptr
-        self.busy = 0
+        self.inflight: List[None] = []
         self.closed = False
         self.lock = threading.Lock()
         self.idle = threading.Event()
 
-    def enter(self) -> Any:
-        lock = self.lock
-        lock.acquire()
+    def enter(self) -> Optional[int]:
+        self.inflight.append(None)
         if self.closed:
-            lock.release()
+            self.leave()
             raise EngineClosed("the engine is closed")
-        self.busy += 1
-        lock.release()
         return self.ptr
 
     def leave(self) -> None:
-        lock = self.lock
-        lock.acquire()
-        self.busy -= 1
-        if self.closed and not self.busy:
+        inflight = self.inflight
+        inflight.pop()
+        if self.closed and not inflight:
             self.idle.set()
-        lock.release()
 
     def close(self, wait: bool = True) -> None:
         with self.lock:
             if self.closed:
                 return
             self.closed = True
-            busy = self.busy
-        if busy:
-            if not wait:
-                # Interpreter shutdown with daemon threads still inside a call: leak the
-                # engine (the process is ending) rather than free memory in use.
-                return
-            self.idle.wait()
-        ptr, self.ptr = self.ptr, None
-        lib.tessera_engine_free(ptr)
+            if self.inflight:
+                if not wait:
+                    # Interpreter shutdown with daemon threads still inside a call: leak the
+                    # engine (the process is ending) rather than free memory in use.
+                    return
+                self.idle.wait()
+            ptr, self.ptr = self.ptr, None
+            lib.tessera_engine_free(ptr)
 
 
 def _finalize(handle: _Handle) -> None:
@@ -191,7 +201,8 @@ class Engine:
 
     def __init__(self, _ptr: Any) -> None:
         """Use :meth:`in_memory` or :meth:`open`."""
-        self._h = _Handle(_ptr)
+        # A c_void_p out-parameter (or an address) from one of the open functions.
+        self._h = _Handle(_ptr.value if isinstance(_ptr, c_void_p) else _ptr)
         self._finalizer = weakref.finalize(self, _finalize, self._h)
 
     # ----- lifecycle ----------------------------------------------------------------------
@@ -211,21 +222,51 @@ class Engine:
         return cls(out)
 
     @classmethod
-    def open(cls, path: Union[str, "os.PathLike[str]"], **config: Any) -> "Engine":
-        """Opens (creating if needed) a durable engine in the data directory ``path``.
-        Raises :class:`~tessera.Locked` when another process holds it. Configuration keywords
-        as for :meth:`in_memory`."""
-        fn = lib.tessera_engine_open
-        if fn is None:
-            raise NotImplementedError(
-                f"the Tessera library at {lib.path} has no durable store "
-                "(tessera_engine_open); only Engine.in_memory() is available"
-            )
-        p = os.fsencode(os.fspath(path))
+    def open(
+        cls,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        sync_mode: Union[str, Mapping[str, int], None] = None,
+        **config: Any,
+    ) -> "Engine":
+        """Opens (creating it if needed) a durable engine in the data directory ``path``.
+
+        ``sync_mode`` is ``"durable"`` (the default: a write returns once it is synced to
+        disk, concurrent writers sharing syncs) or ``{"relaxed_ms": N}`` with N in 1..=60000
+        (writes are synced in the background every N ms; a crash loses at most the last N ms).
+        Other keywords are configuration fields, as for :meth:`in_memory`.
+
+        Raises :class:`~tessera.Locked` when another engine (in this process or another) has
+        the directory open, :class:`~tessera.Corrupt` when stored data is damaged (see
+        :meth:`open_salvage`), :class:`~tessera.IoError` and
+        :class:`~tessera.UnsupportedFormat`."""
+        p = _dir_arg(path)
+        cfg = _config_json(config, sync_mode) if config or sync_mode is not None else None
+        out = _ffi.ENGINE_P()
+        _ffi.check(lib.tessera_engine_open(p, len(p), cfg, len(cfg) if cfg else 0, byref(out)))
+        return cls(out)
+
+    @classmethod
+    def open_salvage(
+        cls, path: Union[str, "os.PathLike[str]"], **config: Any
+    ) -> Tuple["Engine", Optional[TesseraError]]:
+        """Opens a damaged data directory read-only: every record before the first damaged one
+        is loaded, nothing on disk changes, and every write raises :class:`~tessera.ReadOnly`.
+        Returns the engine and the damage that stopped loading (a :class:`~tessera.Corrupt`
+        carrying the file and offset), or ``None`` when the directory was intact. Several
+        salvage engines may share a directory; a read-write :meth:`open` may not
+        (:class:`~tessera.Locked`)."""
+        p = _dir_arg(path)
         cfg = _config_json(config) if config else None
         out = _ffi.ENGINE_P()
-        _ffi.check(fn(p, len(p), cfg, len(cfg) if cfg else 0, byref(out)))
-        return cls(out)
+        damage = _ffi.STRING_P()
+        _ffi.check(lib.tessera_engine_open_salvage(
+            p, len(p), cfg, len(cfg) if cfg else 0, byref(out), byref(damage)))
+        engine = cls(out)
+        if not damage:
+            return engine, None
+        d = json.loads(_ffi.take_string(damage))
+        return engine, error_class(d["code"])(d["message"], d["code"])
 
     def close(self) -> None:
         """Frees the engine, after waiting for calls in flight on other threads. Idempotent;
@@ -246,6 +287,16 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<tessera.Engine {'closed' if self._h.closed else 'open'}>"
+
+    def compact(self) -> None:
+        """Writes a snapshot and starts a fresh journal so the next open replays less (durable
+        engines also do this on their own); does nothing in memory. Raises
+        :class:`~tessera.ReadOnly` on a salvage engine."""
+        self._call(lib.tessera_engine_compact)
+
+    def store_stats(self) -> StoreStats:
+        """Journal counters since the engine was opened (all zero in memory)."""
+        return StoreStats.from_json(self._call_string(lib.tessera_engine_store_stats))
 
     # ----- call plumbing ------------------------------------------------------------------
 
@@ -506,10 +557,25 @@ class Engine:
         """The owner and id of a valid access token. Raises :class:`~tessera.InvalidToken`
         (malformed, unknown or revoked: one error, no hint) or
         :class:`~tessera.UserDeactivated`."""
-        t = _ffi.utf8(token, "token")
-        out = _ffi.tessera_verified_access_token()
-        self._call(lib.tessera_access_token_verify, t, len(t), byref(out))
-        return VerifiedAccessToken(out.user_id[: out.user_id_len].decode("utf-8"), out.token_id)
+        # The same hot-path shape as verify_session_token.
+        t = token.encode() if type(token) is str else _ffi.utf8(token, "token")
+        out = _access_structs.pop() if _access_structs else _VerifiedAccessTokenStruct()
+        h = self._h
+        inflight = h.inflight
+        inflight.append(None)
+        try:
+            if h.closed:
+                raise EngineClosed("the engine is closed")
+            st = _verify_access(h.ptr, t, len(t), out)
+        finally:
+            inflight.pop()
+            if h.closed and not inflight:
+                h.idle.set()
+        if st:
+            raise _ffi.error(st)
+        uid, n, token_id = _unpack_access(out)
+        _access_structs.append(out)
+        return VerifiedAccessToken(uid[:n].decode(), token_id)
 
     def list_access_tokens(self, user_id: str) -> List[AccessTokenInfo]:
         """The user's valid access tokens, oldest first (never their secrets)."""
@@ -569,24 +635,36 @@ class Engine:
         :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`,
         :class:`~tessera.UserNotFound`, :class:`~tessera.TokenRevoked`,
         :class:`~tessera.UserDeactivated`."""
-        t = token.encode("utf-8") if isinstance(token, str) else _ffi.utf8(token, "token")
-        # A fresh struct per call (not a per-thread scratch one): a finalizer running between
-        # the call and the reads below could otherwise verify on this thread and overwrite it.
-        out = _ffi.tessera_verified_session()
+        # The hot path: _Handle.enter/leave inlined, module-level bindings, one unpack of the
+        # result struct. See docs/BENCHMARKS_PYTHON.md for what each step costs.
+        t = token.encode() if type(token) is str else _ffi.utf8(token, "token")
+        # A result struct taken from a free list, returned after it is read: each is owned by
+        # one call at a time (list.pop is atomic), so neither another thread nor a finalizer or
+        # signal handler verifying on this thread between the call and the unpack can
+        # overwrite it - the reason a single per-thread struct was rejected - and it costs a
+        # third of building a new one. Stale bytes past the NULs are never read.
+        out = _session_structs.pop() if _session_structs else _VerifiedSessionStruct()
         h = self._h
-        ptr = h.enter()
+        inflight = h.inflight
+        inflight.append(None)
         try:
-            st = lib.tessera_session_token_verify(ptr, t, len(t), byref(out))
-            if st:
-                raise _ffi.error(st)
+            if h.closed:
+                raise EngineClosed("the engine is closed")
+            # The struct itself, not byref(out): ctypes passes it by reference for a POINTER
+            # argtype without building a byref object in Python.
+            st = _verify_session(h.ptr, t, len(t), out)
         finally:
-            h.leave()
-        return VerifiedSession(
-            out.user_id[: out.user_id_len].decode("utf-8"),
-            out.issued_at_ms,
-            out.expires_at_ms,
-            out.key_id.decode("ascii"),
-        )
+            inflight.pop()
+            if h.closed and not inflight:
+                h.idle.set()
+        if st:
+            raise _ffi.error(st)
+        uid, n, iat, exp, kid = _unpack_session(out)
+        _session_structs.append(out)
+        key_id = _key_ids.get(kid)
+        if key_id is None:
+            key_id = _key_id(kid)
+        return VerifiedSession(uid[:n].decode(), iat, exp, key_id)
 
     def revoke_sessions(self, user_id: str) -> None:
         """Revokes every session token of the user issued before this call returns."""
@@ -609,6 +687,23 @@ class Engine:
         k = _ffi.utf8(key_id, "key_id")
         self._call(lib.tessera_key_retire, k, len(k))
 
+    def export_key(self, key_id: str) -> bytes:
+        """The 32-byte secret of a live signing key, so another service can verify session
+        tokens with any HS256 JWT library (``jwt.decode(token, key, algorithms=["HS256"])``;
+        the token header's ``kid`` is the key id).
+
+        **Secret**: whoever holds it can mint session tokens for any user until the key is
+        retired. Do not log it, keep it no longer than needed. Such a verifier checks signature
+        and expiry only: revoked sessions pass it until they expire. Raises
+        :class:`~tessera.KeyNotFound` for an unknown or retired key."""
+        k = _ffi.utf8(key_id, "key_id")
+        buf = (c_uint8 * _ffi.KEY_SECRET_LEN)()
+        try:
+            self._call(lib.tessera_key_export, k, len(k), buf)
+            return bytes(buf)
+        finally:
+            memset(buf, 0, _ffi.KEY_SECRET_LEN)
+
     def keys(self) -> List[KeyInfo]:
         """Every live signing key, oldest first (never the secrets)."""
         return [KeyInfo.from_json(k) for k in self._call_string(lib.tessera_key_list)]
@@ -623,17 +718,17 @@ class Engine:
         t = _ffi.utf8(token, "token") if token is not None else None
         out = _ffi.tessera_authenticated()
         self._call(
-            lib.tessera_user_authenticate, u, len(u), t, len(t) if t is not None else 0,
-            byref(out),
+            lib.tessera_user_authenticate, u, len(u), t, len(t) if t is not None else 0, out
         )
-        method = _AUTH_METHODS.get(out.method)
+        uid, n, code, token_id, expires_at_ms = _ffi.unpack_authenticated(out)
+        method = _AUTH_METHODS.get(code)
         if method is None:  # a method a newer library added: fail closed rather than guess
-            raise TesseraError(f"unknown authentication method {out.method}", 0)
+            raise TesseraError(f"unknown authentication method {code}", 0)
         return Authenticated(
-            out.user_id[: out.user_id_len].decode("utf-8"),
+            uid[:n].decode("utf-8"),
             method,
-            out.token_id if method is AuthMethod.ACCESS_TOKEN else None,
-            out.expires_at_ms if method is AuthMethod.SESSION_TOKEN else None,
+            token_id if method is AuthMethod.ACCESS_TOKEN else None,
+            expires_at_ms if method is AuthMethod.SESSION_TOKEN else None,
         )
 
     # ----- events -------------------------------------------------------------------------
@@ -649,6 +744,30 @@ class Engine:
         n = c_uint64(0)
         self._call(lib.tessera_event_dropped_count, byref(n))
         return n.value
+
+
+# Hot-path bindings: module globals are one dict lookup, `lib.x` / `_ffi.x` two.
+_verify_session = lib.tessera_session_token_verify
+_verify_access = lib.tessera_access_token_verify
+_VerifiedSessionStruct = _ffi.tessera_verified_session
+_VerifiedAccessTokenStruct = _ffi.tessera_verified_access_token
+_unpack_session = _ffi.unpack_verified_session
+_unpack_access = _ffi.unpack_verified_access_token
+# Free lists of result structs (see verify_session_token); as long as the most calls ever in
+# flight at once.
+_session_structs: List[Any] = []
+_access_structs: List[Any] = []
+# The key_id field's bytes -> its text: a few live keys sign every token, and a dict hit costs
+# a fifth of find + slice + decode. Bounded, in case ids churn through many rotations.
+_key_ids: Dict[bytes, str] = {}
+_KEY_IDS_MAX = 1024
+
+
+def _key_id(field: bytes) -> str:
+    text = field[: field.find(0)].decode("ascii")
+    if len(_key_ids) < _KEY_IDS_MAX:
+        _key_ids[field] = text
+    return text
 
 
 _AUTH_METHODS = {

@@ -32,6 +32,7 @@ __all__ = [
     "VerifiedSession",
     "Authenticated",
     "KeyInfo",
+    "StoreStats",
     "Event",
     "ProfileImage",
 ]
@@ -269,6 +270,20 @@ class KeyInfo:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "KeyInfo":
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Journal counters of a durable engine since it was opened (all zero in memory or for a
+    salvage engine). ``records_synced / syncs`` is how many writes shared each ``fdatasync``."""
+
+    records_synced: int
+    syncs: int
+    bytes_written: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "StoreStats":
         return cls(**_known(cls, d))
 
 

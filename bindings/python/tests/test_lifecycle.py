@@ -14,7 +14,6 @@ import weakref
 import pytest
 
 import tessera
-from tessera import _ffi
 
 
 def test_context_manager_and_idempotent_close() -> None:
@@ -145,30 +144,6 @@ def test_config_type_errors() -> None:
     assert e.value.code == 105
     with pytest.raises(tessera.InvalidJson):
         tessera.Engine.in_memory(tags_max="many")
-
-
-def test_durable_open(tmp_path) -> None:
-    if _ffi.lib.tessera_engine_open is None:
-        with pytest.raises(NotImplementedError):
-            tessera.Engine.open(tmp_path / "data")
-        pytest.skip("this library build has no durable store (tessera_engine_open)")
-    d = tmp_path / "data"
-    with tessera.Engine.open(d) as e:
-        e.create_user("u", "U")
-        s = e.issue_session_token("u")
-        a = e.issue_access_token("u")
-    with tessera.Engine.open(str(d)) as e:
-        assert e.get_user("u").nickname == "U"
-        assert e.verify_session_token(s.token).user_id == "u"
-        assert e.verify_access_token(a.token).user_id == "u"
-        code = (
-            "import sys, tessera\n"
-            "try:\n    tessera.Engine.open(sys.argv[1])\n"
-            "except tessera.Locked as e:\n    print(e.code)\n"
-        )
-        r = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True,
-                           env=dict(os.environ, TESSERA_LIBRARY=tessera.LIBRARY_PATH))
-        assert r.stdout.strip() == "52", r.stderr
 
 
 def test_version_information() -> None:

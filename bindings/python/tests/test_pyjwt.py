@@ -1,10 +1,10 @@
 """Session tokens are standard HS256 JWTs: PyJWT verifies one given the key.
 
-The C ABI never exports a signing key (by design so far), so the key-bearing checks use the
-golden vector that pins Tessera's wire format in ``src/session_token.rs``
-(``golden_token_stays_byte_identical``: Tessera's encoder, given that key and those claims,
-produces exactly this token). Tokens from a live engine are then shown to have the very same
-shape, and their claims to be what the engine reports.
+A live engine hands out its key with ``Engine.export_key`` (secret material: whoever holds it
+can mint tokens), and PyJWT then verifies that engine's tokens, and even re-signs them byte for
+byte. The golden vector that pins Tessera's wire format in ``src/session_token.rs``
+(``golden_token_stays_byte_identical``) is checked too, so a format change cannot slip past
+as long as both sides change together.
 """
 
 from __future__ import annotations
@@ -92,3 +92,53 @@ def test_tessera_rejects_a_pyjwt_token_signed_with_another_key(engine: tessera.E
                         algorithm="HS256", headers={"kid": "1", "typ": None})
     with pytest.raises(tessera.InvalidToken):
         engine.verify_session_token(forged)
+
+
+def test_pyjwt_verifies_a_live_token_with_the_exported_key(engine: tessera.Engine) -> None:
+    engine.create_user("alice")
+    engine.revoke_sessions("alice")  # rv becomes 1
+    s = engine.issue_session_token("alice")
+    v = engine.verify_session_token(s.token)
+    kid = jwt.get_unverified_header(s.token)["kid"]
+    assert kid == v.key_id
+    key = engine.export_key(kid)
+
+    claims = jwt.decode(s.token, key, algorithms=["HS256"])
+    assert claims["rv"] == 1
+    assert claims["exp"] * 1000 == s.expires_at_ms == v.expires_at_ms
+    assert claims["iat"] * 1000 == v.issued_at_ms
+    # PyJWT, given the key, signs exactly the token Tessera issued.
+    assert jwt.encode(claims, key, algorithm="HS256", headers={"kid": kid, "typ": None}) == s.token
+
+    # Tampered payload or signature, or another engine's key: rejected.
+    header, payload, sig = s.token.split(".")
+    other = jwt.encode(dict(claims, u=claims["u"] + 1), b"k" * 32, algorithm="HS256",
+                       headers={"kid": kid, "typ": None}).split(".")[1]
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(f"{header}.{other}.{sig}", key, algorithms=["HS256"])
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(s.token[:-2] + ("AA" if s.token[-2:] != "AA" else "BB"), key,
+                   algorithms=["HS256"])
+    with tessera.Engine.in_memory() as stranger:
+        stranger.create_user("alice")
+        skid = stranger.keys()[0].key_id
+        with pytest.raises(jwt.InvalidSignatureError):
+            jwt.decode(s.token, stranger.export_key(skid), algorithms=["HS256"])
+
+    # After a rotation the old key still verifies its tokens, the new key signs new ones.
+    new = engine.rotate_key()
+    s2 = engine.issue_session_token("alice")
+    assert jwt.get_unverified_header(s2.token)["kid"] == new.key_id
+    jwt.decode(s2.token, engine.export_key(new.key_id), algorithms=["HS256"])
+    jwt.decode(s.token, key, algorithms=["HS256"])
+
+
+def test_an_external_verifier_does_not_see_revocation(engine: tessera.Engine) -> None:
+    # What export_key's documentation warns about: PyJWT checks signature and expiry only.
+    engine.create_user("alice")
+    s = engine.issue_session_token("alice")
+    key = engine.export_key(jwt.get_unverified_header(s.token)["kid"])
+    engine.revoke_sessions("alice")
+    with pytest.raises(tessera.TokenRevoked):
+        engine.verify_session_token(s.token)
+    assert jwt.decode(s.token, key, algorithms=["HS256"])["rv"] == 0
