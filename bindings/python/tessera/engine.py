@@ -636,7 +636,7 @@ class Engine:
         :class:`~tessera.UserNotFound`, :class:`~tessera.TokenRevoked`,
         :class:`~tessera.UserDeactivated`."""
         # The hot path: _Handle.enter/leave inlined, module-level bindings, one unpack of the
-        # result struct. See docs/BENCHMARKS_PYTHON.md for what each step costs.
+        # result struct. See docs/BENCHMARKS.md ("Python binding") for what each step costs.
         t = token.encode() if type(token) is str else _ffi.utf8(token, "token")
         # A result struct taken from a free list, returned after it is read: each is owned by
         # one call at a time (list.pop is atomic), so neither another thread nor a finalizer or
