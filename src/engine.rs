@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hashbrown::HashMap;
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{MappedRwLockWriteGuard, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use ring::rand::SystemRandom;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -498,8 +498,7 @@ impl Engine {
             Mutation::UserReplaced { handle, record } => {
                 let new_keys: Vec<Box<str>> = record.discovery_keys().to_vec();
                 let old_keys = {
-                    let mut shard = inner.users[shard_of(handle)].0.write();
-                    let slot = shard.get_mut(handle).ok_or_else(|| Self::corrupt("user"))?;
+                    let mut slot = self.slot_mut(handle)?;
                     let old: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
                     slot.record = record;
                     old
@@ -551,15 +550,11 @@ impl Engine {
                 moved_from,
             } => {
                 if let Some(from) = moved_from {
-                    let mut shard = inner.users[shard_of(*from)].0.write();
-                    let slot = shard.get_mut(*from).ok_or_else(|| Self::corrupt("user"))?;
+                    let mut slot = self.slot_mut(*from)?;
                     slot.devices.retain(|d| d.push_token != device.push_token);
                 }
                 {
-                    let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard
-                        .get_mut(*handle)
-                        .ok_or_else(|| Self::corrupt("user"))?;
+                    let mut slot = self.slot_mut(*handle)?;
                     slot.devices.retain(|d| {
                         d.push_token != device.push_token && Some(&d.push_token) != evicted.as_ref()
                     });
@@ -573,10 +568,7 @@ impl Engine {
             }
             Mutation::DeviceRemoved { handle, push_token } => {
                 {
-                    let mut shard = inner.users[shard_of(*handle)].0.write();
-                    let slot = shard
-                        .get_mut(*handle)
-                        .ok_or_else(|| Self::corrupt("user"))?;
+                    let mut slot = self.slot_mut(*handle)?;
                     slot.devices.retain(|d| &d.push_token != push_token);
                 }
                 inner.push_tokens.write().remove(push_token.as_str());
@@ -587,10 +579,7 @@ impl Engine {
                 evicted,
             } => {
                 w.next_token_id = w.next_token_id.max(entry.id + 1);
-                let mut shard = inner.users[shard_of(*handle)].0.write();
-                let slot = shard
-                    .get_mut(*handle)
-                    .ok_or_else(|| Self::corrupt("user"))?;
+                let mut slot = self.slot_mut(*handle)?;
                 // Sized exactly up front: growing and then shrinking would leave allocator
                 // fragments behind on every issue.
                 let mut tokens = Vec::with_capacity(slot.tokens.len() + 1);
@@ -605,10 +594,7 @@ impl Engine {
                 slot.token_required = true;
             }
             Mutation::AccessTokenRevoked { handle, token_id } => {
-                let mut shard = inner.users[shard_of(*handle)].0.write();
-                let slot = shard
-                    .get_mut(*handle)
-                    .ok_or_else(|| Self::corrupt("user"))?;
+                let mut slot = self.slot_mut(*handle)?;
                 slot.tokens = slot
                     .tokens
                     .iter()
@@ -617,24 +603,15 @@ impl Engine {
                     .collect();
             }
             Mutation::AccessTokensRevoked { handle } => {
-                let mut shard = inner.users[shard_of(*handle)].0.write();
-                let slot = shard
-                    .get_mut(*handle)
-                    .ok_or_else(|| Self::corrupt("user"))?;
+                let mut slot = self.slot_mut(*handle)?;
                 slot.tokens = Box::default();
             }
             Mutation::SessionsRevoked { handle, epoch } => {
-                let mut shard = inner.users[shard_of(*handle)].0.write();
-                let slot = shard
-                    .get_mut(*handle)
-                    .ok_or_else(|| Self::corrupt("user"))?;
+                let mut slot = self.slot_mut(*handle)?;
                 slot.epoch = *epoch;
             }
             Mutation::TokenRequired { handle } => {
-                let mut shard = inner.users[shard_of(*handle)].0.write();
-                let slot = shard
-                    .get_mut(*handle)
-                    .ok_or_else(|| Self::corrupt("user"))?;
+                let mut slot = self.slot_mut(*handle)?;
                 slot.token_required = true;
             }
             Mutation::Counters { .. }
@@ -648,6 +625,15 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Write access to one user's slot, for `apply`: a mutation naming a user that does not
+    /// exist does not fit the state, which only a corrupt journal can cause.
+    fn slot_mut(&self, handle: u64) -> Result<MappedRwLockWriteGuard<'_, UserSlot>> {
+        RwLockWriteGuard::try_map(self.inner.users[shard_of(handle)].0.write(), |t| {
+            t.get_mut(handle)
+        })
+        .map_err(|_| Self::corrupt("user"))
     }
 
     fn insert_slot(&self, w: &mut WriterState, handle: u64, slot: UserSlot) {
