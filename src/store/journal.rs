@@ -131,7 +131,7 @@ impl Journal {
         path: PathBuf,
         file_bytes: u64,
         mode: SyncMode,
-    ) -> Journal {
+    ) -> Result<Journal> {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 pending: Vec::new(),
@@ -163,15 +163,15 @@ impl Journal {
                     std::thread::Builder::new()
                         .name("tessera-journal-sync".into())
                         .spawn(move || inner.flush_periodically(every))
-                        .expect("spawning the journal sync thread"),
+                        .map_err(|e| Error::io("spawning the journal sync thread", e))?,
                 )
             }
         };
-        Journal {
+        Ok(Journal {
             inner,
             mode,
             flusher,
-        }
+        })
     }
 
     /// Buffers one record; call [`Journal::wait`] with the ticket to make it durable.
@@ -404,7 +404,7 @@ pub(crate) mod tests {
     }
 
     fn journal(sink: &Arc<FakeSink>, mode: SyncMode) -> Journal {
-        Journal::new(sink.clone(), PathBuf::from("test-journal"), 0, mode)
+        Journal::new(sink.clone(), PathBuf::from("test-journal"), 0, mode).unwrap()
     }
 
     #[test]

@@ -353,11 +353,10 @@ impl Store {
                 let mut file = file;
                 file.seek(SeekFrom::End(0))
                     .map_err(|e| Error::io(&format!("seeking {}", path.display()), e))?;
-                (
-                    *live.last().expect("tail is the newest journal"),
-                    file,
-                    valid_len - HEADER_LEN as u64,
-                )
+                let newest = live.last().copied().ok_or_else(|| {
+                    Error::new(ErrorKind::Internal, "a journal tail without a journal")
+                })?;
+                (newest, file, valid_len - HEADER_LEN as u64)
             }
             None => (first, create_journal(dir, first)?, 0),
         };
@@ -373,7 +372,7 @@ impl Store {
             dir.join(journal_name(generation)),
             records_len,
             opts.sync,
-        );
+        )?;
         let store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
