@@ -305,10 +305,10 @@ fn metadata_json(m: &Map<String, Value>) -> String {
 /// Checks a user id against the policy and returns it normalised (lowercased when the
 /// configuration says so). Used on create and on every lookup.
 pub(crate) fn normalize_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<'a, str>> {
-    if id.is_ascii() {
-        return normalize_ascii_user_id(config, id);
-    }
-    let chars = id.chars().count();
+    // This runs on every lookup, including every token issue. For an all-ASCII id (the common
+    // case) the length is the byte count and lowercasing cannot change it.
+    let ascii = id.is_ascii();
+    let chars = if ascii { id.len() } else { id.chars().count() };
     if chars == 0 {
         return Err(Error::new(ErrorKind::InvalidUserId, "user id is empty"));
     }
@@ -321,22 +321,21 @@ pub(crate) fn normalize_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<
             ),
         ));
     }
-    let bad = match config.user_id_policy {
-        UserIdPolicy::Strict => id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')),
-        _ => id
-            .chars()
-            .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '?' | '#' | '%')),
+    let forbidden = |c: &char| match config.user_id_policy {
+        UserIdPolicy::Strict => !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'),
+        _ => c.is_control() || c.is_whitespace() || matches!(c, '/' | '?' | '#' | '%'),
     };
-    if let Some(c) = bad {
+    if let Some(c) = id.chars().find(forbidden) {
         return Err(Error::new(
             ErrorKind::InvalidUserId,
             format!("user id contains the forbidden character {c:?}"),
         ));
     }
     Ok(match config.user_id_case {
-        UserIdCase::Lowercase if id.chars().any(char::is_uppercase) => {
+        UserIdCase::Lowercase if ascii && id.bytes().any(|b| b.is_ascii_uppercase()) => {
+            Cow::Owned(id.to_ascii_lowercase())
+        }
+        UserIdCase::Lowercase if !ascii && id.chars().any(char::is_uppercase) => {
             let lower = id.to_lowercase();
             // Lowercasing can lengthen a string (e.g. 'İ'); re-check the limit honestly.
             if lower.chars().count() > config.user_id_max_chars {
@@ -346,45 +345,6 @@ pub(crate) fn normalize_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<
                 ));
             }
             Cow::Owned(lower)
-        }
-        _ => Cow::Borrowed(id),
-    })
-}
-
-/// The same rules as [`normalize_user_id`] for the common all-ASCII id, byte by byte: this
-/// runs on every lookup, including every token issue.
-fn normalize_ascii_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<'a, str>> {
-    let len = id.len();
-    if len == 0 {
-        return Err(Error::new(ErrorKind::InvalidUserId, "user id is empty"));
-    }
-    if len > config.user_id_max_chars {
-        return Err(Error::new(
-            ErrorKind::InvalidUserId,
-            format!(
-                "user id is {len} characters; the limit is {}",
-                config.user_id_max_chars
-            ),
-        ));
-    }
-    let bad = match config.user_id_policy {
-        UserIdPolicy::Strict => id
-            .bytes()
-            .find(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')),
-        // ASCII whitespace is the space plus control characters.
-        _ => id
-            .bytes()
-            .find(|b| b.is_ascii_control() || matches!(b, b' ' | b'/' | b'?' | b'#' | b'%')),
-    };
-    if let Some(b) = bad {
-        return Err(Error::new(
-            ErrorKind::InvalidUserId,
-            format!("user id contains the forbidden character {:?}", b as char),
-        ));
-    }
-    Ok(match config.user_id_case {
-        UserIdCase::Lowercase if id.bytes().any(|b| b.is_ascii_uppercase()) => {
-            Cow::Owned(id.to_ascii_lowercase())
         }
         _ => Cow::Borrowed(id),
     })
