@@ -63,12 +63,29 @@ pub(crate) struct UserSlot {
     /// Exactly sized: a user's tokens change rarely and are many in total.
     pub tokens: Box<[AccessTokenEntry]>,
     pub devices: Vec<Device>,
+    /// Durability ticket of the last mutation that changed this slot (0 for state loaded at
+    /// open). A read that finds it newer than what is synced waits for that sync first, so
+    /// nothing a call returns depends on a change a crash could still undo.
+    pub seq: u64,
+}
+
+/// How durable the state behind an answer must be before the answer is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// A plain read: as durable as the sync mode makes a write call's acknowledgement.
+    Read,
+    /// An answer that hands out or confirms a credential: on stable storage, whatever the sync
+    /// mode, so that a crash can never undo a revocation a credential already relies on.
+    Credential,
 }
 
 /// Counters, owned by the writer mutex.
 struct WriterState {
     next_handle: u64,
     next_token_id: u64,
+    /// Ticket of the last mutation committed: a writer that decides *not* to write still read
+    /// everything appended so far, so it waits for this before answering.
+    last_seq: u64,
 }
 
 /// The result of [`Engine::upsert_user`].
@@ -222,6 +239,10 @@ pub(crate) struct Inner {
     discovery: RwLock<HashMap<Box<str>, u64>>,
     push_tokens: RwLock<HashMap<Box<str>, u64>>,
     keys: ArcSwap<KeyRing>,
+    /// Ticket of the latest mutation that removed a user or an index entry (delete, device
+    /// removal or eviction, discovery-key change): a lookup that finds nothing may be looking
+    /// at that removal, so it waits for it to be synced.
+    removed_seq: AtomicU64,
     writer: Mutex<WriterState>,
     events: EventQueue,
     persistence: Arc<dyn Persistence>,
@@ -288,9 +309,11 @@ impl Engine {
                 discovery: RwLock::new(HashMap::new()),
                 push_tokens: RwLock::new(HashMap::new()),
                 keys: ArcSwap::from_pointee(keys),
+                removed_seq: AtomicU64::new(0),
                 writer: Mutex::new(WriterState {
                     next_handle: 1,
                     next_token_id: 1,
+                    last_seq: 0,
                 }),
                 events: EventQueue::new(capacity),
                 persistence,
@@ -318,16 +341,22 @@ impl Engine {
         self.inner.ids[id_shard(id)].0.read().get(id).copied()
     }
 
-    /// Normalises `id` and finds its handle.
+    /// Normalises `id` and finds its handle. A miss waits until every removal it may be
+    /// seeing is synced (see [`Engine::settle_miss`]).
     fn handle_of(&self, id: &str) -> Result<(u64, String)> {
         let id = normalize_user_id(&self.inner.config, id)?;
         match self.handle_of_normalized(&id) {
             Some(h) => Ok((h, id.into_owned())),
-            None => Err(not_found(&id)),
+            None => {
+                self.settle_miss()?;
+                Err(not_found(&id))
+            }
         }
     }
 
-    fn with_slot<T>(&self, handle: u64, f: impl FnOnce(&UserSlot) -> T) -> Option<T> {
+    /// The raw slot, for writers deciding under the writer mutex: what they read is ordered
+    /// before the mutation they append, so their own durability wait covers it.
+    fn peek_slot<T>(&self, handle: u64, f: impl FnOnce(&UserSlot) -> T) -> Option<T> {
         self.inner.users[shard_of(handle)]
             .0
             .read()
@@ -335,14 +364,72 @@ impl Engine {
             .map(f)
     }
 
-    fn with_user<T>(&self, id: &str, f: impl FnOnce(&UserSlot) -> Result<T>) -> Result<T> {
+    /// Reads a slot for a caller: if the slot's last change is not yet durable enough for
+    /// `need`, waits for it (outside the shard lock) before handing back what was read. A
+    /// missing slot waits for the latest removal. Settled slots (nearly all) cost one
+    /// comparison.
+    fn with_slot<T>(
+        &self,
+        handle: u64,
+        need: Durability,
+        f: impl FnOnce(&UserSlot) -> T,
+    ) -> Result<Option<T>> {
+        let read = self.peek_slot(handle, |s| (s.seq, f(s)));
+        match read {
+            Some((seq, value)) => {
+                self.settle(seq, need)?;
+                Ok(Some(value))
+            }
+            None => {
+                self.settle_miss()?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn with_user<T>(
+        &self,
+        id: &str,
+        need: Durability,
+        f: impl FnOnce(&UserSlot) -> Result<T>,
+    ) -> Result<T> {
         let (handle, id) = self.handle_of(id)?;
-        self.with_slot(handle, f)
+        self.with_slot(handle, need, f)?
             .unwrap_or_else(|| Err(not_found(&id)))
     }
 
+    /// Waits until the mutation of ticket `seq` is as durable as `need` asks.
+    fn settle(&self, seq: u64, need: Durability) -> Result<()> {
+        if seq == 0 {
+            return Ok(()); // loaded at open, or an in-memory engine
+        }
+        let p = &self.inner.persistence;
+        match need {
+            Durability::Read if seq <= p.readable() => Ok(()),
+            Durability::Read => p.wait(seq),
+            Durability::Credential if seq <= p.synced() => Ok(()),
+            Durability::Credential => p.sync_through(seq),
+        }
+    }
+
+    /// A lookup found nothing: it may be seeing a removal whose record is not yet synced.
+    /// Waits for it with credential strength (misses are rare; being exact costs little).
+    fn settle_miss(&self) -> Result<()> {
+        let seq = self.inner.removed_seq.load(Ordering::Acquire);
+        self.settle(seq, Durability::Credential)
+    }
+
+    /// Leaves a write call that decided not to write: its answer rests on everything
+    /// appended so far, so it waits for that before returning `result`.
+    fn leave<T>(&self, w: MutexGuard<'_, WriterState>, result: Result<T>) -> Result<T> {
+        let seq = w.last_seq;
+        drop(w);
+        self.settle(seq, Durability::Credential)?;
+        result
+    }
+
     fn slot_clone(&self, handle: u64) -> Result<UserSlot> {
-        self.with_slot(handle, UserSlot::clone)
+        self.peek_slot(handle, UserSlot::clone)
             .ok_or_else(|| Error::new(ErrorKind::Internal, "user index out of step"))
     }
 
@@ -352,7 +439,8 @@ impl Engine {
     /// durability ticket to wait on once the mutex is released.
     fn commit(&self, w: &mut WriterState, m: Mutation) -> Result<u64> {
         let ticket = self.inner.persistence.append(&m)?;
-        self.apply(w, m)?;
+        self.apply(w, m, ticket)?;
+        w.last_seq = ticket;
         Ok(ticket)
     }
 
@@ -360,10 +448,18 @@ impl Engine {
         self.inner.writer.lock()
     }
 
-    /// Waits until the write of `ticket` is durable.
+    /// Waits until the write of `ticket` is as durable as the sync mode promises.
     fn durable(&self, ticket: u64) -> Result<()> {
         self.inner.persistence.wait(ticket)?;
         // Outside the writer mutex: lets the store start a background compaction.
+        self.inner.persistence.maintain(self);
+        Ok(())
+    }
+
+    /// Waits until the write of `ticket` is on stable storage whatever the sync mode: for
+    /// writes whose caller receives a credential.
+    fn durable_credential(&self, ticket: u64) -> Result<()> {
+        self.inner.persistence.sync_through(ticket)?;
         self.inner.persistence.maintain(self);
         Ok(())
     }
@@ -385,7 +481,7 @@ impl Engine {
     /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
     pub(crate) fn replay(&self, m: Mutation) -> Result<()> {
         let mut w = self.lock_writer();
-        self.apply(&mut w, m)
+        self.apply(&mut w, m, 0)
     }
 
     /// Calls `f` with a sequence of mutations that rebuilds the current state, holding the
@@ -409,7 +505,7 @@ impl Engine {
             next_token_id: w.next_token_id,
         })?;
         for handle in 1..w.next_handle {
-            let Some(slot) = self.with_slot(handle, UserSlot::clone) else {
+            let Some(slot) = self.peek_slot(handle, UserSlot::clone) else {
                 continue;
             };
             f(&Mutation::UserRestored {
@@ -440,8 +536,9 @@ impl Engine {
 
     /// Applies one mutation. Every state change of the engine goes through here. Taking the
     /// mutation by value lets the records it carries move into the state instead of being
-    /// copied, which is most of the work of replaying a snapshot.
-    fn apply(&self, w: &mut WriterState, m: Mutation) -> Result<()> {
+    /// copied, which is most of the work of replaying a snapshot. `seq` is the mutation's
+    /// durability ticket (0 when replaying), stamped on every slot it changes.
+    fn apply(&self, w: &mut WriterState, m: Mutation, seq: u64) -> Result<()> {
         let inner = &*self.inner;
         match m {
             Mutation::Counters {
@@ -469,6 +566,7 @@ impl Engine {
                         token_required: false,
                         tokens: Box::default(),
                         devices: Vec::new(),
+                        seq,
                     },
                 );
             }
@@ -492,17 +590,21 @@ impl Engine {
                         token_required,
                         tokens: tokens.into_boxed_slice(),
                         devices,
+                        seq,
                     },
                 );
             }
             Mutation::UserReplaced { handle, record } => {
                 let new_keys: Vec<Box<str>> = record.discovery_keys().to_vec();
                 let old_keys = {
-                    let mut slot = self.slot_mut(handle)?;
+                    let mut slot = self.slot_mut(handle, seq)?;
                     let old: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
                     slot.record = record;
                     old
                 };
+                if !old_keys.is_empty() {
+                    self.removed(seq);
+                }
                 if !old_keys.is_empty() || !new_keys.is_empty() {
                     let mut d = inner.discovery.write();
                     for k in &old_keys {
@@ -513,16 +615,17 @@ impl Engine {
                     }
                 }
             }
-            other => self.apply_change(w, &other)?,
+            other => self.apply_change(w, &other, seq)?,
         }
         Ok(())
     }
 
     /// The mutations that carry little data, applied by reference.
-    fn apply_change(&self, w: &mut WriterState, m: &Mutation) -> Result<()> {
+    fn apply_change(&self, w: &mut WriterState, m: &Mutation, seq: u64) -> Result<()> {
         let inner = &*self.inner;
         match m {
             Mutation::UserDeleted { handle } => {
+                self.removed(seq);
                 let slot = inner.users[shard_of(*handle)]
                     .0
                     .write()
@@ -549,12 +652,15 @@ impl Engine {
                 evicted,
                 moved_from,
             } => {
+                if evicted.is_some() || moved_from.is_some() {
+                    self.removed(seq);
+                }
                 if let Some(from) = moved_from {
-                    let mut slot = self.slot_mut(*from)?;
+                    let mut slot = self.slot_mut(*from, seq)?;
                     slot.devices.retain(|d| d.push_token != device.push_token);
                 }
                 {
-                    let mut slot = self.slot_mut(*handle)?;
+                    let mut slot = self.slot_mut(*handle, seq)?;
                     slot.devices.retain(|d| {
                         d.push_token != device.push_token && Some(&d.push_token) != evicted.as_ref()
                     });
@@ -567,8 +673,9 @@ impl Engine {
                 p.insert(Box::from(device.push_token.as_str()), *handle);
             }
             Mutation::DeviceRemoved { handle, push_token } => {
+                self.removed(seq);
                 {
-                    let mut slot = self.slot_mut(*handle)?;
+                    let mut slot = self.slot_mut(*handle, seq)?;
                     slot.devices.retain(|d| &d.push_token != push_token);
                 }
                 inner.push_tokens.write().remove(push_token.as_str());
@@ -579,7 +686,7 @@ impl Engine {
                 evicted,
             } => {
                 w.next_token_id = w.next_token_id.max(entry.id + 1);
-                let mut slot = self.slot_mut(*handle)?;
+                let mut slot = self.slot_mut(*handle, seq)?;
                 // Sized exactly up front: growing and then shrinking would leave allocator
                 // fragments behind on every issue.
                 let mut tokens = Vec::with_capacity(slot.tokens.len() + 1);
@@ -594,7 +701,7 @@ impl Engine {
                 slot.token_required = true;
             }
             Mutation::AccessTokenRevoked { handle, token_id } => {
-                let mut slot = self.slot_mut(*handle)?;
+                let mut slot = self.slot_mut(*handle, seq)?;
                 slot.tokens = slot
                     .tokens
                     .iter()
@@ -603,15 +710,15 @@ impl Engine {
                     .collect();
             }
             Mutation::AccessTokensRevoked { handle } => {
-                let mut slot = self.slot_mut(*handle)?;
+                let mut slot = self.slot_mut(*handle, seq)?;
                 slot.tokens = Box::default();
             }
             Mutation::SessionsRevoked { handle, epoch } => {
-                let mut slot = self.slot_mut(*handle)?;
+                let mut slot = self.slot_mut(*handle, seq)?;
                 slot.epoch = *epoch;
             }
             Mutation::TokenRequired { handle } => {
-                let mut slot = self.slot_mut(*handle)?;
+                let mut slot = self.slot_mut(*handle, seq)?;
                 slot.token_required = true;
             }
             Mutation::Counters { .. }
@@ -629,11 +736,19 @@ impl Engine {
 
     /// Write access to one user's slot, for `apply`: a mutation naming a user that does not
     /// exist does not fit the state, which only a corrupt journal can cause.
-    fn slot_mut(&self, handle: u64) -> Result<MappedRwLockWriteGuard<'_, UserSlot>> {
+    /// The slot is stamped with the mutation's ticket `seq`.
+    fn slot_mut(&self, handle: u64, seq: u64) -> Result<MappedRwLockWriteGuard<'_, UserSlot>> {
         RwLockWriteGuard::try_map(self.inner.users[shard_of(handle)].0.write(), |t| {
-            t.get_mut(handle)
+            let slot = t.get_mut(handle)?;
+            slot.seq = seq;
+            Some(slot)
         })
         .map_err(|_| Self::corrupt("user"))
+    }
+
+    /// Records that the mutation of ticket `seq` removes something lookups could miss.
+    fn removed(&self, seq: u64) {
+        self.inner.removed_seq.fetch_max(seq, Ordering::Release);
     }
 
     fn insert_slot(&self, w: &mut WriterState, handle: u64, slot: UserSlot) {
@@ -690,18 +805,26 @@ impl Engine {
         let mut w = self.lock_writer();
         if let Some(handle) = self.handle_of_normalized(&id) {
             if upsert {
-                let user = self.slot_clone(handle)?.record.to_user();
-                return Ok(Upserted {
-                    user,
-                    created: false,
-                });
+                let user = self.slot_clone(handle).map(|s| s.record.to_user());
+                return self.leave(
+                    w,
+                    user.map(|user| Upserted {
+                        user,
+                        created: false,
+                    }),
+                );
             }
-            return Err(Error::new(
-                ErrorKind::UserAlreadyExists,
-                format!("user {id:?} already exists"),
-            ));
+            return self.leave(
+                w,
+                Err(Error::new(
+                    ErrorKind::UserAlreadyExists,
+                    format!("user {id:?} already exists"),
+                )),
+            );
         }
-        self.check_discovery_keys(record.discovery_keys(), None)?;
+        if let Err(e) = self.check_discovery_keys(record.discovery_keys(), None) {
+            return self.leave(w, Err(e));
+        }
         let handle = w.next_handle;
         if handle > MAX_HANDLE {
             return Err(Error::new(ErrorKind::Exhausted, "user handles exhausted"));
@@ -736,16 +859,22 @@ impl Engine {
 
     /// Gets a user by id.
     pub fn get_user(&self, user_id: &str) -> Result<User> {
-        self.with_user(user_id, |s| Ok(s.record.to_user()))
+        self.with_user(user_id, Durability::Read, |s| Ok(s.record.to_user()))
     }
 
     /// Changes the fields a patch sets; all-or-nothing.
     pub fn update_user(&self, user_id: &str, patch: &UserPatch) -> Result<User> {
         let (handle, _) = self.handle_of(user_id)?;
         let mut w = self.lock_writer();
-        let mut record = self.live_record(handle, user_id)?;
-        record.apply_patch(&self.inner.config, patch)?;
-        self.check_discovery_keys(record.discovery_keys(), Some(handle))?;
+        let decided = self.live_record(handle, user_id).and_then(|mut record| {
+            record.apply_patch(&self.inner.config, patch)?;
+            self.check_discovery_keys(record.discovery_keys(), Some(handle))?;
+            Ok(record)
+        });
+        let record = match decided {
+            Ok(r) => r,
+            Err(e) => return self.leave(w, Err(e)),
+        };
         let user = record.to_user();
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
@@ -756,7 +885,7 @@ impl Engine {
     /// The current record of `handle`, under the writer mutex (the user may have been deleted
     /// between the id lookup and taking the mutex).
     fn live_record(&self, handle: u64, user_id: &str) -> Result<UserRecord> {
-        self.with_slot(handle, |s| s.record.clone())
+        self.peek_slot(handle, |s| s.record.clone())
             .ok_or_else(|| not_found(user_id))
     }
 
@@ -765,7 +894,9 @@ impl Engine {
     pub fn delete_user(&self, user_id: &str) -> Result<()> {
         let (handle, id) = self.handle_of(user_id)?;
         let mut w = self.lock_writer();
-        self.live_record(handle, &id)?;
+        if let Err(e) = self.live_record(handle, &id) {
+            return self.leave(w, Err(e));
+        }
         let ticket = self.commit(&mut w, Mutation::UserDeleted { handle })?;
         drop(w);
         self.event(EventKind::UserDeleted, Some(&id), None, None);
@@ -785,9 +916,12 @@ impl Engine {
     fn set_active(&self, user_id: &str, active: bool) -> Result<User> {
         let (handle, id) = self.handle_of(user_id)?;
         let mut w = self.lock_writer();
-        let mut record = self.live_record(handle, &id)?;
+        let mut record = match self.live_record(handle, &id) {
+            Ok(r) => r,
+            Err(e) => return self.leave(w, Err(e)),
+        };
         if record.active == active {
-            return Ok(record.to_user());
+            return self.leave(w, Ok(record.to_user()));
         }
         record.active = active;
         let user = record.to_user();
@@ -857,9 +991,14 @@ impl Engine {
         let mut users = Vec::new();
         let mut last = after;
         let mut more = false;
+        // The newest change among the users read: the page waits for it once, at the end.
+        let mut newest = 0;
         let mut consider = |handle: u64, users: &mut Vec<User>| -> bool {
             // Returns false when the page is full and one more match exists.
-            let hit = self.with_slot(handle, |s| matches(s).then(|| s.record.to_user()));
+            let hit = self.peek_slot(handle, |s| {
+                newest = newest.max(s.seq);
+                matches(s).then(|| s.record.to_user())
+            });
             if let Some(Some(u)) = hit {
                 if users.len() == query.limit {
                     return false;
@@ -889,6 +1028,9 @@ impl Engine {
                 }
             }
         }
+        // A page shows both what it found and what it did not (deleted users).
+        self.settle(newest, Durability::Read)?;
+        self.settle_miss()?;
         Ok(UserPage {
             users,
             next_cursor: more.then(|| encode_cursor(last)),
@@ -898,9 +1040,14 @@ impl Engine {
     /// Finds the user holding a discovery key.
     pub fn find_user_by_discovery_key(&self, key: &str) -> Result<User> {
         let handle = self.inner.discovery.read().get(key).copied();
-        handle
-            .and_then(|h| self.with_slot(h, |s| s.record.to_user()))
-            .ok_or_else(|| Error::new(ErrorKind::UserNotFound, "no user has this discovery key"))
+        let user = match handle {
+            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user())?,
+            None => {
+                self.settle_miss()?;
+                None
+            }
+        };
+        user.ok_or_else(|| Error::new(ErrorKind::UserNotFound, "no user has this discovery key"))
     }
 
     // ----- profile images ------------------------------------------------------------------
@@ -913,7 +1060,10 @@ impl Engine {
         self.inner.persistence.put_blob(&digest, bytes)?;
         let url = profile_image::url(&self.inner.config, format, &digest);
         let mut w = self.lock_writer();
-        let mut record = self.live_record(handle, &id)?;
+        let mut record = match self.live_record(handle, &id) {
+            Ok(r) => r,
+            Err(e) => return self.leave(w, Err(e)),
+        };
         record.profile_url = Some(url.into_boxed_str());
         let user = record.to_user();
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
@@ -958,7 +1108,7 @@ impl Engine {
             .copied();
         let moved_from = owner.filter(|&o| o != handle);
         let evicted = self
-            .with_slot(handle, |s| {
+            .peek_slot(handle, |s| {
                 let same: Vec<&Device> = s
                     .devices
                     .iter()
@@ -968,7 +1118,11 @@ impl Engine {
                     .collect();
                 (same.len() >= self.inner.config.devices_per_type_max).then(|| same[0].clone())
             })
-            .ok_or_else(|| not_found(&id))?;
+            .ok_or_else(|| not_found(&id));
+        let evicted = match evicted {
+            Ok(e) => e,
+            Err(e) => return self.leave(w, Err(e)),
+        };
         let ticket = self.commit(
             &mut w,
             Mutation::DeviceAdded {
@@ -985,7 +1139,7 @@ impl Engine {
 
     /// The user's devices, oldest first.
     pub fn list_devices(&self, user_id: &str) -> Result<Vec<Device>> {
-        self.with_user(user_id, |s| Ok(s.devices.clone()))
+        self.with_user(user_id, Durability::Read, |s| Ok(s.devices.clone()))
     }
 
     /// Removes the user's device with this push token.
@@ -993,19 +1147,25 @@ impl Engine {
         let (handle, id) = self.handle_of(user_id)?;
         let mut w = self.lock_writer();
         let device = self
-            .with_slot(handle, |s| {
+            .peek_slot(handle, |s| {
                 s.devices
                     .iter()
                     .find(|d| d.push_token == push_token)
                     .cloned()
             })
-            .ok_or_else(|| not_found(&id))?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::DeviceNotFound,
-                    "the user has no device with this push token",
-                )
-            })?;
+            .ok_or_else(|| not_found(&id))
+            .and_then(|d| {
+                d.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::DeviceNotFound,
+                        "the user has no device with this push token",
+                    )
+                })
+            });
+        let device = match device {
+            Ok(d) => d,
+            Err(e) => return self.leave(w, Err(e)),
+        };
         let ticket = self.commit(
             &mut w,
             Mutation::DeviceRemoved {
@@ -1021,9 +1181,14 @@ impl Engine {
     /// Finds which user owns a push token.
     pub fn find_user_by_push_token(&self, push_token: &str) -> Result<User> {
         let handle = self.inner.push_tokens.read().get(push_token).copied();
-        handle
-            .and_then(|h| self.with_slot(h, |s| s.record.to_user()))
-            .ok_or_else(|| Error::new(ErrorKind::DeviceNotFound, "no user has this push token"))
+        let user = match handle {
+            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user())?,
+            None => {
+                self.settle_miss()?;
+                None
+            }
+        };
+        user.ok_or_else(|| Error::new(ErrorKind::DeviceNotFound, "no user has this push token"))
     }
 
     // ----- access tokens -------------------------------------------------------------------
@@ -1041,17 +1206,19 @@ impl Engine {
         let (handle, id) = self.handle_of(user_id)?;
         let now = self.now();
         let mut w = self.lock_writer();
-        let (active, oldest, count) = self
-            .with_slot(handle, |s| {
-                (
-                    s.record.active,
-                    s.tokens.first().map(|t| t.id),
-                    s.tokens.len(),
-                )
-            })
-            .ok_or_else(|| not_found(&id))?;
+        let found = self.peek_slot(handle, |s| {
+            (
+                s.record.active,
+                s.tokens.first().map(|t| t.id),
+                s.tokens.len(),
+            )
+        });
+        let (active, oldest, count) = match found {
+            Some(f) => f,
+            None => return self.leave(w, Err(not_found(&id))),
+        };
         if !active {
-            return Err(deactivated(&id));
+            return self.leave(w, Err(deactivated(&id)));
         }
         let evicted = (count >= self.inner.config.access_tokens_per_user)
             .then_some(oldest)
@@ -1076,7 +1243,7 @@ impl Engine {
         if let Some(old) = evicted {
             self.event(EventKind::AccessTokenEvicted, Some(&id), Some(old), None);
         }
-        self.durable(ticket)?;
+        self.durable_credential(ticket)?;
         Ok(IssuedAccessToken {
             token,
             info,
@@ -1088,7 +1255,7 @@ impl Engine {
     /// time with the digests of the one user the token names.
     pub fn verify_access_token(&self, token: &str) -> Result<VerifiedAccessToken> {
         let (handle, digest) = access_token::parse(token)?;
-        self.with_slot(handle, |s| {
+        self.with_slot(handle, Durability::Credential, |s| {
             let t = s
                 .tokens
                 .iter()
@@ -1101,27 +1268,32 @@ impl Engine {
                 user_id: String::from(&*s.record.id),
                 token_id: t.id,
             })
-        })
+        })?
         .unwrap_or_else(|| Err(Error::invalid_token()))
     }
 
     /// The user's valid access tokens, oldest first (never their secrets).
     pub fn list_access_tokens(&self, user_id: &str) -> Result<Vec<AccessTokenInfo>> {
-        self.with_user(user_id, |s| Ok(s.tokens.iter().map(|t| t.info()).collect()))
+        self.with_user(user_id, Durability::Read, |s| {
+            Ok(s.tokens.iter().map(|t| t.info()).collect())
+        })
     }
 
     /// Revokes one access token of the user.
     pub fn revoke_access_token(&self, user_id: &str, token_id: u64) -> Result<()> {
         let (handle, id) = self.handle_of(user_id)?;
         let mut w = self.lock_writer();
-        let has = self
-            .with_slot(handle, |s| s.tokens.iter().any(|t| t.id == token_id))
-            .ok_or_else(|| not_found(&id))?;
-        if !has {
-            return Err(Error::new(
-                ErrorKind::TokenNotFound,
-                format!("user {id:?} has no access token {token_id}"),
-            ));
+        let has = self.peek_slot(handle, |s| s.tokens.iter().any(|t| t.id == token_id));
+        match has {
+            Some(true) => {}
+            Some(false) => {
+                let e = Error::new(
+                    ErrorKind::TokenNotFound,
+                    format!("user {id:?} has no access token {token_id}"),
+                );
+                return self.leave(w, Err(e));
+            }
+            None => return self.leave(w, Err(not_found(&id))),
         }
         let ticket = self.commit(&mut w, Mutation::AccessTokenRevoked { handle, token_id })?;
         drop(w);
@@ -1138,11 +1310,12 @@ impl Engine {
     pub fn revoke_all_access_tokens(&self, user_id: &str) -> Result<usize> {
         let (handle, id) = self.handle_of(user_id)?;
         let mut w = self.lock_writer();
-        let n = self
-            .with_slot(handle, |s| s.tokens.len())
-            .ok_or_else(|| not_found(&id))?;
+        let n = match self.peek_slot(handle, |s| s.tokens.len()) {
+            Some(n) => n,
+            None => return self.leave(w, Err(not_found(&id))),
+        };
         if n == 0 {
-            return Ok(0);
+            return self.leave(w, Ok(0));
         }
         let ticket = self.commit(&mut w, Mutation::AccessTokensRevoked { handle })?;
         drop(w);
@@ -1181,8 +1354,13 @@ impl Engine {
             ));
         }
         let (handle, id) = self.handle_of(user_id)?;
+        // The token carries the epoch read here: a revocation that set it must be on disk
+        // before the token is handed out, or a crash could bring the epoch back below the
+        // token's and a later revocation would make the token valid again.
         let (active, epoch, required) = self
-            .with_slot(handle, |s| (s.record.active, s.epoch, s.token_required))
+            .with_slot(handle, Durability::Credential, |s| {
+                (s.record.active, s.epoch, s.token_required)
+            })?
             .ok_or_else(|| not_found(&id))?;
         if !active {
             return Err(deactivated(&id));
@@ -1196,10 +1374,10 @@ impl Engine {
         if !required {
             // First token for this user: from now on a login needs one (Sendbird's rule).
             let mut w = self.lock_writer();
-            if self.with_slot(handle, |s| s.token_required) == Some(false) {
+            if self.peek_slot(handle, |s| s.token_required) == Some(false) {
                 let ticket = self.commit(&mut w, Mutation::TokenRequired { handle })?;
                 drop(w);
-                self.durable(ticket)?;
+                self.durable_credential(ticket)?;
             }
         }
         let keys = self.inner.keys.load();
@@ -1223,7 +1401,7 @@ impl Engine {
         if claims.exp_s * 1000 + self.inner.config.clock_skew_ms < self.now() {
             return Err(Error::new(ErrorKind::TokenExpired, "session token expired"));
         }
-        self.with_slot(claims.handle, |s| {
+        self.with_slot(claims.handle, Durability::Credential, |s| {
             if s.epoch != claims.epoch {
                 return Err(Error::new(ErrorKind::TokenRevoked, "session token revoked"));
             }
@@ -1236,7 +1414,7 @@ impl Engine {
                 expires_at_ms: claims.exp_s * 1000,
                 key_id,
             })
-        })
+        })?
         .unwrap_or_else(|| {
             Err(Error::new(
                 ErrorKind::UserNotFound,
@@ -1250,9 +1428,10 @@ impl Engine {
     pub fn revoke_sessions(&self, user_id: &str) -> Result<()> {
         let (handle, id) = self.handle_of(user_id)?;
         let mut w = self.lock_writer();
-        let epoch = self
-            .with_slot(handle, |s| s.epoch)
-            .ok_or_else(|| not_found(&id))?;
+        let epoch = match self.peek_slot(handle, |s| s.epoch) {
+            Some(e) => e,
+            None => return self.leave(w, Err(not_found(&id))),
+        };
         // Past MAX_EPOCH no token can carry the epoch: the user is sealed, with every session
         // revoked, rather than wrapping around and reviving old tokens.
         let next = epoch.saturating_add(1).min(MAX_EPOCH + 1);
@@ -1335,7 +1514,9 @@ impl Engine {
     pub fn authenticate(&self, user_id: &str, token: Option<&str>) -> Result<Authenticated> {
         let (handle, id) = self.handle_of(user_id)?;
         let (active, required) = self
-            .with_slot(handle, |s| (s.record.active, s.token_required))
+            .with_slot(handle, Durability::Credential, |s| {
+                (s.record.active, s.token_required)
+            })?
             .ok_or_else(|| not_found(&id))?;
         if !active {
             return Err(deactivated(&id));
@@ -1478,3 +1659,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Corrupt);
     }
 }
+
+#[cfg(test)]
+#[path = "engine/durability_tests.rs"]
+mod durability_tests;

@@ -65,6 +65,19 @@ impl Persistence for DurableStore {
         self.store()?.wait(Ticket(ticket))
     }
 
+    fn synced(&self) -> u64 {
+        // Before the store is set, the engine is replaying: nothing carries a ticket yet.
+        self.store.get().map_or(u64::MAX, Store::synced)
+    }
+
+    fn readable(&self) -> u64 {
+        self.store.get().map_or(u64::MAX, Store::readable)
+    }
+
+    fn sync_through(&self, ticket: u64) -> Result<()> {
+        self.store()?.sync_through(Ticket(ticket))
+    }
+
     fn put_blob(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<()> {
         self.store()?.put_blob(sha256, bytes)
     }

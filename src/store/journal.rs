@@ -39,7 +39,9 @@ pub enum SyncMode {
     Durable,
     /// A background thread syncs every given interval; write calls return as soon as the
     /// record is buffered. A power failure (or a crash of this process) loses up to one
-    /// interval of acknowledged writes; the data on disk is still consistent.
+    /// interval of acknowledged writes; the data on disk is still consistent. Calls that hand
+    /// out or confirm a credential (token issue, verify, authenticate) still wait for the sync
+    /// of the state they read, so no credential outlives a lost revocation.
     Relaxed(Duration),
 }
 
@@ -112,6 +114,9 @@ struct Inner {
     done: Condvar,
     /// Signalled on every append, for a leader gathering a batch.
     appended: Condvar,
+    /// Mirror of `State::durable`, readable without the lock: readers compare a user's last
+    /// ticket with it on every read.
+    synced: AtomicU64,
     records_synced: AtomicU64,
     syncs: AtomicU64,
     bytes_written: AtomicU64,
@@ -151,6 +156,7 @@ impl Journal {
             }),
             done: Condvar::new(),
             appended: Condvar::new(),
+            synced: AtomicU64::new(0),
             records_synced: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -212,6 +218,28 @@ impl Journal {
                 Some(msg) => Err(poisoned_error(msg)),
                 None => Ok(()),
             },
+        }
+    }
+
+    /// Blocks until the record of `ticket` (and every earlier one) is synced, whatever the
+    /// mode.
+    pub(crate) fn sync_through(&self, ticket: Ticket) -> Result<()> {
+        if self.synced() >= ticket.0 {
+            return Ok(());
+        }
+        self.inner.wait_durable(ticket.0)
+    }
+
+    /// Every ticket up to this one is synced.
+    pub(crate) fn synced(&self) -> u64 {
+        self.inner.synced.load(Ordering::Acquire)
+    }
+
+    /// Every ticket up to this one counts as acknowledged in this sync mode.
+    pub(crate) fn readable(&self) -> u64 {
+        match self.mode {
+            SyncMode::Durable => self.synced(),
+            SyncMode::Relaxed(_) => u64::MAX,
         }
     }
 
@@ -332,6 +360,7 @@ impl Inner {
         match result {
             Ok(()) => {
                 st.durable = target;
+                self.synced.store(target, Ordering::Release);
                 self.records_synced.fetch_add(records, Ordering::Relaxed);
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 self.bytes_written

@@ -423,6 +423,21 @@ impl Store {
         self.journal()?.wait(ticket)
     }
 
+    /// Waits until the record of `ticket` is synced, whatever the sync mode.
+    pub(crate) fn sync_through(&self, ticket: Ticket) -> Result<()> {
+        self.journal()?.sync_through(ticket)
+    }
+
+    /// Every ticket up to this one is synced (everything, when opened for salvage).
+    pub(crate) fn synced(&self) -> u64 {
+        self.journal.as_ref().map_or(u64::MAX, Journal::synced)
+    }
+
+    /// Every ticket up to this one counts as acknowledged in the sync mode.
+    pub(crate) fn readable(&self) -> u64 {
+        self.journal.as_ref().map_or(u64::MAX, Journal::readable)
+    }
+
     /// Group-commit counters.
     pub(crate) fn stats(&self) -> StoreStats {
         self.journal
