@@ -26,6 +26,9 @@ mod device;
 mod engine;
 mod error;
 mod event;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault;
 mod key_ring;
 mod mutation;
 mod persistence;

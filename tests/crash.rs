@@ -6,6 +6,12 @@
 //! trials run in `cargo test`; `scripts/crash-soak.sh` runs hundreds
 //! (`TESSERA_CRASH_TRIALS`). Every trial continues in the same directory, so recovery is also
 //! tested on top of earlier recoveries and compactions.
+//!
+//! Random kills rarely land in the microseconds where a write is applied in memory but not yet
+//! in the file, so a second test kills exactly there: the child holds the journal's group
+//! commit (the `fault-injection` feature) while one thread revokes a user's sessions and
+//! another asks for a new session token, and is killed while the revocation is in flight.
+//! No session token it acknowledged may come back to life after the lost revocation.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tessera::{Engine, ErrorKind, NewUser, UserPatch};
 
 const CHILD_ENV: &str = "TESSERA_CRASH_CHILD";
+const TARGETED_ENV: &str = "TESSERA_CRASH_TARGETED_CHILD";
 const TRIAL_ENV: &str = "TESSERA_CRASH_TRIAL";
 
 /// The write the child makes at step `i` of trial `trial`: a pure function, so the parent
@@ -207,7 +214,7 @@ fn run_trial(dir: &std::path::Path, trial: u64, model: &mut HashMap<String, Expe
 
 #[test]
 fn every_acknowledged_write_survives_sigkill() {
-    if std::env::var(CHILD_ENV).is_ok() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(TARGETED_ENV).is_ok() {
         return;
     }
     let trials: u64 = std::env::var("TESSERA_CRASH_TRIALS")
@@ -222,5 +229,124 @@ fn every_acknowledged_write_survives_sigkill() {
         total += run_trial(&dir, trial, &mut model);
     }
     eprintln!("{trials} crash trials, {total} acknowledged writes checked");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The targeted child: one acknowledged session token, then a revocation held before its
+/// journal write while another thread asks for a token. Prints `TOKEN <t>` for every token it
+/// was given and `READY` once both calls are in flight; the parent kills it then.
+#[test]
+fn crash_targeted_child() {
+    let Ok(dir) = std::env::var(TARGETED_ENV) else {
+        return;
+    };
+    let user: String = std::env::var(TRIAL_ENV).unwrap();
+    let engine = Engine::open(&dir).unwrap();
+    let print = |line: String| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line} END").unwrap();
+        out.flush().unwrap();
+    };
+    engine.upsert_user(NewUser::new(user.clone(), "x")).unwrap();
+    let first = engine.issue_session_token(&user, None).unwrap();
+    print(format!("TOKEN {}", first.as_str()));
+    tessera::fault::hold_syncs();
+    let revoker = engine.clone();
+    let id = user.clone();
+    std::thread::spawn(move || {
+        revoker.revoke_sessions(&id).unwrap();
+        println!("REVOKED END");
+    });
+    while tessera::fault::held_batches() == 0 {
+        std::thread::yield_now();
+    }
+    // The revocation is applied in memory and its record is not in the file.
+    let issuer = engine.clone();
+    std::thread::spawn(move || {
+        if let Ok(t) = issuer.issue_session_token(&user, None) {
+            print(format!("TOKEN {}", t.as_str()));
+        }
+    });
+    println!("READY END");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// One targeted trial: returns the session tokens the child acknowledged.
+fn run_targeted_trial(dir: &std::path::Path, user: &str) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_targeted_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(TARGETED_ENV, dir)
+        .env(TRIAL_ENV, user)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut tokens = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("READY END") {
+                let _ = tx.send(());
+            }
+            if let Some(at) = line.find("TOKEN ") {
+                if let Some(t) = line[at + 6..].strip_suffix(" END") {
+                    tokens.push(t.to_owned());
+                }
+            }
+        }
+        tokens
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the targeted child never got both calls in flight");
+    // Give a broken build the time to hand out the token it should not.
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL, with the revocation's record still in memory
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+#[test]
+fn no_session_token_outlives_a_revocation_lost_to_sigkill() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(TARGETED_ENV).is_ok() {
+        return;
+    }
+    let trials: u64 = std::env::var("TESSERA_CRASH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(3, |n: u64| n.div_ceil(10).max(3));
+    let dir = std::env::temp_dir().join(format!("tessera-crash-t-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for trial in 0..trials {
+        // Half the trials reuse one user, so recovery also meets earlier lost revocations.
+        let user = if trial % 2 == 1 {
+            "victim".to_owned()
+        } else {
+            format!("victim-{trial}")
+        };
+        let tokens = run_targeted_trial(&dir, &user);
+        assert!(
+            !tokens.is_empty(),
+            "trial {trial}: the first token is acknowledged"
+        );
+        let engine = Engine::open(&dir).unwrap();
+        // The lost revocation was never acknowledged; the user's next one must end every
+        // session token the child was given.
+        engine.revoke_sessions(&user).unwrap();
+        for t in &tokens {
+            let err = engine.verify_session_token(t).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::TokenRevoked,
+                "trial {trial}: an acknowledged session token came back to life after a \
+                 revocation lost to the crash"
+            );
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

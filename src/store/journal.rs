@@ -351,6 +351,8 @@ impl Inner {
         let sink = Arc::clone(&st.sink);
         let started = Instant::now();
         let result = MutexGuard::unlocked(st, || {
+            #[cfg(feature = "fault-injection")]
+            crate::fault::before_journal_write();
             sink.write_all(&batch).and_then(|()| sink.sync_data())
         });
         st.last_sync = started.elapsed();

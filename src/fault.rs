@@ -1,0 +1,51 @@
+//! Fault injection for crash tests (cargo feature `fault-injection`, off by default; the test
+//! suite turns it on through a dev-dependency on this crate). Holds the journal's group commit
+//! just before it writes a batch, so a test can kill the process at the worst instant: a
+//! mutation applied in memory, its record not yet in the file.
+//!
+//! Not part of the supported API: nothing here exists in a default build.
+
+use parking_lot::{Condvar, Mutex};
+
+#[derive(Default)]
+struct Latch {
+    held: bool,
+    /// Leaders waiting in [`before_journal_write`].
+    waiting: usize,
+}
+
+static LATCH: Mutex<Latch> = Mutex::new(Latch {
+    held: false,
+    waiting: 0,
+});
+static CHANGED: Condvar = Condvar::new();
+
+/// From now on, every journal batch stops before it is written, until [`release_syncs`].
+pub fn hold_syncs() {
+    LATCH.lock().held = true;
+}
+
+/// Lets held batches go on to be written and synced.
+pub fn release_syncs() {
+    LATCH.lock().held = false;
+    CHANGED.notify_all();
+}
+
+/// How many journal batches are stopped right now. Once this is nonzero for a write call, its
+/// mutation is applied in memory and its record is not in the file.
+pub fn held_batches() -> usize {
+    LATCH.lock().waiting
+}
+
+/// Called by the journal's leader before it writes a batch (with no lock held).
+pub(crate) fn before_journal_write() {
+    let mut latch = LATCH.lock();
+    if !latch.held {
+        return;
+    }
+    latch.waiting += 1;
+    while latch.held {
+        CHANGED.wait(&mut latch);
+    }
+    latch.waiting -= 1;
+}
