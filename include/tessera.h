@@ -241,6 +241,12 @@ enum tessera_status
      */
     TESSERA_READ_ONLY = 54,
     /**
+     * A cluster node cannot vouch for its state (not caught up with the shared database for
+     * longer than its `max_staleness`, or the database unreachable for a write). Retry later
+     * or on another node.
+     */
+    TESSERA_UNAVAILABLE = 55,
+    /**
      * An internal invariant failed; this is a bug in Tessera.
      */
     TESSERA_INTERNAL = 99,

@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind, EventQueue};
 use crate::key_ring::{KeyId, KeyInfo, KeyRing, KeySecret, StoredKeyRing};
 use crate::mutation::Mutation;
-use crate::persistence::{MemoryPersistence, Persistence};
+use crate::persistence::{Change, MemoryPersistence, Persistence};
 use crate::profile_image::{self, ProfileImage};
 use crate::session_token::{
     self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
@@ -77,6 +77,32 @@ enum Durability {
     /// An answer that hands out or confirms a credential: on stable storage, whatever the sync
     /// mode, so that a crash can never undo a revocation a credential already relies on.
     Credential,
+}
+
+/// The writer mutex held for one write call; dropping it ends the persistence's write (a
+/// shared backend rolls back a write that decided not to write and releases its lock).
+struct WriterGuard<'a> {
+    engine: &'a Engine,
+    state: MutexGuard<'a, WriterState>,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = WriterState;
+    fn deref(&self) -> &WriterState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut WriterState {
+        &mut self.state
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.engine.inner.persistence.end_write();
+    }
 }
 
 /// Counters, owned by the writer mutex.
@@ -248,6 +274,17 @@ pub(crate) struct Inner {
     persistence: Arc<dyn Persistence>,
 }
 
+/// A handle that does not keep the engine alive: background threads (cluster follower) hold
+/// one, so dropping the user's last [`Engine`] ends them.
+#[derive(Clone)]
+pub(crate) struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    pub(crate) fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -319,6 +356,11 @@ impl Engine {
                 persistence,
             }),
         }
+    }
+
+    #[allow(dead_code)] // used by cluster mode
+    pub(crate) fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
     }
 
     /// The configuration in force.
@@ -421,7 +463,7 @@ impl Engine {
 
     /// Leaves a write call that decided not to write: its answer rests on everything
     /// appended so far, so it waits for that before returning `result`.
-    fn leave<T>(&self, w: MutexGuard<'_, WriterState>, result: Result<T>) -> Result<T> {
+    fn leave<T>(&self, w: WriterGuard<'_>, result: Result<T>) -> Result<T> {
         let seq = w.last_seq;
         drop(w);
         self.settle(seq, Durability::Credential)?;
@@ -444,8 +486,123 @@ impl Engine {
         Ok(ticket)
     }
 
+    /// The writer mutex, raw: for replay, export and tests, which must not start a write.
     fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
         self.inner.writer.lock()
+    }
+
+    /// Starts a write: takes the writer mutex, then lets the persistence start its write (a
+    /// shared backend takes the cluster-wide write lock there and hands back what other nodes
+    /// committed meanwhile, which is applied before anything is decided, so every decision
+    /// sees the whole cluster's state).
+    fn write_lock(&self) -> Result<WriterGuard<'_>> {
+        let mut guard = WriterGuard {
+            engine: self,
+            state: self.inner.writer.lock(),
+        };
+        let changes = self.inner.persistence.begin_write()?;
+        self.apply_changes(&mut guard, changes)?;
+        Ok(guard)
+    }
+
+    /// Applies what other nodes committed that this engine has not seen yet (cluster mode's
+    /// follower calls this; a write does the same under its lock in [`Engine::write_lock`]).
+    pub(crate) fn catch_up(&self) -> Result<()> {
+        let mut w = self.lock_writer();
+        let changes = self.inner.persistence.pull()?;
+        self.apply_changes(&mut w, changes)
+    }
+
+    /// Applies changes committed by other nodes, raising on this node the events their
+    /// writers raised there, so every node can drop the sockets it holds.
+    fn apply_changes(&self, w: &mut WriterState, changes: Vec<Change>) -> Result<()> {
+        for change in changes {
+            match change {
+                Change::Mutation { seq, mutation } => {
+                    self.remote_events(&mutation);
+                    self.apply(w, mutation, seq)?;
+                }
+                Change::Keys(stored) => {
+                    let ring = KeyRing::from_stored(&stored)?;
+                    self.install_keys(ring);
+                }
+                Change::Reload { state, keys } => {
+                    self.reset(w);
+                    for m in state {
+                        self.apply(w, m, 0)?;
+                    }
+                    self.install_keys(KeyRing::from_stored(&keys)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps in a key ring another node wrote, raising the events its change means here.
+    fn install_keys(&self, ring: KeyRing) {
+        let old = self.inner.keys.load_full();
+        let live: Vec<KeyId> = ring.infos().iter().map(|k| k.key_id).collect();
+        let retired: Vec<KeyId> = old
+            .infos()
+            .iter()
+            .map(|k| k.key_id)
+            .filter(|id| !live.contains(id))
+            .collect();
+        let replaced = !retired.is_empty() && retired.len() == old.infos().len();
+        self.inner.keys.store(Arc::new(ring));
+        for id in retired {
+            self.event(EventKind::KeyRetired, None, None, Some(id.to_string()));
+        }
+        if replaced {
+            self.event(EventKind::AllSessionsRevoked, None, None, None);
+        }
+    }
+
+    /// The events a mutation committed by another node means, from the state before it.
+    fn remote_events(&self, m: &Mutation) {
+        let id_of = |h: u64| self.peek_slot(h, |s| String::from(&*s.record.id));
+        let (kind, handle, token) = match m {
+            Mutation::UserDeleted { handle } => (EventKind::UserDeleted, *handle, None),
+            Mutation::UserReplaced { handle, record } => {
+                let was_active = self.peek_slot(*handle, |s| s.record.active);
+                if was_active != Some(true) || record.active {
+                    return;
+                }
+                (EventKind::UserDeactivated, *handle, None)
+            }
+            Mutation::AccessTokenIssued {
+                handle,
+                evicted: Some(t),
+                ..
+            } => (EventKind::AccessTokenEvicted, *handle, Some(*t)),
+            Mutation::AccessTokenRevoked { handle, token_id } => {
+                (EventKind::AccessTokenRevoked, *handle, Some(*token_id))
+            }
+            Mutation::AccessTokensRevoked { handle } => {
+                (EventKind::AccessTokensRevoked, *handle, None)
+            }
+            Mutation::SessionsRevoked { handle, .. } => (EventKind::SessionsRevoked, *handle, None),
+            _ => return,
+        };
+        if let Some(id) = id_of(handle) {
+            self.event(kind, Some(&id), token, None);
+        }
+    }
+
+    /// Forgets every user, for a reload from a full copy of the shared state.
+    fn reset(&self, w: &mut WriterState) {
+        let inner = &*self.inner;
+        for shard in inner.users.iter() {
+            *shard.0.write() = UserTable::default();
+        }
+        for shard in inner.ids.iter() {
+            shard.0.write().clear();
+        }
+        inner.discovery.write().clear();
+        inner.push_tokens.write().clear();
+        inner.live_users.store(0, Ordering::Relaxed);
+        w.next_handle = 1;
+        w.next_token_id = 1;
     }
 
     /// Waits until the write of `ticket` is as durable as the sync mode promises.
@@ -480,7 +637,7 @@ impl Engine {
 
     /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
     pub(crate) fn replay(&self, m: Mutation) -> Result<()> {
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         self.apply(&mut w, m, 0)
     }
 
@@ -802,7 +959,7 @@ impl Engine {
         let config = &self.inner.config;
         let id = normalize_user_id(config, &new.user_id)?.into_owned();
         let record = UserRecord::from_new(config, &id, &new, self.now())?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         if let Some(handle) = self.handle_of_normalized(&id) {
             if upsert {
                 let user = self.slot_clone(handle).map(|s| s.record.to_user());
@@ -865,7 +1022,7 @@ impl Engine {
     /// Changes the fields a patch sets; all-or-nothing.
     pub fn update_user(&self, user_id: &str, patch: &UserPatch) -> Result<User> {
         let (handle, _) = self.handle_of(user_id)?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let decided = self.live_record(handle, user_id).and_then(|mut record| {
             record.apply_patch(&self.inner.config, patch)?;
             self.check_discovery_keys(record.discovery_keys(), Some(handle))?;
@@ -893,7 +1050,7 @@ impl Engine {
     /// gets a new internal handle, so none of the old tokens can ever reach it.
     pub fn delete_user(&self, user_id: &str) -> Result<()> {
         let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         if let Err(e) = self.live_record(handle, &id) {
             return self.leave(w, Err(e));
         }
@@ -915,7 +1072,7 @@ impl Engine {
 
     fn set_active(&self, user_id: &str, active: bool) -> Result<User> {
         let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let mut record = match self.live_record(handle, &id) {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
@@ -1059,7 +1216,7 @@ impl Engine {
         let (handle, id) = self.handle_of(user_id)?;
         self.inner.persistence.put_blob(&digest, bytes)?;
         let url = profile_image::url(&self.inner.config, format, &digest);
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let mut record = match self.live_record(handle, &id) {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
@@ -1099,7 +1256,7 @@ impl Engine {
         new.validate(&self.inner.config)?;
         let (handle, id) = self.handle_of(user_id)?;
         let device = new.into_device(self.now());
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let owner = self
             .inner
             .push_tokens
@@ -1145,7 +1302,7 @@ impl Engine {
     /// Removes the user's device with this push token.
     pub fn remove_device(&self, user_id: &str, push_token: &str) -> Result<Device> {
         let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let device = self
             .peek_slot(handle, |s| {
                 s.devices
@@ -1205,7 +1362,7 @@ impl Engine {
         }
         let (handle, id) = self.handle_of(user_id)?;
         let now = self.now();
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let found = self.peek_slot(handle, |s| {
             (
                 s.record.active,
@@ -1255,6 +1412,7 @@ impl Engine {
     /// time with the digests of the one user the token names.
     pub fn verify_access_token(&self, token: &str) -> Result<VerifiedAccessToken> {
         let (handle, digest) = access_token::parse(token)?;
+        self.inner.persistence.check_fresh()?;
         self.with_slot(handle, Durability::Credential, |s| {
             let t = s
                 .tokens
@@ -1282,7 +1440,7 @@ impl Engine {
     /// Revokes one access token of the user.
     pub fn revoke_access_token(&self, user_id: &str, token_id: u64) -> Result<()> {
         let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let has = self.peek_slot(handle, |s| s.tokens.iter().any(|t| t.id == token_id));
         match has {
             Some(true) => {}
@@ -1309,7 +1467,7 @@ impl Engine {
     /// Revokes every access token of the user; returns how many there were.
     pub fn revoke_all_access_tokens(&self, user_id: &str) -> Result<usize> {
         let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let n = match self.peek_slot(handle, |s| s.tokens.len()) {
             Some(n) => n,
             None => return self.leave(w, Err(not_found(&id))),
@@ -1353,6 +1511,7 @@ impl Engine {
                 ),
             ));
         }
+        self.inner.persistence.check_fresh()?;
         let (handle, id) = self.handle_of(user_id)?;
         // The token carries the epoch read here: a revocation that set it must be on disk
         // before the token is handed out, or a crash could bring the epoch back below the
@@ -1373,7 +1532,7 @@ impl Engine {
         }
         if !required {
             // First token for this user: from now on a login needs one (Sendbird's rule).
-            let mut w = self.lock_writer();
+            let mut w = self.write_lock()?;
             if self.peek_slot(handle, |s| s.token_required) == Some(false) {
                 let ticket = self.commit(&mut w, Mutation::TokenRequired { handle })?;
                 drop(w);
@@ -1398,6 +1557,7 @@ impl Engine {
         let keys = self.inner.keys.load();
         let (claims, key_id) = session_token::verify(&keys, token)?;
         drop(keys);
+        self.inner.persistence.check_fresh()?;
         if claims.exp_s * 1000 + self.inner.config.clock_skew_ms < self.now() {
             return Err(Error::new(ErrorKind::TokenExpired, "session token expired"));
         }
@@ -1427,7 +1587,7 @@ impl Engine {
     /// after it verify. Access tokens are untouched.
     pub fn revoke_sessions(&self, user_id: &str) -> Result<()> {
         let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.lock_writer();
+        let mut w = self.write_lock()?;
         let epoch = match self.peek_slot(handle, |s| s.epoch) {
             Some(e) => e,
             None => return self.leave(w, Err(not_found(&id))),
@@ -1450,7 +1610,7 @@ impl Engine {
     /// Emergency: invalidates every session token of every user by replacing the whole key
     /// ring with one fresh key.
     pub fn revoke_all_sessions(&self) -> Result<()> {
-        let _w = self.lock_writer();
+        let _w = self.write_lock()?;
         let (ring, retired) = self
             .inner
             .keys
@@ -1469,7 +1629,7 @@ impl Engine {
 
     /// Adds a new active signing key; older keys keep verifying until retired.
     pub fn rotate_key(&self) -> Result<KeyInfo> {
-        let _w = self.lock_writer();
+        let _w = self.write_lock()?;
         let ring = self
             .inner
             .keys
@@ -1485,7 +1645,7 @@ impl Engine {
     pub fn retire_key(&self, key_id: &str) -> Result<()> {
         let id = KeyId::parse(key_id)
             .ok_or_else(|| Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}")))?;
-        let _w = self.lock_writer();
+        let _w = self.write_lock()?;
         let ring = self.inner.keys.load().retired(id)?;
         self.inner.persistence.save_keys(&ring.to_stored())?;
         self.inner.keys.store(Arc::new(ring));
@@ -1512,6 +1672,7 @@ impl Engine {
     /// [`Config::allow_id_only_login`] is set and the user was never issued a token. With a
     /// token, it must be a valid access or session token *of this user*.
     pub fn authenticate(&self, user_id: &str, token: Option<&str>) -> Result<Authenticated> {
+        self.inner.persistence.check_fresh()?;
         let (handle, id) = self.handle_of(user_id)?;
         let (active, required) = self
             .with_slot(handle, Durability::Credential, |s| {

@@ -67,6 +67,10 @@ pub enum ErrorKind {
     UnsupportedFormat,
     /// The engine was opened read-only (salvage) and cannot accept writes.
     ReadOnly,
+    /// A cluster node cannot vouch for its state: it has not caught up with the shared
+    /// database for longer than its `max_staleness`, or the database cannot be reached for a
+    /// write. Retry later or on another node.
+    Unavailable,
     /// An internal invariant failed; this is a bug in Tessera.
     Internal,
 }
@@ -101,6 +105,7 @@ impl ErrorKind {
         ErrorKind::Locked,
         ErrorKind::UnsupportedFormat,
         ErrorKind::ReadOnly,
+        ErrorKind::Unavailable,
         ErrorKind::Internal,
     ];
 
@@ -135,6 +140,7 @@ impl ErrorKind {
             ErrorKind::Locked => 52,
             ErrorKind::UnsupportedFormat => 53,
             ErrorKind::ReadOnly => 54,
+            ErrorKind::Unavailable => 55,
             ErrorKind::Internal => 99,
         }
     }
@@ -174,6 +180,7 @@ impl ErrorKind {
             ErrorKind::Locked => "data directory is locked by another process",
             ErrorKind::UnsupportedFormat => "unsupported data format version",
             ErrorKind::ReadOnly => "engine is read-only",
+            ErrorKind::Unavailable => "cluster state unavailable",
             ErrorKind::Internal => "internal error",
         }
     }

@@ -51,6 +51,8 @@ pub use engine::{AuthMethod, Authenticated, Engine, EngineBuilder, Upserted, Use
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
 pub use key_ring::{KeyId, KeyInfo, KeySecret};
+#[cfg(feature = "postgres")]
+pub use persistence::postgres::ClusterOptions;
 pub use profile_image::{ImageFormat, ProfileImage};
 pub use session_token::{
     SessionToken, VerifiedSession, SESSION_TOKEN_MAX_LEN, SESSION_TOKEN_MIN_LEN,

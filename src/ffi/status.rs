@@ -73,6 +73,10 @@ pub enum tessera_status {
     TESSERA_UNSUPPORTED_FORMAT = 53,
     /// The engine was opened read-only (salvage) and cannot accept writes.
     TESSERA_READ_ONLY = 54,
+    /// A cluster node cannot vouch for its state (not caught up with the shared database for
+    /// longer than its `max_staleness`, or the database unreachable for a write). Retry later
+    /// or on another node.
+    TESSERA_UNAVAILABLE = 55,
     /// An internal invariant failed; this is a bug in Tessera.
     TESSERA_INTERNAL = 99,
     /// A pointer argument that must not be NULL was NULL (or a NULL data pointer came with a
@@ -126,6 +130,7 @@ impl tessera_status {
         TESSERA_LOCKED,
         TESSERA_UNSUPPORTED_FORMAT,
         TESSERA_READ_ONLY,
+        TESSERA_UNAVAILABLE,
         TESSERA_INTERNAL,
         TESSERA_NULL_POINTER,
         TESSERA_INVALID_UTF8,
@@ -165,6 +170,7 @@ impl tessera_status {
             ErrorKind::Locked => TESSERA_LOCKED,
             ErrorKind::UnsupportedFormat => TESSERA_UNSUPPORTED_FORMAT,
             ErrorKind::ReadOnly => TESSERA_READ_ONLY,
+            ErrorKind::Unavailable => TESSERA_UNAVAILABLE,
             ErrorKind::Internal => TESSERA_INTERNAL,
         }
     }
@@ -208,6 +214,7 @@ impl tessera_status {
             TESSERA_LOCKED => "data directory is locked by another process\0",
             TESSERA_UNSUPPORTED_FORMAT => "unsupported data format version\0",
             TESSERA_READ_ONLY => "engine is read-only\0",
+            TESSERA_UNAVAILABLE => "cluster state unavailable\0",
             TESSERA_INTERNAL => "internal error\0",
             TESSERA_NULL_POINTER => "NULL pointer argument\0",
             TESSERA_INVALID_UTF8 => "text argument is not valid UTF-8\0",

@@ -45,6 +45,7 @@ __all__ = [
     "Locked",
     "UnsupportedFormat",
     "ReadOnly",
+    "Unavailable",
     "InternalError",
     "AbiError",
     "NullPointer",
@@ -249,6 +250,13 @@ class ReadOnly(TesseraError):
     """54: the engine was opened read-only (salvage)."""
 
     CODE = 54
+
+
+class Unavailable(TesseraError):
+    """55: a cluster node cannot vouch for its state (not caught up with the database for
+    longer than its max_staleness, or the database unreachable for a write)."""
+
+    CODE = 55
 
 
 class InternalError(TesseraError):

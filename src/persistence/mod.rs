@@ -1,5 +1,8 @@
 //! The hook through which the engine makes its changes durable, and the in-memory no-op.
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+
 use hashbrown::HashMap;
 use parking_lot::RwLock;
 
@@ -8,6 +11,19 @@ use crate::error::Result;
 use crate::key_ring::StoredKeyRing;
 use crate::mutation::Mutation;
 use crate::store::StoreStats;
+
+/// Something another node committed to a shared backend, for this engine to apply.
+pub(crate) enum Change {
+    /// A mutation, with its position in the shared log.
+    Mutation { seq: u64, mutation: Mutation },
+    /// A new key ring (rotation, retirement, engine-wide revocation).
+    Keys(StoredKeyRing),
+    /// The whole state (this node fell behind the pruned log): replaces everything.
+    Reload {
+        state: Vec<Mutation>,
+        keys: StoredKeyRing,
+    },
+}
 
 /// Where mutations, blobs and keys go. The engine calls `append` with its writer mutex held
 /// (so records are in apply order) and `wait` after releasing it (so concurrent writers can
@@ -37,6 +53,24 @@ pub(crate) trait Persistence: Send + Sync + 'static {
     fn get_blob(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>>;
     /// Replaces the stored key ring durably.
     fn save_keys(&self, keys: &StoredKeyRing) -> Result<()>;
+    /// Called with the writer mutex just taken, before a write decides anything. A shared
+    /// backend takes the cluster-wide write lock here and returns what other nodes committed
+    /// that this engine has not applied yet; local backends have nothing to do.
+    fn begin_write(&self) -> Result<Vec<Change>> {
+        Ok(Vec::new())
+    }
+    /// Called when a write call releases the writer mutex: ends what `begin_write` started
+    /// (a write that appended nothing is rolled back).
+    fn end_write(&self) {}
+    /// What other nodes committed since this engine last looked (cluster mode's follower).
+    fn pull(&self) -> Result<Vec<Change>> {
+        Ok(Vec::new())
+    }
+    /// Fails with [`crate::ErrorKind::Unavailable`] when this node cannot vouch that its
+    /// memory is recent enough to verify credentials (cluster mode's `max_staleness`).
+    fn check_fresh(&self) -> Result<()> {
+        Ok(())
+    }
     /// Called after each durable write, outside the writer mutex; the store starts a
     /// background compaction from here when its journal has grown enough.
     fn maintain(&self, _engine: &Engine) {}
