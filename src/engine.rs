@@ -648,6 +648,70 @@ impl Engine {
         self.export_from(|| Ok(()), f)
     }
 
+    /// Copies the whole state of `source` into this engine, which must be new (no user was
+    /// ever created in it): users with their access tokens, devices, session epochs and
+    /// profile images, the signing keys (so issued session tokens keep verifying) and the id
+    /// counters (so no handle or token id is ever reused). Returns the number of users.
+    ///
+    /// This is how a single node moves into a cluster, and how a cluster is backed up into a
+    /// data directory:
+    ///
+    /// ```no_run
+    /// use tessera::Engine;
+    /// let embedded = Engine::open("tessera-data")?;
+    /// let cluster = Engine::open_postgres("host=db.internal dbname=tessera user=tessera")?;
+    /// cluster.import_from(&embedded)?; // and back: Engine::open("backup")?.import_from(&cluster)
+    /// # Ok::<(), tessera::Error>(())
+    /// ```
+    ///
+    /// `source` is read at one instant (its writers wait while it is copied out, readers do
+    /// not). Into PostgreSQL the copy is one transaction: all or nothing.
+    pub fn import_from(&self, source: &Engine) -> Result<usize> {
+        let mut state = Vec::new();
+        source.export_from(
+            || Ok(()),
+            |m| {
+                state.push(m.clone());
+                Ok(())
+            },
+        )?;
+        let keys = source.stored_keys();
+        // Images first: durable before any record names them.
+        for m in &state {
+            if let Mutation::UserRestored { record, .. } = m {
+                let address = record
+                    .profile_url
+                    .as_deref()
+                    .and_then(crate::store::durable::blob_address_in);
+                if let Some(sha) = address {
+                    if let Some(bytes) = source.inner.persistence.get_blob(&sha)? {
+                        self.inner.persistence.put_blob(&sha, &bytes)?;
+                    }
+                }
+            }
+        }
+        let mut w = self.write_lock()?;
+        if w.next_handle != 1 || self.user_count() != 0 {
+            let e = Error::new(
+                ErrorKind::InvalidArgument,
+                "import_from needs an engine in which no user was ever created",
+            );
+            return self.leave(w, Err(e));
+        }
+        let ring = KeyRing::from_stored(&keys)?;
+        self.inner.persistence.save_keys(&keys)?;
+        let ticket = self.inner.persistence.append_batch(&state)?;
+        let users = state.len().saturating_sub(1);
+        for m in state {
+            self.apply(&mut w, m, ticket)?;
+        }
+        self.inner.keys.store(Arc::new(ring));
+        w.last_seq = ticket;
+        drop(w);
+        self.durable(ticket)?;
+        Ok(users)
+    }
+
     /// [`Engine::export`], first calling `start` with the writer mutex held: the store starts
     /// its new journal there, so the snapshot is exactly the state at the journal switch.
     pub(crate) fn export_from(
@@ -679,7 +743,6 @@ impl Engine {
     }
 
     /// The persisted form of the key ring.
-    #[allow(dead_code)] // used by the store's tests
     pub(crate) fn stored_keys(&self) -> StoredKeyRing {
         self.inner.keys.load().to_stored()
     }

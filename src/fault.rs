@@ -19,6 +19,11 @@ static LATCH: Mutex<Latch> = Mutex::new(Latch {
     waiting: 0,
 });
 static CHANGED: Condvar = Condvar::new();
+static COMMITS: Mutex<Latch> = Mutex::new(Latch {
+    held: false,
+    waiting: 0,
+});
+static COMMITS_CHANGED: Condvar = Condvar::new();
 
 /// From now on, every journal batch stops before it is written, until [`release_syncs`].
 pub fn hold_syncs() {
@@ -39,13 +44,40 @@ pub fn held_batches() -> usize {
 
 /// Called by the journal's leader before it writes a batch (with no lock held).
 pub(crate) fn before_journal_write() {
-    let mut latch = LATCH.lock();
+    wait_while_held(&LATCH, &CHANGED);
+}
+
+/// From now on, every cluster write stops just before its `COMMIT` (its log entry inserted,
+/// the head row locked), until [`release_cluster_commits`]: a deliberately delayed commit.
+pub fn hold_cluster_commits() {
+    COMMITS.lock().held = true;
+}
+
+/// Lets held cluster commits go on.
+pub fn release_cluster_commits() {
+    COMMITS.lock().held = false;
+    COMMITS_CHANGED.notify_all();
+}
+
+/// How many cluster writes are stopped before their commit right now.
+pub fn held_cluster_commits() -> usize {
+    COMMITS.lock().waiting
+}
+
+/// Called by a cluster write just before it commits.
+#[allow(dead_code)] // without the postgres feature
+pub(crate) fn before_cluster_commit() {
+    wait_while_held(&COMMITS, &COMMITS_CHANGED);
+}
+
+fn wait_while_held(latch: &Mutex<Latch>, changed: &Condvar) {
+    let mut latch = latch.lock();
     if !latch.held {
         return;
     }
     latch.waiting += 1;
     while latch.held {
-        CHANGED.wait(&mut latch);
+        changed.wait(&mut latch);
     }
     latch.waiting -= 1;
 }

@@ -31,6 +31,15 @@ pub(crate) enum Change {
 pub(crate) trait Persistence: Send + Sync + 'static {
     /// Records a mutation; returns a ticket to wait on.
     fn append(&self, mutation: &Mutation) -> Result<u64>;
+    /// Records several mutations at once (an import); returns the ticket of the last. A
+    /// shared backend commits them in one transaction.
+    fn append_batch(&self, mutations: &[Mutation]) -> Result<u64> {
+        let mut last = 0;
+        for m in mutations {
+            last = self.append(m)?;
+        }
+        Ok(last)
+    }
     /// Returns once the mutation of `ticket` (and every earlier one) is as durable as the
     /// sync mode promises a write call: synced in [`SyncMode::Durable`], buffered in relaxed
     /// mode.

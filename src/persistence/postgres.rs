@@ -314,39 +314,52 @@ impl PgPersistence {
         result
     }
 
-    /// Appends one log entry in the open transaction, advances the head and commits.
-    fn commit_entry(
+    /// Appends log entries in the write transaction (starting one if the caller did not),
+    /// projects each onto the tables, advances the head and commits. Returns the position of
+    /// the last entry.
+    fn commit_entries(
         &self,
-        kind: i16,
-        payload: &[u8],
-        project: impl FnOnce(&mut Client, u64) -> Result<()>,
+        entries: &[(i16, Vec<u8>)],
+        mut project: impl FnMut(&mut Client, usize, u64) -> Result<()>,
     ) -> Result<u64> {
         self.with_writer(|conn| {
             if !conn.in_txn {
-                return Err(Error::new(
-                    ErrorKind::Internal,
-                    "cluster append outside a write transaction",
-                ));
+                // A write that already committed once under this writer mutex (an import):
+                // take the head lock again; nothing may have moved in between.
+                self.lock_head(conn)?;
+                if conn.head != self.shared.applied.load(Ordering::Acquire) {
+                    self.rollback(conn);
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "another node wrote in the middle of this multi-step write; retry",
+                    ));
+                }
             }
-            let pos = conn.head + 1;
+            let first = conn.head + 1;
+            let last = conn.head + entries.len() as u64;
             let client = conn
                 .client
                 .as_mut()
                 .ok_or_else(|| Error::new(ErrorKind::Internal, "no writer connection"))?;
             let result = (|| {
+                for (i, (kind, payload)) in entries.iter().enumerate() {
+                    let pos = first + i as u64;
+                    client
+                        .execute(
+                            "INSERT INTO tessera_log (pos, kind, payload) VALUES ($1, $2, $3)",
+                            &[&(pos as i64), kind, payload],
+                        )
+                        .map_err(|e| pg_error("appending to the log", e))?;
+                    project(client, i, pos)?;
+                }
                 client
-                    .execute(
-                        "INSERT INTO tessera_log (pos, kind, payload) VALUES ($1, $2, $3)",
-                        &[&(pos as i64), &kind, &payload],
-                    )
-                    .map_err(|e| pg_error("appending to the log", e))?;
-                project(client, pos)?;
-                client
-                    .execute("UPDATE tessera_head SET pos = $1", &[&(pos as i64)])
+                    .execute("UPDATE tessera_head SET pos = $1", &[&(last as i64)])
                     .map_err(|e| pg_error("advancing the head", e))?;
                 client
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &pos.to_string()])
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()])
                     .map_err(|e| pg_error("notifying", e))?;
+                #[cfg(feature = "fault-injection")]
+                crate::fault::before_cluster_commit();
                 client
                     .batch_execute("COMMIT")
                     .map_err(|e| pg_error("committing", e))
@@ -354,8 +367,9 @@ impl PgPersistence {
             conn.in_txn = false;
             match result {
                 Ok(()) => {
-                    self.shared.applied.store(pos, Ordering::Release);
-                    Ok(pos)
+                    conn.head = last;
+                    self.shared.applied.store(last, Ordering::Release);
+                    Ok(last)
                 }
                 Err(e) => {
                     // The transaction is aborted (or its fate unknown, if the connection
@@ -365,6 +379,38 @@ impl PgPersistence {
                 }
             }
         })
+    }
+
+    /// Opens the write transaction and locks the head row.
+    fn lock_head(&self, conn: &mut WriterConn) -> Result<()> {
+        let client = conn
+            .client
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "no writer connection"))?;
+        if conn.in_txn {
+            let _ = client.batch_execute("ROLLBACK");
+            conn.in_txn = false;
+        }
+        client
+            .batch_execute("BEGIN")
+            .map_err(|e| pg_error("starting a write", e))?;
+        conn.in_txn = true;
+        conn.head = client
+            .query_one("SELECT pos FROM tessera_head FOR UPDATE", &[])
+            .map_err(|e| pg_error("locking the head", e))?
+            .get::<_, i64>(0) as u64;
+        Ok(())
+    }
+
+    fn rollback(&self, conn: &mut WriterConn) {
+        if conn.in_txn {
+            conn.in_txn = false;
+            if let Some(client) = conn.client.as_mut() {
+                if client.batch_execute("ROLLBACK").is_err() {
+                    conn.client = None;
+                }
+            }
+        }
     }
 
     /// Reads what was committed after `applied`, or the whole state when the log no longer
@@ -825,28 +871,16 @@ impl Persistence for PgPersistence {
     fn begin_write(&self) -> Result<Vec<Change>> {
         self.with_writer(|conn| {
             let applied = self.shared.applied.load(Ordering::Acquire);
-            let client = conn
-                .client
-                .as_mut()
-                .ok_or_else(|| Error::new(ErrorKind::Internal, "no writer connection"))?;
-            if conn.in_txn {
-                // A previous write ended without end_write (cannot happen; be safe).
-                let _ = client.batch_execute("ROLLBACK");
-                conn.in_txn = false;
-            }
-            client
-                .batch_execute("BEGIN")
-                .map_err(|e| pg_error("starting a write", e))?;
-            conn.in_txn = true;
-            let head = client
-                .query_one("SELECT pos FROM tessera_head FOR UPDATE", &[])
-                .map_err(|e| pg_error("locking the head", e))?
-                .get::<_, i64>(0) as u64;
-            conn.head = head;
+            self.lock_head(conn)?;
+            let head = conn.head;
             if head == applied {
                 self.shared.mark_fresh();
                 return Ok(Vec::new());
             }
+            let client = conn
+                .client
+                .as_mut()
+                .ok_or_else(|| Error::new(ErrorKind::Internal, "no writer connection"))?;
             // Other nodes committed since this one looked: read them in this transaction
             // (the head lock keeps anyone from adding more meanwhile).
             let (_, changes) = read_changes_in_txn(client, applied)?;
@@ -857,21 +891,20 @@ impl Persistence for PgPersistence {
     }
 
     fn end_write(&self) {
-        let mut conn = self.writer.lock();
-        if conn.in_txn {
-            conn.in_txn = false;
-            if let Some(client) = conn.client.as_mut() {
-                if client.batch_execute("ROLLBACK").is_err() {
-                    conn.client = None;
-                }
-            }
-        }
+        self.rollback(&mut self.writer.lock());
     }
 
     fn append(&self, mutation: &Mutation) -> Result<u64> {
-        let payload = encode(mutation)?;
-        self.commit_entry(KIND_MUTATION, &payload, |client, pos| {
-            project(client, pos, mutation)
+        self.append_batch(std::slice::from_ref(mutation))
+    }
+
+    fn append_batch(&self, mutations: &[Mutation]) -> Result<u64> {
+        let entries = mutations
+            .iter()
+            .map(|m| Ok((KIND_MUTATION, encode(m)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.commit_entries(&entries, |client, i, pos| {
+            project(client, pos, &mutations[i])
         })
     }
 
@@ -942,8 +975,8 @@ impl Persistence for PgPersistence {
     }
 
     fn save_keys(&self, keys: &StoredKeyRing) -> Result<()> {
-        let payload = encode(keys)?;
-        self.commit_entry(KIND_KEYS, &payload, |client, _| store_keys(client, keys))
+        let entries = [(KIND_KEYS, encode(keys)?)];
+        self.commit_entries(&entries, |client, _, _| store_keys(client, keys))
             .map(|_| ())
     }
 

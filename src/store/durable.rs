@@ -201,7 +201,7 @@ fn blob_grace() -> Duration {
 /// The blob a profile URL points at: its first run of 64 hex digits. Any such run counts, not
 /// only URLs under the configured image base, so changing `image_url_base` between runs can
 /// never get a referenced image collected.
-fn blob_address_in(url: &str) -> Option<[u8; 32]> {
+pub(crate) fn blob_address_in(url: &str) -> Option<[u8; 32]> {
     let b = url.as_bytes();
     let mut run = 0;
     for (i, c) in b.iter().enumerate() {

@@ -25,7 +25,7 @@
 mod atomic_file;
 mod blobs;
 mod dir_lock;
-mod durable;
+pub(crate) mod durable;
 mod frame;
 mod journal;
 mod key_file;
