@@ -449,3 +449,111 @@ fn compaction_collects_images_no_user_refers_to_and_keeps_the_rest() {
     e.compact().unwrap();
     assert_eq!(fs::read_dir(&images).unwrap().count(), 2);
 }
+
+/// A PNG-looking image whose bytes (and so address) are fixed by `tag`.
+fn png_tagged(tag: &str) -> Vec<u8> {
+    let mut v = png(0);
+    v.extend_from_slice(tag.as_bytes());
+    v
+}
+
+fn image_of(e: &Engine, user: &str) -> Vec<u8> {
+    let url = e.get_user(user).unwrap().profile_url.unwrap();
+    let hex = url.rsplit('/').next().unwrap().split('.').next().unwrap();
+    e.profile_image(hex).unwrap().bytes
+}
+
+#[test]
+fn uploads_racing_compactions_never_fail_and_every_image_survives() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const UPLOADERS: usize = 4;
+    const UPLOADS: usize = 400;
+    const SHARED: usize = 3;
+    let dir = TestDir::new("engine-upload-race");
+    let e = Engine::open(dir.path()).unwrap();
+    for t in 0..UPLOADERS {
+        e.create_user(NewUser::new(format!("u{t}"), "")).unwrap();
+    }
+    // Images every uploader stores again below, left over from a user who moved on an hour
+    // ago: unreferenced and old, so a racing compaction may collect each of them just as an
+    // upload of the same content finds it and refreshes it.
+    e.create_user(NewUser::new("old", "")).unwrap();
+    for s in 0..SHARED {
+        e.set_profile_image("old", &png_tagged(&format!("shared {s}")))
+            .unwrap();
+    }
+    e.set_profile_image("old", &png_tagged("old's last"))
+        .unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for s in 0..SHARED {
+        let sha: [u8; 32] =
+            <sha2::Sha256 as sha2::Digest>::digest(png_tagged(&format!("shared {s}"))).into();
+        let path = dir
+            .path()
+            .join(super::blobs::IMAGES_DIR)
+            .join(super::frame::hex(&sha));
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+    }
+
+    let stop = AtomicBool::new(false);
+    let compactions = AtomicU64::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(err) = e.compact() {
+                    failures.lock().unwrap().push(format!("compact: {err}"));
+                }
+                compactions.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let uploaders: Vec<_> = (0..UPLOADERS)
+            .map(|t| {
+                let (e, failures) = (&e, &failures);
+                s.spawn(move || {
+                    let user = format!("u{t}");
+                    for i in 0..UPLOADS {
+                        // Every other upload has content another uploader stores too.
+                        let img = if i % 2 == 0 {
+                            png_tagged(&format!("{t}/{i}"))
+                        } else {
+                            png_tagged(&format!("shared {}", (i / 2) % SHARED))
+                        };
+                        if let Err(err) = e.set_profile_image(&user, &img) {
+                            failures.lock().unwrap().push(format!("{user} #{i}: {err}"));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for u in uploaders {
+            u.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    assert!(compactions.load(Ordering::Relaxed) > 1);
+
+    drop(e);
+    let e = Engine::open(dir.path()).unwrap();
+    for t in 0..UPLOADERS {
+        let last = UPLOADS - 1;
+        let want = if last % 2 == 0 {
+            png_tagged(&format!("{t}/{last}"))
+        } else {
+            png_tagged(&format!("shared {}", (last / 2) % SHARED))
+        };
+        assert_eq!(image_of(&e, &format!("u{t}")), want, "u{t}");
+    }
+    assert_eq!(image_of(&e, "old"), png_tagged("old's last"));
+}

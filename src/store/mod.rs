@@ -10,7 +10,7 @@
 //! journal-<generation:016x>.tsj      records appended since then
 //! images/<sha256 hex>                profile images
 //! keys                               signing key ring (mode 0600)
-//! *.tmp                              debris of an interrupted write, removed on open
+//! *.tmp, images/*.tmp                debris of an interrupted write, removed on open only
 //! ```
 //!
 //! Compaction first starts journal G+1 (after syncing journal G), then writes snapshot G+1 of
@@ -366,7 +366,7 @@ impl Store {
         for &g in journals.iter().filter(|&&g| g < first) {
             remove_if_exists(&dir.join(journal_name(g)))?;
         }
-        blobs.list(false)?;
+        blobs.remove_debris()?;
         let journal = Journal::new(
             Arc::new(file),
             dir.join(journal_name(generation)),
@@ -454,7 +454,7 @@ impl Store {
 
     /// Every stored blob address.
     pub(crate) fn blob_addresses(&self) -> Result<Vec<[u8; 32]>> {
-        self.blobs.list(self.journal.is_none())
+        self.blobs.list()
     }
 
     /// Replaces the key file (mode 0600) with the serialised key ring.
