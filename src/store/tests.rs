@@ -162,11 +162,45 @@ fn unknown_versions_are_refused_by_name() {
     drop(open(dir.path(), false).unwrap());
     let path = dir.path().join(journal_name(1));
     let mut bytes = fs::read(&path).unwrap();
-    bytes[8] = 9;
+    // A later release's journal: an intact header (checksum and all) naming version 2.
+    bytes[8..12].copy_from_slice(&(frame::FORMAT_VERSION + 1).to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, &bytes).unwrap();
     let e = open(dir.path(), false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
-    assert!(e.message().contains("version 9"), "{e}");
+    assert!(e.message().contains("version 2"), "{e}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "a refused open changes nothing"
+    );
+}
+
+#[test]
+fn a_damaged_or_cut_header_is_corrupt_not_an_unknown_version() {
+    let dir = TestDir::new("header-damage");
+    drop(open(dir.path(), false).unwrap());
+    let path = dir.path().join(journal_name(1));
+    let intact = fs::read(&path).unwrap();
+    for len in 0..HEADER_LEN {
+        fs::write(&path, &intact[..len]).unwrap();
+        let e = open(dir.path(), false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "cut to {len} bytes: {e}");
+        assert!(e.message().contains(&journal_name(1)), "{e}");
+    }
+    // Every bit of the magic and of the version.
+    for byte in 0..12 {
+        for bit in 0..8 {
+            let mut b = intact.clone();
+            b[byte] ^= 1 << bit;
+            fs::write(&path, &b).unwrap();
+            let e = open(dir.path(), false).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "flip {byte}.{bit}: {e}");
+        }
+    }
+    fs::write(&path, &intact).unwrap();
+    open(dir.path(), false).unwrap();
 }
 
 fn compact(store: &Store, entries: &[&[u8]]) -> Compaction {
