@@ -667,7 +667,13 @@ impl Engine {
         inner.ids[id_shard(&id)].0.write().insert(id, handle);
     }
 
-    fn event(&self, kind: EventKind, user: Option<&str>, token: Option<u64>, key: Option<String>) {
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        user: Option<&str>,
+        token: Option<u64>,
+        key: Option<String>,
+    ) {
         self.inner.events.push(kind, user, token, key, self.now());
     }
 
@@ -1382,7 +1388,7 @@ impl Engine {
 
     // ----- events --------------------------------------------------------------------------
 
-    /// Takes up to `max` queued revocation events, oldest first.
+    /// Takes up to `max` queued events (revocations, store notices), oldest first.
     pub fn drain_events(&self, max: usize) -> Vec<Event> {
         self.inner.events.drain(max)
     }

@@ -382,11 +382,16 @@ pub unsafe extern "C" fn tessera_engine_compact(engine: *const tessera_engine) -
     })
 }
 
-/// Writes the journal counters of a durable engine since it was opened to `*out_stats`
-/// (required) as a JSON object: `{"records_synced": N, "syncs": N, "bytes_written": N}`, all
-/// zero for an in-memory or salvage engine. `records_synced / syncs` is how many writes shared
-/// each `fdatasync`. New counters may be added to the object; ignore fields you do not know.
-/// Free the string with `tessera_string_free`. Thread-safe.
+/// Writes the journal counters of a durable engine since it was opened, and what the open
+/// found, to `*out_stats` (required) as a JSON object: `{"records_synced": N, "syncs": N,
+/// "bytes_written": N, "torn_tail_bytes": N, "torn_tail_records": N}`, all zero for an
+/// in-memory engine (a salvage engine writes nothing, so only the torn tail fields can be
+/// non-zero). `records_synced / syncs` is how many writes shared each `fdatasync`.
+/// `torn_tail_bytes` is the size of the torn tail (the end of a write that was never synced)
+/// that open cut off the newest journal, 0 when it ended cleanly; `torn_tail_records` the
+/// records begun in it as far as its bytes show (1 whenever there was a tail: a lower bound).
+/// A cut also queues a `store_torn_tail` event. New counters may be added to the object;
+/// ignore fields you do not know. Free the string with `tessera_string_free`. Thread-safe.
 ///
 /// # Safety
 /// `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
@@ -404,6 +409,8 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
             "records_synced": s.records_synced,
             "syncs": s.syncs,
             "bytes_written": s.bytes_written,
+            "torn_tail_bytes": s.torn_tail_bytes,
+            "torn_tail_records": s.torn_tail_records,
         });
         unsafe { tessera_string::give_json(&json, out_stats) }
     })

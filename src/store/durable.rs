@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use super::{LockedDir, Origin, Store, StoreOptions, StoreStats, SyncMode, Ticket};
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventKind;
 use crate::key_ring::{KeyRing, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::Persistence;
@@ -271,6 +272,9 @@ impl EngineBuilder {
         })?;
         if durable.store.set(store).is_err() {
             return Err(Error::new(ErrorKind::Internal, "store opened twice"));
+        }
+        if recovery.torn_bytes > 0 {
+            engine.event(EventKind::StoreTornTail, None, None, None);
         }
         Ok((engine, recovery.salvage_stopped_at))
     }

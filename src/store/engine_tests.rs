@@ -8,6 +8,7 @@ use super::atomic_file::test_dir::TestDir;
 use crate::device::{DeviceType, NewDevice};
 use crate::engine::Engine;
 use crate::error::ErrorKind;
+use crate::event::EventKind;
 use crate::key_ring::StoredKeyRing;
 use crate::mutation::Mutation;
 use crate::user::{NewUser, UserPatch};
@@ -420,7 +421,38 @@ fn cutting_the_journal_anywhere_in_its_last_record_keeps_every_earlier_user() {
         assert_eq!(e.user_count(), 2, "cut at {cut}");
         assert!(e.get_user("c").is_err());
         e.get_user("b").unwrap();
+        // The cut is reported, so an operator can tell a torn tail from a clean end.
+        let torn = (cut - last) as u64;
+        let stats = e.store_stats();
+        assert_eq!(
+            (stats.torn_tail_bytes, stats.torn_tail_records),
+            (torn, u64::from(torn > 0)),
+            "cut at {cut}"
+        );
+        let kinds: Vec<EventKind> = e.drain_events(100).iter().map(|ev| ev.kind).collect();
+        let want = if torn > 0 {
+            vec![EventKind::StoreTornTail]
+        } else {
+            vec![]
+        };
+        assert_eq!(kinds, want, "cut at {cut}");
+        drop(e);
+        // The tail is gone from the disk: the next open finds a clean end.
+        let e = Engine::open(dir.path()).unwrap();
+        assert_eq!(e.store_stats().torn_tail_bytes, 0, "cut at {cut}");
+        assert!(e.drain_events(100).is_empty(), "cut at {cut}");
     }
+    // A salvage open changes nothing on disk, but says what it did not load.
+    fs::write(&journal, &full[..full.len() - 1]).unwrap();
+    let (e, stopped) = Engine::open_salvage(dir.path()).unwrap();
+    assert!(stopped.is_none());
+    assert_eq!(e.user_count(), 2);
+    let stats = e.store_stats();
+    assert_eq!(
+        (stats.torn_tail_bytes, stats.torn_tail_records),
+        ((full.len() - 1 - last) as u64, 1)
+    );
+    assert_eq!(e.drain_events(100)[0].kind, EventKind::StoreTornTail);
 }
 
 #[test]

@@ -127,6 +127,9 @@ pub(crate) struct Recovery {
     pub(crate) records: u64,
     /// Bytes of a torn final record cut off the newest journal (never acknowledged).
     pub(crate) torn_bytes: u64,
+    /// Records begun in those bytes: 1 when `torn_bytes` is not 0 (see
+    /// [`StoreStats::torn_tail_records`]).
+    pub(crate) torn_records: u64,
     /// In salvage mode, the damage where loading stopped; everything after it was not loaded.
     pub(crate) salvage_stopped_at: Option<Error>,
 }
@@ -197,6 +200,8 @@ pub(crate) struct Store {
     compacting: Arc<AtomicBool>,
     /// Held shared by blob writes and exclusively by blob collection.
     blob_collection: RwLock<()>,
+    /// The torn tail open cut: (bytes, records).
+    torn_tail: (u64, u64),
 }
 
 impl std::fmt::Debug for Store {
@@ -308,6 +313,7 @@ impl Store {
                     apply(Origin::Journal, rec)
                 })?;
                 recovery.torn_bytes += replayed.torn_bytes;
+                recovery.torn_records += replayed.torn_records;
                 if let Some(e) = replayed.salvage_stopped_at {
                     recovery.salvage_stopped_at = Some(e);
                     break;
@@ -329,6 +335,7 @@ impl Store {
                 snapshot_bytes: AtomicU64::new(snapshot_bytes),
                 compacting: Arc::new(AtomicBool::new(false)),
                 blob_collection: RwLock::new(()),
+                torn_tail: (recovery.torn_bytes, recovery.torn_records),
             };
             return Ok((store, recovery));
         }
@@ -382,6 +389,7 @@ impl Store {
             snapshot_bytes: AtomicU64::new(snapshot_bytes),
             compacting: Arc::new(AtomicBool::new(false)),
             blob_collection: RwLock::new(()),
+            torn_tail: (recovery.torn_bytes, recovery.torn_records),
         };
         Ok((store, recovery))
     }
@@ -423,12 +431,15 @@ impl Store {
         self.journal()?.wait(ticket)
     }
 
-    /// Group-commit counters.
+    /// Group-commit counters, and the torn tail open cut.
     pub(crate) fn stats(&self) -> StoreStats {
-        self.journal
+        let mut stats = self
+            .journal
             .as_ref()
             .map(Journal::stats)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (stats.torn_tail_bytes, stats.torn_tail_records) = self.torn_tail;
+        stats
     }
 
     /// Stores a content-addressed blob durably; call before appending the record naming it.
@@ -619,6 +630,7 @@ struct Replayed {
     /// Length of the file up to the end of its last valid record.
     valid_len: u64,
     torn_bytes: u64,
+    torn_records: u64,
     salvage_stopped_at: Option<Error>,
 }
 
@@ -655,6 +667,7 @@ fn replay_journal(
     let mut out = Replayed {
         valid_len: len,
         torn_bytes: 0,
+        torn_records: 0,
         salvage_stopped_at: None,
     };
     let damage = match end {
@@ -664,6 +677,10 @@ fn replay_journal(
         ScanEnd::Torn { offset } if newest => {
             out.valid_len = offset;
             out.torn_bytes = len - offset;
+            // A torn tail is one incomplete frame (or a zero-filled run where the write
+            // should have been); nothing after its start can be parsed, so one record is all
+            // that can be counted.
+            out.torn_records = 1;
             return Ok(out);
         }
         ScanEnd::Torn { offset } => {

@@ -87,6 +87,12 @@ fn truncating_the_last_record_anywhere_keeps_every_earlier_record() {
             "cut at {cut}"
         );
         assert_eq!(rec.torn_bytes, (cut - last_start) as u64);
+        assert_eq!(rec.torn_records, u64::from(cut > last_start));
+        let stats = store.stats();
+        assert_eq!(
+            (stats.torn_tail_bytes, stats.torn_tail_records),
+            (rec.torn_bytes, rec.torn_records)
+        );
         assert_eq!(
             fs::metadata(&path).unwrap().len(),
             last_start as u64,
@@ -98,6 +104,26 @@ fn truncating_the_last_record_anywhere_keeps_every_earlier_record() {
         let (_, got, _) = open(&data, false).unwrap();
         assert_eq!(journal_records(&got)[2], b"after".to_vec(), "cut at {cut}");
     }
+}
+
+#[test]
+fn a_zero_filled_tail_is_cut_and_counted_as_one_record() {
+    let dir = TestDir::new("zero-tail");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write(&store, &[b"kept"]);
+    drop(store);
+    let path = dir.path().join(journal_name(1));
+    let clean = fs::metadata(&path).unwrap().len();
+    // A file system may extend the file before the data of an unsynced write reaches it.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, &[0u8; 300]).unwrap();
+    drop(f);
+    let (store, got, rec) = open(dir.path(), false).unwrap();
+    assert_eq!(journal_records(&got), vec![b"kept".to_vec()]);
+    assert_eq!((rec.torn_bytes, rec.torn_records), (300, 1));
+    let stats = store.stats();
+    assert_eq!((stats.torn_tail_bytes, stats.torn_tail_records), (300, 1));
+    assert_eq!(fs::metadata(&path).unwrap().len(), clean);
 }
 
 #[test]
