@@ -621,9 +621,9 @@ tessera_status tessera_engine_open_in_memory_with_config(const char *config_json
  * Fails with `TESSERA_LOCKED` when another engine has `dir` open, in this process or another
  * (the lock is released by `tessera_engine_free`, or by the kernel when the process dies);
  * `TESSERA_CORRUPT` when stored data is damaged anywhere but in a torn final record (see
- * `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT`; `TESSERA_IO`. Note that a
- * background compaction holds the directory for a moment after the engine that started it
- * is freed, so a reopen right after `tessera_engine_free` can briefly see `TESSERA_LOCKED`.
+ * `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT` when a file's intact header
+ * names a newer format version; `TESSERA_IO`. `tessera_engine_free` waits for a background
+ * compaction still running, so a reopen right after it never sees `TESSERA_LOCKED`.
  *
  * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
  * also releases the directory); on failure leaves it untouched. Thread-safe.
@@ -699,10 +699,10 @@ tessera_status tessera_engine_store_stats(const struct tessera_engine *engine,
 /**
  * Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
  *
- * A durable engine first syncs what a relaxed `sync_mode` still buffers, then releases its
- * data directory (unless a background compaction it started is still running; that keeps the
- * directory until it finishes). A failure of that last sync cannot be reported: use
- * `"durable"` sync when every acknowledged write matters.
+ * A durable engine first waits for a background compaction it started to finish, syncs what a
+ * relaxed `sync_mode` still buffers, then releases its data directory before returning. A
+ * failure of that last sync cannot be reported: use `"durable"` sync when every acknowledged
+ * write matters.
  *
  * No other call may be using `engine` (from any thread) while, or after, it is freed.
  *

@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind, EventQueue};
 use crate::key_ring::{KeyId, KeyInfo, KeyRing, KeySecret, StoredKeyRing};
 use crate::mutation::Mutation;
-use crate::persistence::{MemoryPersistence, Persistence};
+use crate::persistence::{MemoryPersistence, Persistence, UserHandles};
 use crate::profile_image::{self, ProfileImage};
 use crate::session_token::{
     self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
@@ -206,6 +206,9 @@ impl EngineBuilder {
 /// ```
 #[derive(Clone)]
 pub struct Engine {
+    /// `None` only in handles the engine makes for its own background work. Declared first so
+    /// that the user's last handle waits for that work before dropping `inner`.
+    _user: Option<Arc<UserHandles>>,
     inner: Arc<Inner>,
 }
 
@@ -277,6 +280,7 @@ impl Engine {
     ) -> Engine {
         let capacity = config.event_queue_capacity;
         Engine {
+            _user: Some(Arc::new(UserHandles::new(Arc::clone(&persistence)))),
             inner: Arc::new(Inner {
                 config,
                 clock,
@@ -295,6 +299,16 @@ impl Engine {
                 events: EventQueue::new(capacity),
                 persistence,
             }),
+        }
+    }
+
+    /// A handle for background work (a compaction thread): it does not count as the user's,
+    /// so the user's last handle going away waits for that work rather than leaving the
+    /// engine alive behind it.
+    pub(crate) fn background_handle(&self) -> Engine {
+        Engine {
+            _user: None,
+            inner: Arc::clone(&self.inner),
         }
     }
 

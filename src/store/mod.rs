@@ -74,10 +74,10 @@ thread_local! {
 }
 
 /// Lets a test see automatic compaction without writing 16 MiB. Per thread (the decision is
-/// made on the writing thread), so tests running alongside never start a compaction whose
-/// engine clone would keep their directory locked a moment after they drop their engine.
+/// made on the writing thread), so tests running alongside are not slowed by compactions they
+/// did not ask for.
 #[cfg(test)]
-fn set_compaction_min_journal_bytes_for_tests(bytes: u64) {
+pub(crate) fn set_compaction_min_journal_bytes_for_tests(bytes: u64) {
     COMPACTION_MIN_FOR_TESTS.with(|c| c.set(bytes));
 }
 
