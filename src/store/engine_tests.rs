@@ -492,6 +492,14 @@ fn uploads_racing_compactions_never_fail_and_every_image_survives() {
     const UPLOADERS: usize = 4;
     const UPLOADS: usize = 400;
     const SHARED: usize = 3;
+    // Upload `i` of uploader `t`: every other one has content other uploaders store too.
+    let upload = |t: usize, i: usize| {
+        if i.is_multiple_of(2) {
+            png_tagged(&format!("{t}/{i}"))
+        } else {
+            png_tagged(&format!("shared {}", (i / 2) % SHARED))
+        }
+    };
     let dir = TestDir::new("engine-upload-race");
     let e = Engine::open(dir.path()).unwrap();
     for t in 0..UPLOADERS {
@@ -541,13 +549,7 @@ fn uploads_racing_compactions_never_fail_and_every_image_survives() {
                 s.spawn(move || {
                     let user = format!("u{t}");
                     for i in 0..UPLOADS {
-                        // Every other upload has content another uploader stores too.
-                        let img = if i % 2 == 0 {
-                            png_tagged(&format!("{t}/{i}"))
-                        } else {
-                            png_tagged(&format!("shared {}", (i / 2) % SHARED))
-                        };
-                        if let Err(err) = e.set_profile_image(&user, &img) {
+                        if let Err(err) = e.set_profile_image(&user, &upload(t, i)) {
                             failures.lock().unwrap().push(format!("{user} #{i}: {err}"));
                         }
                     }
@@ -570,13 +572,11 @@ fn uploads_racing_compactions_never_fail_and_every_image_survives() {
     drop(e);
     let e = Engine::open(dir.path()).unwrap();
     for t in 0..UPLOADERS {
-        let last = UPLOADS - 1;
-        let want = if last % 2 == 0 {
-            png_tagged(&format!("{t}/{last}"))
-        } else {
-            png_tagged(&format!("shared {}", (last / 2) % SHARED))
-        };
-        assert_eq!(image_of(&e, &format!("u{t}")), want, "u{t}");
+        assert_eq!(
+            image_of(&e, &format!("u{t}")),
+            upload(t, UPLOADS - 1),
+            "u{t}"
+        );
     }
     assert_eq!(image_of(&e, "old"), png_tagged("old's last"));
 }
