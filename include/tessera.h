@@ -627,9 +627,9 @@ tessera_status tessera_engine_open_in_memory_with_config(const char *config_json
  * Fails with `TESSERA_LOCKED` when another engine has `dir` open, in this process or another
  * (the lock is released by `tessera_engine_free`, or by the kernel when the process dies);
  * `TESSERA_CORRUPT` when stored data is damaged anywhere but in a torn final record (see
- * `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT`; `TESSERA_IO`. Note that a
- * background compaction holds the directory for a moment after the engine that started it
- * is freed, so a reopen right after `tessera_engine_free` can briefly see `TESSERA_LOCKED`.
+ * `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT` when a file's intact header
+ * names a newer format version; `TESSERA_IO`. `tessera_engine_free` waits for a background
+ * compaction still running, so a reopen right after it never sees `TESSERA_LOCKED`.
  *
  * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
  * also releases the directory); on failure leaves it untouched. Thread-safe.
@@ -685,11 +685,16 @@ tessera_status tessera_engine_open_salvage(const char *dir,
 tessera_status tessera_engine_compact(const struct tessera_engine *engine);
 
 /**
- * Writes the journal counters of a durable engine since it was opened to `*out_stats`
- * (required) as a JSON object: `{"records_synced": N, "syncs": N, "bytes_written": N}`, all
- * zero for an in-memory or salvage engine. `records_synced / syncs` is how many writes shared
- * each `fdatasync`. New counters may be added to the object; ignore fields you do not know.
- * Free the string with `tessera_string_free`. Thread-safe.
+ * Writes the journal counters of a durable engine since it was opened, and what the open
+ * found, to `*out_stats` (required) as a JSON object: `{"records_synced": N, "syncs": N,
+ * "bytes_written": N, "torn_tail_bytes": N, "torn_tail_records": N}`, all zero for an
+ * in-memory engine (a salvage engine writes nothing, so only the torn tail fields can be
+ * non-zero). `records_synced / syncs` is how many writes shared each `fdatasync`.
+ * `torn_tail_bytes` is the size of the torn tail (the end of a write that was never synced)
+ * that open cut off the newest journal, 0 when it ended cleanly; `torn_tail_records` the
+ * records begun in it as far as its bytes show (1 whenever there was a tail: a lower bound).
+ * A cut also queues a `store_torn_tail` event. New counters may be added to the object;
+ * ignore fields you do not know. Free the string with `tessera_string_free`. Thread-safe.
  *
  * # Safety
  * `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
@@ -700,10 +705,10 @@ tessera_status tessera_engine_store_stats(const struct tessera_engine *engine,
 /**
  * Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
  *
- * A durable engine first syncs what a relaxed `sync_mode` still buffers, then releases its
- * data directory (unless a background compaction it started is still running; that keeps the
- * directory until it finishes). A failure of that last sync cannot be reported: use
- * `"durable"` sync when every acknowledged write matters.
+ * A durable engine first waits for a background compaction it started to finish, syncs what a
+ * relaxed `sync_mode` still buffers, then releases its data directory before returning. A
+ * failure of that last sync cannot be reported: use `"durable"` sync when every acknowledged
+ * write matters.
  *
  * No other call may be using `engine` (from any thread) while, or after, it is freed.
  *
@@ -721,13 +726,14 @@ void tessera_engine_free(struct tessera_engine *engine);
 tessera_status tessera_engine_user_count(const struct tessera_engine *engine, size_t *out_count);
 
 /**
- * Takes up to `max` (1..=`TESSERA_EVENT_DRAIN_MAX`) queued revocation events, oldest first, and
+ * Takes up to `max` (1..=`TESSERA_EVENT_DRAIN_MAX`) queued events, oldest first, and
  * writes them as a JSON array to `*out_events` (required; `[]` when there are none). Each event
  * is `{"seq": 1, "kind": "sessions_revoked", "code": 4, "user_id": "alice" or null,
  * "token_id": 3 or null, "key_id": "a" or null, "at_ms": ...}`. Kinds and codes:
  * `access_token_evicted` 1, `access_token_revoked` 2, `access_tokens_revoked` 3,
  * `sessions_revoked` 4, `user_deleted` 5, `user_deactivated` 6, `key_retired` 7,
- * `all_sessions_revoked` 8; new kinds may appear.
+ * `all_sessions_revoked` 8, `store_torn_tail` 9 (queued at open when a torn final write was
+ * cut off the journal; sizes in `tessera_engine_store_stats`); new kinds may appear.
  *
  * Each event is delivered to exactly one drain call, even with several threads draining.
  * Thread-safe.

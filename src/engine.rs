@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind, EventQueue};
 use crate::key_ring::{KeyId, KeyInfo, KeyRing, KeySecret, StoredKeyRing};
 use crate::mutation::Mutation;
-use crate::persistence::{Change, MemoryPersistence, Persistence};
+use crate::persistence::{Change, MemoryPersistence, Persistence, UserHandles};
 use crate::profile_image::{self, ProfileImage};
 use crate::session_token::{
     self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
@@ -249,6 +249,9 @@ impl EngineBuilder {
 /// ```
 #[derive(Clone)]
 pub struct Engine {
+    /// `None` only in handles the engine makes for its own background work. Declared first so
+    /// that the user's last handle waits for that work before dropping `inner`.
+    _user: Option<Arc<UserHandles>>,
     inner: Arc<Inner>,
 }
 
@@ -281,7 +284,7 @@ pub(crate) struct WeakEngine(std::sync::Weak<Inner>);
 
 impl WeakEngine {
     pub(crate) fn upgrade(&self) -> Option<Engine> {
-        self.0.upgrade().map(|inner| Engine { inner })
+        self.0.upgrade().map(|inner| Engine { _user: None, inner })
     }
 }
 
@@ -335,6 +338,7 @@ impl Engine {
     ) -> Engine {
         let capacity = config.event_queue_capacity;
         Engine {
+            _user: Some(Arc::new(UserHandles::new(Arc::clone(&persistence)))),
             inner: Arc::new(Inner {
                 config,
                 clock,
@@ -361,6 +365,16 @@ impl Engine {
     #[allow(dead_code)] // used by cluster mode
     pub(crate) fn downgrade(&self) -> WeakEngine {
         WeakEngine(Arc::downgrade(&self.inner))
+    }
+
+    /// A handle for background work (a compaction thread): it does not count as the user's,
+    /// so the user's last handle going away waits for that work rather than leaving the
+    /// engine alive behind it.
+    pub(crate) fn background_handle(&self) -> Engine {
+        Engine {
+            _user: None,
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// The configuration in force.
@@ -1002,7 +1016,13 @@ impl Engine {
         inner.ids[id_shard(&id)].0.write().insert(id, handle);
     }
 
-    fn event(&self, kind: EventKind, user: Option<&str>, token: Option<u64>, key: Option<String>) {
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        user: Option<&str>,
+        token: Option<u64>,
+        key: Option<String>,
+    ) {
         self.inner.events.push(kind, user, token, key, self.now());
     }
 
@@ -1787,7 +1807,7 @@ impl Engine {
 
     // ----- events --------------------------------------------------------------------------
 
-    /// Takes up to `max` queued revocation events, oldest first.
+    /// Takes up to `max` queued events (revocations, store notices), oldest first.
     pub fn drain_events(&self, max: usize) -> Vec<Event> {
         self.inner.events.drain(max)
     }

@@ -59,11 +59,13 @@ pub enum ErrorKind {
     Exhausted,
     /// An operating-system I/O call failed.
     Io,
-    /// Stored data failed its checksum or does not parse.
+    /// Stored data failed its checksum or does not parse (a damaged or cut file header
+    /// included).
     Corrupt,
     /// Another process holds the data directory.
     Locked,
-    /// The data directory was written by an unknown format version.
+    /// The data directory was written by an unknown (newer) format version: a file's header
+    /// is intact but names a version this build does not read.
     UnsupportedFormat,
     /// The engine was opened read-only (salvage) and cannot accept writes.
     ReadOnly,

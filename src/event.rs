@@ -1,10 +1,10 @@
-//! Revocation events the host drains, so a chat server can drop sockets that used a credential
-//! which is no longer valid.
+//! Events the host drains: revocations, so a chat server can drop sockets that used a
+//! credential which is no longer valid, and notices from the durable store.
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 
-/// What was revoked.
+/// What happened: mostly what was revoked.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -24,6 +24,10 @@ pub enum EventKind {
     KeyRetired,
     /// Engine-wide emergency revocation: every session token issued before it is invalid.
     AllSessionsRevoked,
+    /// Opening the data directory cut a torn tail off the newest journal: the end of a write
+    /// that was never synced (a crash or power loss during it). Queued once, at open; how many
+    /// bytes and records were cut is in [`crate::StoreStats`].
+    StoreTornTail,
 }
 
 impl EventKind {
@@ -38,6 +42,7 @@ impl EventKind {
             EventKind::UserDeactivated => 6,
             EventKind::KeyRetired => 7,
             EventKind::AllSessionsRevoked => 8,
+            EventKind::StoreTornTail => 9,
         }
     }
 
@@ -52,11 +57,12 @@ impl EventKind {
             EventKind::UserDeactivated => "user_deactivated",
             EventKind::KeyRetired => "key_retired",
             EventKind::AllSessionsRevoked => "all_sessions_revoked",
+            EventKind::StoreTornTail => "store_torn_tail",
         }
     }
 }
 
-/// One revocation.
+/// One event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// What happened.
@@ -162,8 +168,11 @@ mod tests {
             UserDeactivated,
             KeyRetired,
             AllSessionsRevoked,
+            StoreTornTail,
         ];
         let codes: std::collections::HashSet<_> = all.iter().map(|k| k.code()).collect();
         assert_eq!(codes.len(), all.len());
+        let names: std::collections::HashSet<_> = all.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), all.len());
     }
 }

@@ -191,7 +191,8 @@ public:
     /// Snapshot + fresh journal (see tessera_engine_compact); nothing in memory.
     void compact() const { detail::check(tessera_engine_compact(e_)); }
 
-    /// Journal counters as JSON: {"records_synced", "syncs", "bytes_written"}.
+    /// Journal counters as JSON: {"records_synced", "syncs", "bytes_written",
+    /// "torn_tail_bytes", "torn_tail_records"} (see tessera_engine_store_stats).
     std::string store_stats() const {
         tessera_string *out = nullptr;
         detail::check(tessera_engine_store_stats(e_, &out));

@@ -281,9 +281,9 @@ unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Fai
 /// Fails with `TESSERA_LOCKED` when another engine has `dir` open, in this process or another
 /// (the lock is released by `tessera_engine_free`, or by the kernel when the process dies);
 /// `TESSERA_CORRUPT` when stored data is damaged anywhere but in a torn final record (see
-/// `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT`; `TESSERA_IO`. Note that a
-/// background compaction holds the directory for a moment after the engine that started it
-/// is freed, so a reopen right after `tessera_engine_free` can briefly see `TESSERA_LOCKED`.
+/// `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT` when a file's intact header
+/// names a newer format version; `TESSERA_IO`. `tessera_engine_free` waits for a background
+/// compaction still running, so a reopen right after it never sees `TESSERA_LOCKED`.
 ///
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
 /// also releases the directory); on failure leaves it untouched. Thread-safe.
@@ -382,11 +382,16 @@ pub unsafe extern "C" fn tessera_engine_compact(engine: *const tessera_engine) -
     })
 }
 
-/// Writes the journal counters of a durable engine since it was opened to `*out_stats`
-/// (required) as a JSON object: `{"records_synced": N, "syncs": N, "bytes_written": N}`, all
-/// zero for an in-memory or salvage engine. `records_synced / syncs` is how many writes shared
-/// each `fdatasync`. New counters may be added to the object; ignore fields you do not know.
-/// Free the string with `tessera_string_free`. Thread-safe.
+/// Writes the journal counters of a durable engine since it was opened, and what the open
+/// found, to `*out_stats` (required) as a JSON object: `{"records_synced": N, "syncs": N,
+/// "bytes_written": N, "torn_tail_bytes": N, "torn_tail_records": N}`, all zero for an
+/// in-memory engine (a salvage engine writes nothing, so only the torn tail fields can be
+/// non-zero). `records_synced / syncs` is how many writes shared each `fdatasync`.
+/// `torn_tail_bytes` is the size of the torn tail (the end of a write that was never synced)
+/// that open cut off the newest journal, 0 when it ended cleanly; `torn_tail_records` the
+/// records begun in it as far as its bytes show (1 whenever there was a tail: a lower bound).
+/// A cut also queues a `store_torn_tail` event. New counters may be added to the object;
+/// ignore fields you do not know. Free the string with `tessera_string_free`. Thread-safe.
 ///
 /// # Safety
 /// `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
@@ -404,6 +409,8 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
             "records_synced": s.records_synced,
             "syncs": s.syncs,
             "bytes_written": s.bytes_written,
+            "torn_tail_bytes": s.torn_tail_bytes,
+            "torn_tail_records": s.torn_tail_records,
         });
         unsafe { tessera_string::give_json(&json, out_stats) }
     })
@@ -411,10 +418,10 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
 
 /// Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
 ///
-/// A durable engine first syncs what a relaxed `sync_mode` still buffers, then releases its
-/// data directory (unless a background compaction it started is still running; that keeps the
-/// directory until it finishes). A failure of that last sync cannot be reported: use
-/// `"durable"` sync when every acknowledged write matters.
+/// A durable engine first waits for a background compaction it started to finish, syncs what a
+/// relaxed `sync_mode` still buffers, then releases its data directory before returning. A
+/// failure of that last sync cannot be reported: use `"durable"` sync when every acknowledged
+/// write matters.
 ///
 /// No other call may be using `engine` (from any thread) while, or after, it is freed.
 ///
@@ -513,6 +520,62 @@ mod tests {
         }
         assert_eq!(open("", ""), TESSERA_INVALID_ARGUMENT);
         assert_eq!(open("a\0b", ""), TESSERA_INVALID_ARGUMENT);
+    }
+
+    /// `tessera_engine_free` waits for a background compaction the engine started, so the
+    /// next open never finds the directory locked.
+    #[test]
+    fn free_waits_for_a_background_compaction() {
+        let dir = Dir::new("free-compaction");
+        // Every write whose journal has outgrown the snapshot starts a background compaction.
+        crate::store::set_compaction_min_journal_bytes_for_tests(0);
+        let d = dir.as_str();
+        for cycle in 0..100 {
+            let mut e: *mut tessera_engine = std::ptr::null_mut();
+            // SAFETY: valid inputs for their lengths and a valid out-pointer.
+            let st = unsafe {
+                tessera_engine_open(d.as_ptr().cast(), d.len(), std::ptr::null(), 0, &mut e)
+            };
+            assert_eq!(st, TESSERA_OK, "cycle {cycle}");
+            let user = r#"{"user_id": "u", "nickname": ""}"#;
+            // SAFETY: a live handle and valid inputs; the out-pointers may be NULL.
+            let st = unsafe {
+                crate::ffi::user::tessera_user_upsert(
+                    e,
+                    user.as_ptr().cast(),
+                    user.len(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(st, TESSERA_OK, "cycle {cycle}");
+            // Two long nicknames outgrow a snapshot of one user.
+            for i in 0..3 {
+                let patch = format!(r#"{{"nickname": "{cycle}.{i} {}"}}"#, "n".repeat(70));
+                // SAFETY: a live handle and valid inputs; the out-pointer may be NULL.
+                let st = unsafe {
+                    crate::ffi::user::tessera_user_update(
+                        e,
+                        "u".as_ptr().cast(),
+                        1,
+                        patch.as_ptr().cast(),
+                        patch.len(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert_eq!(st, TESSERA_OK, "cycle {cycle}");
+            }
+            // SAFETY: the handle just opened, used by nothing else.
+            unsafe { tessera_engine_free(e) };
+        }
+        let snapshots = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter(|f| {
+                let name = f.as_ref().unwrap().file_name();
+                name.to_str().unwrap().starts_with("snapshot-")
+            })
+            .count();
+        assert_eq!(snapshots, 1);
     }
 
     #[test]

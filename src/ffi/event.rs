@@ -1,4 +1,4 @@
-//! Revocation events.
+//! Events: revocations and store notices.
 
 use super::engine::{engine, tessera_engine};
 use super::io::{fail, non_null, write_out};
@@ -8,13 +8,14 @@ use super::status::tessera_status::{self, TESSERA_INVALID_ARGUMENT};
 /// Most events one `tessera_event_drain` call may take.
 pub const TESSERA_EVENT_DRAIN_MAX: usize = 65536;
 
-/// Takes up to `max` (1..=`TESSERA_EVENT_DRAIN_MAX`) queued revocation events, oldest first, and
+/// Takes up to `max` (1..=`TESSERA_EVENT_DRAIN_MAX`) queued events, oldest first, and
 /// writes them as a JSON array to `*out_events` (required; `[]` when there are none). Each event
 /// is `{"seq": 1, "kind": "sessions_revoked", "code": 4, "user_id": "alice" or null,
 /// "token_id": 3 or null, "key_id": "a" or null, "at_ms": ...}`. Kinds and codes:
 /// `access_token_evicted` 1, `access_token_revoked` 2, `access_tokens_revoked` 3,
 /// `sessions_revoked` 4, `user_deleted` 5, `user_deactivated` 6, `key_retired` 7,
-/// `all_sessions_revoked` 8; new kinds may appear.
+/// `all_sessions_revoked` 8, `store_torn_tail` 9 (queued at open when a torn final write was
+/// cut off the journal; sizes in `tessera_engine_store_stats`); new kinds may appear.
 ///
 /// Each event is delivered to exactly one drain call, even with several threads draining.
 /// Thread-safe.

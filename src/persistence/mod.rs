@@ -1,5 +1,7 @@
 //! The hook through which the engine makes its changes durable, and the in-memory no-op.
 
+use std::sync::Arc;
+
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 
@@ -91,12 +93,35 @@ pub(crate) trait Persistence: Send + Sync + 'static {
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }
+    /// Called when the user's last handle to the engine is dropped, before the engine's state
+    /// is: waits for background work started from [`Persistence::maintain`] (whose engine
+    /// handle would otherwise keep that state — a durable engine's directory lock — alive
+    /// after the user let go of it), and stops cluster mode's follower.
+    fn close(&self) {}
+}
+
+/// Shared by every handle the user holds on an engine, and by nothing the engine runs in the
+/// background: dropped with the user's last handle, it lets the persistence finish its
+/// background work first, so that dropping (or closing, or freeing) an engine releases its
+/// resources by the time it returns.
+pub(crate) struct UserHandles(Arc<dyn Persistence>);
+
+impl UserHandles {
+    pub(crate) fn new(persistence: Arc<dyn Persistence>) -> UserHandles {
+        UserHandles(persistence)
+    }
+}
+
+impl Drop for UserHandles {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Persistence for an in-memory engine: nothing to sync; blobs kept in a map.
 #[derive(Default)]
 pub(crate) struct MemoryPersistence {
-    blobs: RwLock<HashMap<[u8; 32], std::sync::Arc<[u8]>>>,
+    blobs: RwLock<HashMap<[u8; 32], Arc<[u8]>>>,
 }
 
 impl Persistence for MemoryPersistence {

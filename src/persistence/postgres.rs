@@ -983,6 +983,13 @@ impl Persistence for PgPersistence {
     fn compact(&self, _engine: &Engine) -> Result<()> {
         self.with_blobs(|client| prune(client, &self.shared))
     }
+
+    fn close(&self) {
+        // The follower and watchdog notice within one poll interval and end (the follower
+        // holds only a weak handle, so the engine's state goes as soon as it lets go); the
+        // follower's connection closes with it.
+        self.shared.stop.store(true, Ordering::Release);
+    }
 }
 
 /// Deletes log entries every live node has applied, keeping `log_retention` of them; a node
@@ -1002,8 +1009,6 @@ fn prune(client: &mut Client, shared: &Shared) -> Result<()> {
 
 impl Drop for PgPersistence {
     fn drop(&mut self) {
-        // The follower and watchdog notice within one poll interval and end; the follower's
-        // connection closes with it.
         self.shared.stop.store(true, Ordering::Release);
     }
 }

@@ -4,6 +4,11 @@
 //! A blob is written to a temporary file, synced, renamed into place and the directory synced
 //! *before* the journal record that points at it is appended; after a crash there may be a blob
 //! that nothing points at (harmless, collectable), never a record pointing at a missing blob.
+//!
+//! Each write has a temporary name of its own (`<sha256 hex>.<pid>.<counter>.tmp`), so two
+//! uploads of the same image never share one. Temporary files are removed only by the debris
+//! sweep of open: compaction runs while uploads are in flight and must never delete the file
+//! an upload is about to rename.
 
 use std::fs;
 use std::io::{self, Write};
@@ -111,29 +116,44 @@ impl BlobStore {
         }
     }
 
-    /// Every stored blob address, and removes leftover temporary files of interrupted writes
-    /// unless `read_only`.
-    pub(crate) fn list(&self, read_only: bool) -> Result<Vec<[u8; 32]>> {
+    /// Every stored blob address. Never touches a temporary file: one may belong to a
+    /// [`BlobStore::put`] in flight on another thread.
+    pub(crate) fn list(&self) -> Result<Vec<[u8; 32]>> {
         let mut out = Vec::new();
+        self.for_each_entry(|name, _| {
+            if let Some(sha) = parse_hex32(name) {
+                out.push(sha);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Removes the temporary files of writes a crash interrupted. Only for open, which holds
+    /// the directory lock exclusively and has not handed the store out yet, so no write of
+    /// this data directory can be in flight: at any later time a temporary file may be the
+    /// one a concurrent [`BlobStore::put`] is about to rename.
+    pub(crate) fn remove_debris(&self) -> Result<()> {
+        self.for_each_entry(|name, path| {
+            if name.ends_with(TMP_SUFFIX) {
+                let _ = fs::remove_file(path);
+            }
+        })
+    }
+
+    fn for_each_entry(&self, mut f: impl FnMut(&str, &Path)) -> Result<()> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(&format!("listing {}", self.dir.display()), e)),
         };
         for entry in entries {
             let entry =
                 entry.map_err(|e| Error::io(&format!("listing {}", self.dir.display()), e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.ends_with(TMP_SUFFIX) {
-                if !read_only {
-                    let _ = fs::remove_file(entry.path());
-                }
-            } else if let Some(sha) = parse_hex32(name) {
-                out.push(sha);
+            if let Some(name) = entry.file_name().to_str() {
+                f(name, &entry.path());
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -158,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn put_is_idempotent_get_verifies_and_list_cleans_temporaries() {
+    fn put_is_idempotent_get_verifies_and_only_the_debris_sweep_removes_temporaries() {
         let dir = TestDir::new("blobs");
         let blobs = BlobStore::open(dir.path(), false).unwrap();
         let img = b"\x89PNG not really".to_vec();
@@ -177,8 +197,16 @@ mod tests {
             );
         }
 
+        // Listing leaves temporary files alone (one may be a write in flight); only the
+        // debris sweep of open removes them.
         fs::write(dir.path().join(IMAGES_DIR).join("x.1.2.tmp"), b"debris").unwrap();
-        assert_eq!(blobs.list(false).unwrap(), vec![h]);
+        assert_eq!(blobs.list().unwrap(), vec![h]);
+        assert_eq!(
+            fs::read_dir(dir.path().join(IMAGES_DIR)).unwrap().count(),
+            2
+        );
+        blobs.remove_debris().unwrap();
+        assert_eq!(blobs.list().unwrap(), vec![h]);
         assert_eq!(
             fs::read_dir(dir.path().join(IMAGES_DIR)).unwrap().count(),
             1

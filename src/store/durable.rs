@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -19,6 +20,7 @@ use zeroize::Zeroizing;
 use super::{LockedDir, Origin, Store, StoreOptions, StoreStats, SyncMode, Ticket};
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventKind;
 use crate::key_ring::{KeyRing, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::Persistence;
@@ -30,6 +32,8 @@ struct DurableStore {
     /// One compaction at a time (explicit or automatic).
     compaction: Mutex<()>,
     background_compaction: Arc<AtomicBool>,
+    /// The thread of the last background compaction, joined by [`Persistence::close`].
+    background_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DurableStore {
@@ -101,7 +105,9 @@ impl Persistence for DurableStore {
         if !store.wants_compaction() || self.background_compaction.swap(true, Ordering::AcqRel) {
             return;
         }
-        let engine = engine.clone();
+        // Not a user handle: the user's last handle going away joins this thread (`close`)
+        // instead of this thread keeping the engine, and its directory lock, alive.
+        let engine = engine.background_handle();
         let running = Arc::clone(&self.background_compaction);
         let spawned = std::thread::Builder::new()
             .name("tessera-compaction".into())
@@ -109,10 +115,29 @@ impl Persistence for DurableStore {
                 // A failure loses nothing (the journals still hold every record); it is retried
                 // once the journal has grown again.
                 let _ = engine.compact();
+                drop(engine);
                 running.store(false, Ordering::Release);
             });
-        if spawned.is_err() {
-            self.background_compaction.store(false, Ordering::Release);
+        match spawned {
+            Ok(thread) => {
+                // The previous thread has cleared `running`, so it is finishing or finished.
+                let previous = self.background_thread.lock().replace(thread);
+                if let Some(previous) = previous {
+                    let _ = previous.join();
+                }
+            }
+            Err(_) => self.background_compaction.store(false, Ordering::Release),
+        }
+    }
+
+    fn close(&self) {
+        let thread = self.background_thread.lock().take();
+        if let Some(thread) = thread {
+            // The compaction thread holds no user handle, so this never runs on it; checked
+            // anyway, as joining itself would deadlock.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 
@@ -238,8 +263,8 @@ impl EngineBuilder {
     /// snapshot, replays the journal, and journals every later change before the call that made
     /// it returns. Fails with [`ErrorKind::Locked`] if another engine has `dir` open.
     ///
-    /// The directory stays locked until the last handle is gone: a background compaction
-    /// holds one while it runs, so a reopen right after dropping the engine can briefly see
+    /// The directory stays locked until the last handle is dropped; that drop waits for a
+    /// background compaction still running, so a reopen right after it never sees
     /// [`ErrorKind::Locked`].
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Engine> {
         self.open_dir(dir.as_ref(), false).map(|(e, _)| e)
@@ -272,6 +297,7 @@ impl EngineBuilder {
             store: OnceLock::new(),
             compaction: Mutex::new(()),
             background_compaction: Arc::new(AtomicBool::new(false)),
+            background_thread: Mutex::new(None),
         });
         let engine = Engine::assemble(self.config, self.clock, durable.clone(), keys);
         let opts = StoreOptions { sync: self.sync };
@@ -284,6 +310,9 @@ impl EngineBuilder {
         })?;
         if durable.store.set(store).is_err() {
             return Err(Error::new(ErrorKind::Internal, "store opened twice"));
+        }
+        if recovery.torn_bytes > 0 {
+            engine.event(EventKind::StoreTornTail, None, None, None);
         }
         Ok((engine, recovery.salvage_stopped_at))
     }

@@ -74,66 +74,64 @@ pub(crate) fn encode_header(kind: FileKind, generation: u64) -> [u8; HEADER_LEN]
 
 /// Checks the header of a file expected to be of `kind` and returns its generation.
 ///
-/// The magic and the version are checked before the checksum, so a file from a later release
-/// (whose header may be laid out differently) is refused by name as an unsupported version
-/// rather than reported as corrupt.
+/// Only an intact header — the right magic, a matching checksum — that names a newer format
+/// version is [`ErrorKind::UnsupportedFormat`]; every other defect (a file shorter than a
+/// header, a wrong magic, a flipped bit anywhere, a version that never existed) is
+/// [`ErrorKind::Corrupt`]. The checksum is checked before the version so that a bit flip in
+/// the version field is reported as the damage it is. That is why every format version, now
+/// and later, starts with this same 24-byte header: what a later version changes comes after
+/// it.
 pub(crate) fn parse_header(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<u64> {
+    let corrupt =
+        |what: String| Error::new(ErrorKind::Corrupt, format!("{}: {what}", path.display()));
     let magic = &bytes[..bytes.len().min(8)];
-    if magic != kind.magic() {
+    if magic != &kind.magic()[..magic.len()] {
         if let Some(other) = FileKind::ALL.iter().find(|k| k.magic() == magic) {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "{}: expected a Tessera {} file but found a {} file",
-                    path.display(),
-                    kind.name(),
-                    other.name()
-                ),
-            ));
-        }
-        return Err(Error::new(
-            ErrorKind::UnsupportedFormat,
-            format!(
-                "{}: not a Tessera {} file (starts with bytes {}; expected {:?})",
-                path.display(),
+            return Err(corrupt(format!(
+                "expected a Tessera {} file but found a {} file",
                 kind.name(),
-                hex(magic),
-                String::from_utf8_lossy(kind.magic())
-            ),
-        ));
+                other.name()
+            )));
+        }
+        return Err(corrupt(format!(
+            "not a Tessera {} file, or its header is damaged (starts with bytes {}; expected \
+             {:?})",
+            kind.name(),
+            hex(magic),
+            String::from_utf8_lossy(kind.magic())
+        )));
     }
     if bytes.len() < HEADER_LEN {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "{}: header is {} bytes; a {} header is {HEADER_LEN}",
-                path.display(),
-                bytes.len(),
-                kind.name()
-            ),
-        ));
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(Error::new(
-            ErrorKind::UnsupportedFormat,
-            format!(
-                "{}: {} format version {version}; this build of Tessera reads version {FORMAT_VERSION}",
-                path.display(),
-                kind.name()
-            ),
-        ));
+        return Err(corrupt(format!(
+            "cut short: the file is {} bytes; a {} header alone is {HEADER_LEN}",
+            bytes.len(),
+            kind.name()
+        )));
     }
     let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
     if stored != crc32fast::hash(&bytes[..20]) {
+        return Err(corrupt(format!(
+            "{} header checksum mismatch (damaged header)",
+            kind.name()
+        )));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version > FORMAT_VERSION {
         return Err(Error::new(
-            ErrorKind::Corrupt,
+            ErrorKind::UnsupportedFormat,
             format!(
-                "{}: {} header checksum mismatch",
+                "{}: {} format version {version}, written by a later release; this build of \
+                 Tessera reads version {FORMAT_VERSION}",
                 path.display(),
                 kind.name()
             ),
         ));
+    }
+    if version < FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "{} format version {version} does not exist (the first is 1)",
+            kind.name()
+        )));
     }
     Ok(u64::from_le_bytes(
         bytes[12..20].try_into().expect("8 bytes"),
@@ -376,19 +374,64 @@ mod tests {
             b"SQLite format 3\0xxxxxxxx",
         )
         .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
         assert!(e.message().contains("53514c6974652066"), "{e}");
-
-        let mut v2 = h;
-        v2[8] = 2;
-        let e = parse_header(Path::new("j"), FileKind::Journal, &v2).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
-        assert!(e.message().contains("version 2"), "{e}");
 
         let mut bad = h;
         bad[15] ^= 1;
         let e = parse_header(Path::new("j"), FileKind::Journal, &bad).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+
+    /// A header with `version`, its checksum recomputed: intact, as a later release writes it.
+    fn header_with_version(version: u32) -> [u8; HEADER_LEN] {
+        let mut h = encode_header(FileKind::Journal, 7);
+        h[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&h[..20]);
+        h[20..24].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    fn header_error(bytes: &[u8]) -> Error {
+        parse_header(Path::new("j"), FileKind::Journal, bytes).unwrap_err()
+    }
+
+    #[test]
+    fn only_an_intact_header_of_a_newer_version_is_unsupported_every_defect_is_corrupt() {
+        let h = encode_header(FileKind::Journal, 7);
+        // Cut anywhere inside the header, down to an empty file.
+        for len in 0..HEADER_LEN {
+            let e = header_error(&h[..len]);
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "cut to {len} bytes: {e}");
+        }
+        // Every single bit of the magic, and of the version.
+        for byte in (0..8).chain(8..12) {
+            for bit in 0..8 {
+                let mut b = h;
+                b[byte] ^= 1 << bit;
+                let e = header_error(&b);
+                assert_eq!(e.kind(), ErrorKind::Corrupt, "flip {byte}.{bit}: {e}");
+            }
+        }
+        // An intact header naming the next version, or the largest: a later release's file.
+        for version in [FORMAT_VERSION + 1, u32::MAX] {
+            let e = header_error(&header_with_version(version));
+            assert_eq!(e.kind(), ErrorKind::UnsupportedFormat, "version {version}");
+            assert!(e.message().contains(&format!("version {version}")), "{e}");
+        }
+        // An intact header naming a version that never existed is not from any release.
+        let e = header_error(&header_with_version(0));
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        // The version this build writes, with the checksum recomputed, is simply valid.
+        assert_eq!(
+            parse_header(
+                Path::new("j"),
+                FileKind::Journal,
+                &header_with_version(FORMAT_VERSION)
+            )
+            .unwrap(),
+            7
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub enum SyncMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Ticket(pub(crate) u64);
 
-/// Counters of a durable engine's journal since it was opened ([`crate::Engine::store_stats`]).
+/// Counters of a durable engine's journal since it was opened, and what the open found
+/// ([`crate::Engine::store_stats`]).
 ///
 /// `records_synced / syncs` is the group-commit factor: how many writes shared one
 /// `fdatasync`.
@@ -62,6 +63,17 @@ pub struct StoreStats {
     pub syncs: u64,
     /// Record bytes written (file headers excluded).
     pub bytes_written: u64,
+    /// Bytes of a torn tail that open cut off the newest journal: the end of a write that was
+    /// never synced, so never acknowledged in [`SyncMode::Durable`] (in relaxed mode, at most
+    /// the last interval's writes). 0 when the journal ended cleanly. A salvage open leaves
+    /// the tail on disk but does not load it, and reports it the same way. Each cut also
+    /// queues an [`crate::EventKind::StoreTornTail`] event.
+    pub torn_tail_bytes: u64,
+    /// Records cut with the torn tail, as far as the bytes show: 1 whenever
+    /// `torn_tail_bytes` is not 0. The cut starts at the first incomplete record and no record
+    /// boundary after it can be trusted, so further records of the same unsynced write (if
+    /// there were any) cannot be counted: this is a lower bound.
+    pub torn_tail_records: u64,
 }
 
 /// Where batches go: the journal file, or a fault-injecting stand-in in tests.
@@ -277,6 +289,7 @@ impl Journal {
             records_synced: self.inner.records_synced.load(Ordering::Relaxed),
             syncs: self.inner.syncs.load(Ordering::Relaxed),
             bytes_written: self.inner.bytes_written.load(Ordering::Relaxed),
+            ..StoreStats::default()
         }
     }
 }

@@ -10,7 +10,7 @@
 //! journal-<generation:016x>.tsj      records appended since then
 //! images/<sha256 hex>                profile images
 //! keys                               signing key ring (mode 0600)
-//! *.tmp                              debris of an interrupted write, removed on open
+//! *.tmp, images/*.tmp                debris of an interrupted write, removed on open only
 //! ```
 //!
 //! Compaction first starts journal G+1 (after syncing journal G), then writes snapshot G+1 of
@@ -74,10 +74,10 @@ thread_local! {
 }
 
 /// Lets a test see automatic compaction without writing 16 MiB. Per thread (the decision is
-/// made on the writing thread), so tests running alongside never start a compaction whose
-/// engine clone would keep their directory locked a moment after they drop their engine.
+/// made on the writing thread), so tests running alongside are not slowed by compactions they
+/// did not ask for.
 #[cfg(test)]
-fn set_compaction_min_journal_bytes_for_tests(bytes: u64) {
+pub(crate) fn set_compaction_min_journal_bytes_for_tests(bytes: u64) {
     COMPACTION_MIN_FOR_TESTS.with(|c| c.set(bytes));
 }
 
@@ -127,6 +127,9 @@ pub(crate) struct Recovery {
     pub(crate) records: u64,
     /// Bytes of a torn final record cut off the newest journal (never acknowledged).
     pub(crate) torn_bytes: u64,
+    /// Records begun in those bytes: 1 when `torn_bytes` is not 0 (see
+    /// [`StoreStats::torn_tail_records`]).
+    pub(crate) torn_records: u64,
     /// In salvage mode, the damage where loading stopped; everything after it was not loaded.
     pub(crate) salvage_stopped_at: Option<Error>,
 }
@@ -197,6 +200,8 @@ pub(crate) struct Store {
     compacting: Arc<AtomicBool>,
     /// Held shared by blob writes and exclusively by blob collection.
     blob_collection: RwLock<()>,
+    /// The torn tail open cut: (bytes, records).
+    torn_tail: (u64, u64),
 }
 
 impl std::fmt::Debug for Store {
@@ -308,6 +313,7 @@ impl Store {
                     apply(Origin::Journal, rec)
                 })?;
                 recovery.torn_bytes += replayed.torn_bytes;
+                recovery.torn_records += replayed.torn_records;
                 if let Some(e) = replayed.salvage_stopped_at {
                     recovery.salvage_stopped_at = Some(e);
                     break;
@@ -329,6 +335,7 @@ impl Store {
                 snapshot_bytes: AtomicU64::new(snapshot_bytes),
                 compacting: Arc::new(AtomicBool::new(false)),
                 blob_collection: RwLock::new(()),
+                torn_tail: (recovery.torn_bytes, recovery.torn_records),
             };
             return Ok((store, recovery));
         }
@@ -366,7 +373,7 @@ impl Store {
         for &g in journals.iter().filter(|&&g| g < first) {
             remove_if_exists(&dir.join(journal_name(g)))?;
         }
-        blobs.list(false)?;
+        blobs.remove_debris()?;
         let journal = Journal::new(
             Arc::new(file),
             dir.join(journal_name(generation)),
@@ -382,6 +389,7 @@ impl Store {
             snapshot_bytes: AtomicU64::new(snapshot_bytes),
             compacting: Arc::new(AtomicBool::new(false)),
             blob_collection: RwLock::new(()),
+            torn_tail: (recovery.torn_bytes, recovery.torn_records),
         };
         Ok((store, recovery))
     }
@@ -438,12 +446,15 @@ impl Store {
         self.journal.as_ref().map_or(u64::MAX, Journal::readable)
     }
 
-    /// Group-commit counters.
+    /// Group-commit counters, and the torn tail open cut.
     pub(crate) fn stats(&self) -> StoreStats {
-        self.journal
+        let mut stats = self
+            .journal
             .as_ref()
             .map(Journal::stats)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (stats.torn_tail_bytes, stats.torn_tail_records) = self.torn_tail;
+        stats
     }
 
     /// Stores a content-addressed blob durably; call before appending the record naming it.
@@ -469,7 +480,7 @@ impl Store {
 
     /// Every stored blob address.
     pub(crate) fn blob_addresses(&self) -> Result<Vec<[u8; 32]>> {
-        self.blobs.list(self.journal.is_none())
+        self.blobs.list()
     }
 
     /// Replaces the key file (mode 0600) with the serialised key ring.
@@ -634,6 +645,7 @@ struct Replayed {
     /// Length of the file up to the end of its last valid record.
     valid_len: u64,
     torn_bytes: u64,
+    torn_records: u64,
     salvage_stopped_at: Option<Error>,
 }
 
@@ -670,6 +682,7 @@ fn replay_journal(
     let mut out = Replayed {
         valid_len: len,
         torn_bytes: 0,
+        torn_records: 0,
         salvage_stopped_at: None,
     };
     let damage = match end {
@@ -679,6 +692,10 @@ fn replay_journal(
         ScanEnd::Torn { offset } if newest => {
             out.valid_len = offset;
             out.torn_bytes = len - offset;
+            // A torn tail is one incomplete frame (or a zero-filled run where the write
+            // should have been); nothing after its start can be parsed, so one record is all
+            // that can be counted.
+            out.torn_records = 1;
             return Ok(out);
         }
         ScanEnd::Torn { offset } => {

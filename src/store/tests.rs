@@ -87,6 +87,12 @@ fn truncating_the_last_record_anywhere_keeps_every_earlier_record() {
             "cut at {cut}"
         );
         assert_eq!(rec.torn_bytes, (cut - last_start) as u64);
+        assert_eq!(rec.torn_records, u64::from(cut > last_start));
+        let stats = store.stats();
+        assert_eq!(
+            (stats.torn_tail_bytes, stats.torn_tail_records),
+            (rec.torn_bytes, rec.torn_records)
+        );
         assert_eq!(
             fs::metadata(&path).unwrap().len(),
             last_start as u64,
@@ -98,6 +104,26 @@ fn truncating_the_last_record_anywhere_keeps_every_earlier_record() {
         let (_, got, _) = open(&data, false).unwrap();
         assert_eq!(journal_records(&got)[2], b"after".to_vec(), "cut at {cut}");
     }
+}
+
+#[test]
+fn a_zero_filled_tail_is_cut_and_counted_as_one_record() {
+    let dir = TestDir::new("zero-tail");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write(&store, &[b"kept"]);
+    drop(store);
+    let path = dir.path().join(journal_name(1));
+    let clean = fs::metadata(&path).unwrap().len();
+    // A file system may extend the file before the data of an unsynced write reaches it.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, &[0u8; 300]).unwrap();
+    drop(f);
+    let (store, got, rec) = open(dir.path(), false).unwrap();
+    assert_eq!(journal_records(&got), vec![b"kept".to_vec()]);
+    assert_eq!((rec.torn_bytes, rec.torn_records), (300, 1));
+    let stats = store.stats();
+    assert_eq!((stats.torn_tail_bytes, stats.torn_tail_records), (300, 1));
+    assert_eq!(fs::metadata(&path).unwrap().len(), clean);
 }
 
 #[test]
@@ -162,11 +188,45 @@ fn unknown_versions_are_refused_by_name() {
     drop(open(dir.path(), false).unwrap());
     let path = dir.path().join(journal_name(1));
     let mut bytes = fs::read(&path).unwrap();
-    bytes[8] = 9;
+    // A later release's journal: an intact header (checksum and all) naming version 2.
+    bytes[8..12].copy_from_slice(&(frame::FORMAT_VERSION + 1).to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, &bytes).unwrap();
     let e = open(dir.path(), false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
-    assert!(e.message().contains("version 9"), "{e}");
+    assert!(e.message().contains("version 2"), "{e}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "a refused open changes nothing"
+    );
+}
+
+#[test]
+fn a_damaged_or_cut_header_is_corrupt_not_an_unknown_version() {
+    let dir = TestDir::new("header-damage");
+    drop(open(dir.path(), false).unwrap());
+    let path = dir.path().join(journal_name(1));
+    let intact = fs::read(&path).unwrap();
+    for len in 0..HEADER_LEN {
+        fs::write(&path, &intact[..len]).unwrap();
+        let e = open(dir.path(), false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "cut to {len} bytes: {e}");
+        assert!(e.message().contains(&journal_name(1)), "{e}");
+    }
+    // Every bit of the magic and of the version.
+    for byte in 0..12 {
+        for bit in 0..8 {
+            let mut b = intact.clone();
+            b[byte] ^= 1 << bit;
+            fs::write(&path, &b).unwrap();
+            let e = open(dir.path(), false).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "flip {byte}.{bit}: {e}");
+        }
+    }
+    fs::write(&path, &intact).unwrap();
+    open(dir.path(), false).unwrap();
 }
 
 fn compact(store: &Store, entries: &[&[u8]]) -> Compaction {

@@ -295,7 +295,8 @@ class Engine:
         self._call(lib.tessera_engine_compact)
 
     def store_stats(self) -> StoreStats:
-        """Journal counters since the engine was opened (all zero in memory)."""
+        """Journal counters since the engine was opened, and the torn tail the open cut off
+        the journal, if any (all zero in memory)."""
         return StoreStats.from_json(self._call_string(lib.tessera_engine_store_stats))
 
     # ----- call plumbing ------------------------------------------------------------------
@@ -734,8 +735,8 @@ class Engine:
     # ----- events -------------------------------------------------------------------------
 
     def drain_events(self, max: int = 1000) -> List[Event]:
-        """Takes up to ``max`` (1..=65536) queued revocation events, oldest first. Each event
-        goes to exactly one drain call, even with several threads draining."""
+        """Takes up to ``max`` (1..=65536) queued events (revocations, store notices), oldest
+        first. Each event goes to exactly one drain call, even with several threads draining."""
         d = self._call_string(lib.tessera_event_drain, _size(max, "max"))
         return [Event.from_json(e) for e in d]
 

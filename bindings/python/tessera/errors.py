@@ -229,7 +229,8 @@ class IoError(TesseraError):
 
 
 class Corrupt(TesseraError):
-    """51: stored data failed its checksum or does not parse."""
+    """51: stored data failed its checksum or does not parse (a damaged or cut file header
+    included)."""
 
     CODE = 51
 
@@ -241,7 +242,8 @@ class Locked(TesseraError):
 
 
 class UnsupportedFormat(TesseraError):
-    """53: the data directory has an unknown format version."""
+    """53: the data directory has an unknown (newer) format version: a file's header is intact
+    but names a version this build does not read."""
 
     CODE = 53
 

@@ -59,8 +59,9 @@ class PushMode(_StrEnum):
 
 
 class EventKind(_StrEnum):
-    """What a revocation event is about. New kinds may appear in later library versions; an
-    :class:`Event` of a kind this binding does not know carries the plain string."""
+    """What an event is about: a revocation, or a notice from the durable store. New kinds may
+    appear in later library versions; an :class:`Event` of a kind this binding does not know
+    carries the plain string."""
 
     ACCESS_TOKEN_EVICTED = "access_token_evicted"
     ACCESS_TOKEN_REVOKED = "access_token_revoked"
@@ -70,6 +71,9 @@ class EventKind(_StrEnum):
     USER_DEACTIVATED = "user_deactivated"
     KEY_RETIRED = "key_retired"
     ALL_SESSIONS_REVOKED = "all_sessions_revoked"
+    #: Opening the data directory cut a torn tail (the end of a write that was never synced)
+    #: off the journal; the sizes are in :meth:`tessera.Engine.store_stats`.
+    STORE_TORN_TAIL = "store_torn_tail"
 
 
 class AuthMethod(_StrEnum):
@@ -275,12 +279,19 @@ class KeyInfo:
 
 @dataclass(frozen=True)
 class StoreStats:
-    """Journal counters of a durable engine since it was opened (all zero in memory or for a
-    salvage engine). ``records_synced / syncs`` is how many writes shared each ``fdatasync``."""
+    """Journal counters of a durable engine since it was opened, and what the open found (all
+    zero in memory; a salvage engine writes nothing, so only the torn tail fields can be
+    non-zero). ``records_synced / syncs`` is how many writes shared each ``fdatasync``.
+    ``torn_tail_bytes`` is the size of the torn tail (the end of a write that was never synced)
+    that open cut off the newest journal, 0 when it ended cleanly; ``torn_tail_records`` the
+    records begun in it as far as its bytes show (1 whenever there was a tail: a lower bound).
+    A cut also queues a ``STORE_TORN_TAIL`` event."""
 
     records_synced: int
     syncs: int
     bytes_written: int
+    torn_tail_bytes: int = 0
+    torn_tail_records: int = 0
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "StoreStats":
@@ -289,7 +300,7 @@ class StoreStats:
 
 @dataclass(frozen=True)
 class Event:
-    """One revocation, drained from the engine's queue. ``seq`` counts from 1 with no gaps
+    """One event (a revocation or a store notice), drained from the engine's queue. ``seq`` counts from 1 with no gaps
     except for events dropped because the queue was full."""
 
     seq: int

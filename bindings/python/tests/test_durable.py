@@ -51,6 +51,24 @@ def test_reopen_keeps_users_tokens_and_keys(tmp_path: pathlib.Path) -> None:
         assert e.store_stats() == tessera.StoreStats(0, 0, 0)
 
 
+def test_a_torn_tail_is_cut_counted_and_announced(tmp_path: pathlib.Path) -> None:
+    d = tmp_path / "data"
+    with tessera.Engine.open(d) as e:
+        e.create_user("kept")
+    with _largest_journal(d).open("ab") as f:
+        f.write(b"\x05\x00\x00")  # the start of a record whose write never completed
+    with tessera.Engine.open(d) as e:
+        assert e.get_user("kept").user_id == "kept"
+        st = e.store_stats()
+        assert (st.torn_tail_bytes, st.torn_tail_records) == (3, 1)
+        assert [(ev.kind, ev.code) for ev in e.drain_events()] == [
+            (tessera.EventKind.STORE_TORN_TAIL, 9)
+        ]
+    with tessera.Engine.open(d) as e:
+        assert e.store_stats() == tessera.StoreStats(0, 0, 0, 0, 0)
+        assert e.drain_events() == []
+
+
 def test_second_open_is_locked_in_this_and_another_process(tmp_path: pathlib.Path) -> None:
     d = tmp_path / "data"
     code = (
