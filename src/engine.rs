@@ -696,7 +696,7 @@ impl Engine {
                 let address = record
                     .profile_url
                     .as_deref()
-                    .and_then(crate::store::durable::blob_address_in);
+                    .and_then(crate::persistence::embedded::blob_address_in);
                 if let Some(sha) = address {
                     if let Some(bytes) = source.inner.persistence.get_blob(&sha)? {
                         self.inner.persistence.put_blob(&sha, &bytes)?;

@@ -449,7 +449,7 @@ fn cutting_the_journal_anywhere_in_its_last_record_keeps_every_earlier_user() {
 #[test]
 fn compaction_collects_images_no_user_refers_to_and_keeps_the_rest() {
     let dir = TestDir::new("engine-blob-gc");
-    super::durable::set_blob_grace_for_tests(std::time::Duration::ZERO);
+    crate::persistence::embedded::set_blob_grace_for_tests(std::time::Duration::ZERO);
     let e = Engine::open(dir.path()).unwrap();
     e.create_user(NewUser::new("a", "")).unwrap();
     e.create_user(NewUser::new("b", "")).unwrap();
@@ -467,7 +467,7 @@ fn compaction_collects_images_no_user_refers_to_and_keeps_the_rest() {
     assert_eq!(e.profile_image(hex).unwrap().bytes, png(2));
 
     // With the normal grace period, a just-written unreferenced image is spared.
-    super::durable::set_blob_grace_for_tests(std::time::Duration::from_secs(600));
+    crate::persistence::embedded::set_blob_grace_for_tests(std::time::Duration::from_secs(600));
     e.set_profile_image("a", &png(4)).unwrap();
     e.compact().unwrap();
     assert_eq!(fs::read_dir(&images).unwrap().count(), 2);

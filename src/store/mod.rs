@@ -25,7 +25,6 @@
 mod atomic_file;
 mod blobs;
 mod dir_lock;
-pub(crate) mod durable;
 mod frame;
 mod journal;
 mod key_file;

@@ -1,4 +1,4 @@
-//! The store as the engine's persistence hook, and the durable constructors
+//! The embedded store (`crate::store`, a data directory) as the engine's persistence hook, and the durable constructors
 //! ([`Engine::open`], [`EngineBuilder::open`], salvage).
 //!
 //! Records are [`Mutation`]s serialised with postcard (compact, serde, no schema in the data):
@@ -17,13 +17,13 @@ use parking_lot::Mutex;
 use ring::rand::SystemRandom;
 use zeroize::Zeroizing;
 
-use super::{LockedDir, Origin, Store, StoreOptions, StoreStats, SyncMode, Ticket};
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::key_ring::{KeyRing, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::Persistence;
+use crate::store::{LockedDir, Origin, Store, StoreOptions, StoreStats, SyncMode, Ticket};
 
 /// The journal-and-snapshot persistence of a durable engine.
 struct DurableStore {
