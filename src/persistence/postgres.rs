@@ -319,8 +319,8 @@ impl PgPersistence {
     /// the last entry.
     fn commit_entries(
         &self,
-        entries: &[(i16, Vec<u8>)],
-        mut project: impl FnMut(&mut Client, usize, u64) -> Result<()>,
+        count: u64,
+        write: impl FnOnce(&mut Client, u64) -> Result<()>,
     ) -> Result<u64> {
         self.with_writer(|conn| {
             if !conn.in_txn {
@@ -336,22 +336,13 @@ impl PgPersistence {
                 }
             }
             let first = conn.head + 1;
-            let last = conn.head + entries.len() as u64;
+            let last = conn.head + count;
             let client = conn
                 .client
                 .as_mut()
                 .ok_or_else(|| Error::new(ErrorKind::Internal, "no writer connection"))?;
             let result = (|| {
-                for (i, (kind, payload)) in entries.iter().enumerate() {
-                    let pos = first + i as u64;
-                    client
-                        .execute(
-                            "INSERT INTO tessera_log (pos, kind, payload) VALUES ($1, $2, $3)",
-                            &[&(pos as i64), kind, payload],
-                        )
-                        .map_err(|e| pg_error("appending to the log", e))?;
-                    project(client, i, pos)?;
-                }
+                write(client, first)?;
                 client
                     .execute("UPDATE tessera_head SET pos = $1", &[&(last as i64)])
                     .map_err(|e| pg_error("advancing the head", e))?;
@@ -643,6 +634,19 @@ fn store_keys(client: &mut Client, ring: &StoredKeyRing) -> Result<()> {
     Ok(())
 }
 
+fn insert_log(client: &mut Client, pos: u64, kind: i16, payload: &[u8]) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO tessera_log (pos, kind, payload) VALUES ($1, $2, $3)",
+            &[&(pos as i64), &kind, &payload],
+        )
+        .map(|_| ())
+        .map_err(|e| pg_error("appending to the log", e))
+}
+
+/// From this many mutations on, an append goes through `COPY` (an import of a whole state).
+const BULK_MIN: usize = 256;
+
 fn record_columns(r: &UserRecord) -> (&str, &str, Option<&str>, bool, i64) {
     (
         &r.id,
@@ -899,12 +903,16 @@ impl Persistence for PgPersistence {
     }
 
     fn append_batch(&self, mutations: &[Mutation]) -> Result<u64> {
-        let entries = mutations
-            .iter()
-            .map(|m| Ok((KIND_MUTATION, encode(m)?)))
-            .collect::<Result<Vec<_>>>()?;
-        self.commit_entries(&entries, |client, i, pos| {
-            project(client, pos, &mutations[i])
+        self.commit_entries(mutations.len() as u64, |client, first| {
+            if mutations.len() >= BULK_MIN {
+                return bulk::write(client, first, mutations);
+            }
+            for (i, m) in mutations.iter().enumerate() {
+                let pos = first + i as u64;
+                insert_log(client, pos, KIND_MUTATION, &encode(m)?)?;
+                project(client, pos, m)?;
+            }
+            Ok(())
         })
     }
 
@@ -975,9 +983,12 @@ impl Persistence for PgPersistence {
     }
 
     fn save_keys(&self, keys: &StoredKeyRing) -> Result<()> {
-        let entries = [(KIND_KEYS, encode(keys)?)];
-        self.commit_entries(&entries, |client, _, _| store_keys(client, keys))
-            .map(|_| ())
+        let payload = encode(keys)?;
+        self.commit_entries(1, |client, pos| {
+            insert_log(client, pos, KIND_KEYS, &payload)?;
+            store_keys(client, keys)
+        })
+        .map(|_| ())
     }
 
     fn compact(&self, _engine: &Engine) -> Result<()> {
@@ -1274,5 +1285,185 @@ impl Engine {
     /// [`crate::EngineBuilder::open_postgres`].
     pub fn open_postgres(conninfo: &str) -> Result<Engine> {
         Engine::builder().open_postgres(conninfo, ClusterOptions::default())
+    }
+}
+
+/// `COPY` for large appends (an import of a whole state: counters and one `UserRestored` per
+/// user), an order of magnitude faster than a statement per row.
+mod bulk {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+
+    use postgres::Client;
+
+    use super::{encode, pg_error, project, KIND_MUTATION};
+    use crate::error::{Error, ErrorKind, Result};
+    use crate::mutation::Mutation;
+
+    /// A text-format `COPY` value: backslash escapes for the characters the format reserves.
+    fn text(out: &mut String, s: &str) {
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c => out.push(c),
+            }
+        }
+    }
+
+    fn opt_text(out: &mut String, s: Option<&str>) {
+        match s {
+            Some(s) => text(out, s),
+            None => out.push_str("\\N"),
+        }
+    }
+
+    fn bytea(out: &mut String, b: &[u8]) {
+        out.push_str("\\\\x");
+        for byte in b {
+            let _ = write!(out, "{byte:02x}");
+        }
+    }
+
+    fn copy(client: &mut Client, sql: &str, rows: &str) -> Result<()> {
+        let err = |e| pg_error("bulk-loading", e);
+        let mut w = client.copy_in(sql).map_err(err)?;
+        w.write_all(rows.as_bytes()).map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("bulk-loading into PostgreSQL: {e}"),
+            )
+        })?;
+        w.finish().map(|_| ()).map_err(err)
+    }
+
+    /// Writes `mutations` at positions `first..`; falls back to a statement per row unless
+    /// the batch is a state (counters and whole users).
+    pub(super) fn write(client: &mut Client, first: u64, mutations: &[Mutation]) -> Result<()> {
+        let state_only = mutations
+            .iter()
+            .all(|m| matches!(m, Mutation::Counters { .. } | Mutation::UserRestored { .. }));
+        if !state_only {
+            for (i, m) in mutations.iter().enumerate() {
+                let pos = first + i as u64;
+                super::insert_log(client, pos, KIND_MUTATION, &encode(m)?)?;
+                project(client, pos, m)?;
+            }
+            return Ok(());
+        }
+        let (mut log, mut users, mut tokens, mut devices, mut keys) = (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        );
+        let (log, users, tokens, devices, keys) =
+            (&mut log, &mut users, &mut tokens, &mut devices, &mut keys);
+        let mut counters = Vec::new();
+        for (i, m) in mutations.iter().enumerate() {
+            let pos = first + i as u64;
+            let _ = write!(log, "{pos}\t{KIND_MUTATION}\t");
+            bytea(log, &encode(m)?);
+            log.push('\n');
+            match m {
+                Mutation::Counters { .. } => counters.push((pos, m)),
+                Mutation::UserRestored {
+                    handle,
+                    record,
+                    epoch,
+                    token_required,
+                    tokens: entries,
+                    devices: devs,
+                } => {
+                    let _ = write!(users, "{handle}\t");
+                    text(users, &record.id);
+                    users.push('\t');
+                    text(users, &record.nickname);
+                    users.push('\t');
+                    opt_text(users, record.profile_url.as_deref());
+                    let _ = write!(
+                        users,
+                        "\t{}\t{epoch}\t{token_required}\t{}\t",
+                        record.active, record.created_at_ms
+                    );
+                    bytea(users, &encode(record)?);
+                    users.push('\n');
+                    for t in entries {
+                        let _ = write!(tokens, "{}\t{handle}\t", t.id);
+                        bytea(tokens, &t.digest.0);
+                        tokens.push('\t');
+                        opt_text(tokens, t.label.as_deref());
+                        let _ = write!(tokens, "\t{}\t", t.created_at_ms);
+                        bytea(tokens, &encode(t)?);
+                        tokens.push('\n');
+                    }
+                    for d in devs {
+                        text(devices, &d.push_token);
+                        let _ = write!(devices, "\t{handle}\t{pos}\t");
+                        let json = serde_json::to_string(d).map_err(|e| {
+                            Error::new(ErrorKind::Internal, format!("serialising a device: {e}"))
+                        })?;
+                        text(devices, &json);
+                        devices.push('\t');
+                        bytea(devices, &encode(d)?);
+                        devices.push('\n');
+                    }
+                    for k in record.discovery_keys() {
+                        text(keys, k);
+                        let _ = writeln!(keys, "\t{handle}");
+                    }
+                }
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        "a bulk state holds only counters and users",
+                    ))
+                }
+            }
+        }
+        copy(
+            client,
+            "COPY tessera_log (pos, kind, payload) FROM STDIN",
+            log,
+        )?;
+        copy(
+            client,
+            "COPY tessera_users (handle, user_id, nickname, profile_url, is_active, \
+             session_epoch, token_required, created_at_ms, record) FROM STDIN",
+            users,
+        )?;
+        copy(
+            client,
+            "COPY tessera_access_tokens (id, handle, sha256_digest, label, created_at_ms, \
+             entry) FROM STDIN",
+            tokens,
+        )?;
+        copy(
+            client,
+            "COPY tessera_devices (push_token, handle, added_pos, device, entry) FROM STDIN",
+            devices,
+        )?;
+        copy(
+            client,
+            "COPY tessera_discovery_keys (discovery_key, handle) FROM STDIN",
+            keys,
+        )?;
+        for (pos, m) in counters {
+            project(client, pos, m)?;
+        }
+        client
+            .execute(
+                "UPDATE tessera_head SET \
+                 next_handle = GREATEST(next_handle, \
+                     (SELECT COALESCE(max(handle), 0) + 1 FROM tessera_users)), \
+                 next_token_id = GREATEST(next_token_id, \
+                     (SELECT COALESCE(max(id), 0) + 1 FROM tessera_access_tokens))",
+                &[],
+            )
+            .map(|_| ())
+            .map_err(|e| pg_error("bulk-loading", e))
     }
 }
