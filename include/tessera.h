@@ -58,6 +58,40 @@
 /** X * 1000000 + Y * 1000 + Z; compare with tessera_version_number(). */
 #define TESSERA_VERSION_NUMBER 1000
 
+/**
+ * Longest user id any configuration allows, in characters (Unicode scalar values): the
+ * largest accepted `user_id_max_chars`.
+ */
+#define TESSERA_USER_ID_MAX_CHARS 191
+
+/**
+ * Default of `access_tokens_per_user`, the most valid access tokens per user.
+ */
+#define TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT 10
+
+/**
+ * Largest accepted `access_tokens_per_user`.
+ */
+#define TESSERA_ACCESS_TOKENS_PER_USER_MAX 100
+
+/**
+ * Largest session epoch: a user's sessions can be revoked this many times and new
+ * session tokens still be issued; the revocation after that seals the user (every
+ * session token fails and issuing one is `TESSERA_EXHAUSTED`).
+ */
+#define TESSERA_SESSION_EPOCH_MAX 9999999
+
+/**
+ * Shortest possible session token, in bytes.
+ */
+#define TESSERA_SESSION_TOKEN_MIN_LEN 119
+
+/**
+ * Longest possible session token, in bytes. A buffer for any session token needs
+ * `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
+ */
+#define TESSERA_SESSION_TOKEN_MAX_LEN 168
+
 
 /**
  * Largest input, in bytes, that any `(pointer, length)` argument may have, except the bytes
@@ -81,12 +115,6 @@
  * Size in bytes of a signing key secret, as written by `tessera_key_export`.
  */
 #define TESSERA_KEY_SECRET_LEN 32
-
-/**
- * Longest possible session token, in bytes. A buffer for any session token needs
- * `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
- */
-#define TESSERA_SESSION_TOKEN_MAX_LEN 168
 
 /**
  * Size of the `key_id` array of `tessera_verified_session`: 1..=3 characters plus the NUL.

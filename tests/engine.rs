@@ -886,3 +886,40 @@ mod props {
         }
     }
 }
+
+#[test]
+fn exported_limits_hold_at_their_edges() {
+    assert_eq!(
+        Config::default().access_tokens_per_user,
+        ACCESS_TOKENS_PER_USER_DEFAULT
+    );
+    let valid = |c: Config| Engine::builder().config(c).in_memory().map(|_| ());
+    let cap = |n| Config {
+        access_tokens_per_user: n,
+        ..Config::default()
+    };
+    assert!(valid(cap(ACCESS_TOKENS_PER_USER_LIMIT)).is_ok());
+    assert_eq!(
+        kind(valid(cap(ACCESS_TOKENS_PER_USER_LIMIT + 1))),
+        ErrorKind::InvalidArgument
+    );
+    let ids = |n| Config {
+        user_id_max_chars: n,
+        ..Config::default()
+    };
+    assert_eq!(
+        kind(valid(ids(USER_ID_MAX_CHARS_LIMIT + 1))),
+        ErrorKind::InvalidArgument
+    );
+    let (e, _) = engine_with(ids(USER_ID_MAX_CHARS_LIMIT));
+    let longest = "é".repeat(USER_ID_MAX_CHARS_LIMIT);
+    e.create_user(NewUser::new(&longest, "")).unwrap();
+    assert_eq!(
+        kind(e.create_user(NewUser::new(format!("{longest}é"), ""))),
+        ErrorKind::InvalidUserId
+    );
+    let s = e.issue_session_token(&longest, None).unwrap();
+    assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&s.as_str().len()));
+    // Public, so callers can tell how often a user's sessions can be revoked.
+    let _: u32 = SESSION_EPOCH_MAX;
+}

@@ -24,6 +24,7 @@ mod device;
 mod engine;
 mod event;
 mod key;
+mod limits;
 mod owned;
 mod profile_image;
 mod session_token;
@@ -42,6 +43,7 @@ pub use engine::{
 pub use event::*;
 pub use io::TESSERA_MAX_INPUT_LEN;
 pub use key::*;
+pub use limits::*;
 pub use owned::*;
 pub use profile_image::*;
 pub use session_token::*;

@@ -9,11 +9,6 @@ use super::status::tessera_status;
 use super::user::{user_id_in, TESSERA_USER_ID_BUF_SIZE};
 use crate::session_token::SESSION_TOKEN_MAX_LEN;
 
-/// Longest possible session token, in bytes. A buffer for any session token needs
-/// `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
-pub const TESSERA_SESSION_TOKEN_MAX_LEN: usize = 168;
-const _: () = assert!(TESSERA_SESSION_TOKEN_MAX_LEN == SESSION_TOKEN_MAX_LEN);
-
 /// Size of the `key_id` array of `tessera_verified_session`: 1..=3 characters plus the NUL.
 pub const TESSERA_KEY_ID_BUF_SIZE: usize = 4;
 

@@ -420,7 +420,8 @@ static void test_session_tokens(tessera_engine *e) {
 
     CHECK_OK(tessera_session_token_issue(e, S("alice"), TESSERA_SESSION_DEFAULT_EXPIRY, tok,
                                          sizeof tok, &len, &exp));
-    CHECK(len >= 119 && len <= TESSERA_SESSION_TOKEN_MAX_LEN && strlen(tok) == len);
+    CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN &&
+          strlen(tok) == len);
     CHECK(exp > 0);
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     CHECK(strcmp(v.user_id, "alice") == 0 && v.user_id_len == 5);
@@ -824,6 +825,52 @@ static void test_durable(void) {
     CHECK(access(root, F_OK) != 0);
 }
 
+/* Opens an in-memory engine with `{"<field>": value}`; returns the status. */
+static tessera_status open_with(const char *field, unsigned long value, tessera_engine **e) {
+    char json[128];
+    snprintf(json, sizeof json, "{\"%s\": %lu}", field, value);
+    return tessera_engine_open_in_memory_with_config(S(json), e);
+}
+
+/* The limits of tessera.h hold at their edges: the maximum passes, one more fails. */
+static void test_limits(void) {
+    tessera_engine *e = NULL;
+    char id[TESSERA_USER_ID_MAX_CHARS + 2];
+    char json[TESSERA_USER_ID_MAX_CHARS + 64];
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    size_t len = 0;
+
+    CHECK(TESSERA_USER_ID_BUF_SIZE == TESSERA_USER_ID_MAX_CHARS * 4 + 1);
+    CHECK(TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT >= 1 &&
+          TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT <= TESSERA_ACCESS_TOKENS_PER_USER_MAX);
+    CHECK(TESSERA_SESSION_TOKEN_MIN_LEN <= TESSERA_SESSION_TOKEN_MAX_LEN);
+    CHECK(TESSERA_SESSION_EPOCH_MAX >= 1);
+
+    CHECK_ST(open_with("access_tokens_per_user", TESSERA_ACCESS_TOKENS_PER_USER_MAX + 1, &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(e == NULL);
+    CHECK_OK(open_with("access_tokens_per_user", TESSERA_ACCESS_TOKENS_PER_USER_MAX, &e));
+    tessera_engine_free(e);
+    e = NULL;
+    CHECK_ST(open_with("user_id_max_chars", TESSERA_USER_ID_MAX_CHARS + 1, &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(e == NULL);
+    CHECK_OK(open_with("user_id_max_chars", TESSERA_USER_ID_MAX_CHARS, &e));
+    if (e == NULL) {
+        return;
+    }
+    memset(id, 'u', sizeof id);
+    id[TESSERA_USER_ID_MAX_CHARS + 1] = '\0';
+    snprintf(json, sizeof json, "{\"user_id\": \"%s\"}", id);
+    CHECK_ST(tessera_user_create(e, S(json), NULL), TESSERA_INVALID_USER_ID);
+    id[TESSERA_USER_ID_MAX_CHARS] = '\0';
+    snprintf(json, sizeof json, "{\"user_id\": \"%s\"}", id);
+    CHECK_OK(tessera_user_create(e, S(json), NULL));
+    CHECK_OK(tessera_session_token_issue(e, S(id), 0, tok, sizeof tok, &len, NULL));
+    CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN);
+    tessera_engine_free(e);
+}
+
 static void test_owned_objects(void) {
     CHECK(tessera_string_ptr(NULL) == NULL);
     CHECK(tessera_string_len(NULL) == 0);
@@ -837,6 +884,7 @@ int main(void) {
     test_engine_open();
     test_durable();
     test_owned_objects();
+    test_limits();
     CHECK_OK(tessera_engine_open_in_memory(&e));
     if (e == NULL) {
         return tt_finish("test_tessera");

@@ -39,10 +39,20 @@ from .errors import AbiVersionMismatch, LibraryNotFound, TesseraError, error_cla
 #: The C ABI version this binding was written for (``TESSERA_ABI_VERSION`` in the header).
 ABI_VERSION = 1
 
-# Constants of include/tessera.h.
+# Constants of include/tessera.h (the name there is TESSERA_ + the name here; test_ffi checks
+# that every one of them equals the header's #define). Mirrored rather than read from the
+# library at load time: they are plain numbers known before any library is loaded, the ones
+# the C ABI has no function for would need new exports that only Python used, and a library
+# whose limits differ from its header is refused anyway, since a C program built against the
+# old header breaks too (TESSERA_ABI_VERSION).
 OK = 0
 BUFFER_TOO_SMALL = 102
 ACCESS_TOKEN_LEN = 65
+USER_ID_MAX_CHARS = 191
+ACCESS_TOKENS_PER_USER_DEFAULT = 10
+ACCESS_TOKENS_PER_USER_MAX = 100
+SESSION_EPOCH_MAX = 9_999_999
+SESSION_TOKEN_MIN_LEN = 119
 SESSION_TOKEN_MAX_LEN = 168
 USER_ID_BUF_SIZE = 765
 KEY_ID_BUF_SIZE = 4
