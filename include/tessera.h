@@ -70,7 +70,8 @@
 #define TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT 10
 
 /**
- * Largest accepted `access_tokens_per_user`.
+ * Largest accepted `access_tokens_per_user`, hence the most access tokens one issue can
+ * evict: the capacity `tessera_access_token_issue` requires of `evicted_buf`.
  */
 #define TESSERA_ACCESS_TOKENS_PER_USER_MAX 100
 
@@ -138,7 +139,7 @@
  * earlier header (a function removed or its signature changed, a struct layout changed);
  * adding functions or status codes does not change it.
  */
-#define TESSERA_ABI_VERSION 1
+#define TESSERA_ABI_VERSION 2
 
 /**
  * The result of every fallible Tessera function.
@@ -474,15 +475,26 @@ tessera_status tessera_last_error_message(char *buf, size_t cap, size_t *out_len
  * `TESSERA_ACCESS_TOKEN_LEN + 1`; this is checked *before* anything is issued
  * (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_ACCESS_TOKEN_LEN`).
  * `*out_token_len` receives the token length. `*out_token_id` (if not NULL) receives the new
- * token's id; `*out_evicted_id` (if not NULL) the id of the user's oldest token if issuing this
- * one revoked it to stay within the per-user limit, else 0 (token ids start at 1).
+ * token's id.
+ *
+ * When the user already holds `access_tokens_per_user` tokens, the oldest are revoked in the
+ * same step so that the user holds exactly that many afterwards, with one
+ * `access_token_evicted` event each: one token normally, more when the limit was lowered
+ * since they were issued (an engine reopened with a smaller `access_tokens_per_user`). Their
+ * ids, oldest first, are written to `evicted_buf` when `evicted_cap` is not 0, and their
+ * number to `*out_evicted_count` (if not NULL). Pass `evicted_buf` NULL and `evicted_cap` 0
+ * when you do not want the ids. Otherwise `evicted_cap` must be at least
+ * `TESSERA_ACCESS_TOKENS_PER_USER_MAX`, the most one issue can evict; this is checked before
+ * anything is issued (`TESSERA_BUFFER_TOO_SMALL`, `*out_evicted_count` set to
+ * `TESSERA_ACCESS_TOKENS_PER_USER_MAX`).
  *
  * The token is shown only now: Tessera keeps its SHA-256 digest. Wipe your copy when done.
  * Hot path: allocates nothing for the caller. Thread-safe.
  *
  * # Safety
- * Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; out-pointers NULL (where
- * allowed) or valid for one write; `engine` a live handle.
+ * Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; `evicted_buf` valid
+ * for `evicted_cap` `uint64_t`s; out-pointers NULL (where allowed) or valid for one write;
+ * `engine` a live handle.
  */
 tessera_status tessera_access_token_issue(const struct tessera_engine *engine,
                                           const char *user_id,
@@ -493,7 +505,9 @@ tessera_status tessera_access_token_issue(const struct tessera_engine *engine,
                                           size_t token_cap,
                                           size_t *out_token_len,
                                           uint64_t *out_token_id,
-                                          uint64_t *out_evicted_id);
+                                          uint64_t *evicted_buf,
+                                          size_t evicted_cap,
+                                          size_t *out_evicted_count);
 
 /**
  * Verifies an access token: `TESSERA_OK` when it is valid, else `TESSERA_INVALID_TOKEN`

@@ -35,7 +35,8 @@ limits! {
     pub const TESSERA_USER_ID_MAX_CHARS: usize = USER_ID_MAX_CHARS_LIMIT;
     /// Default of `access_tokens_per_user`, the most valid access tokens per user.
     pub const TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT: usize = ACCESS_TOKENS_PER_USER_DEFAULT;
-    /// Largest accepted `access_tokens_per_user`.
+    /// Largest accepted `access_tokens_per_user`, hence the most access tokens one issue can
+    /// evict: the capacity `tessera_access_token_issue` requires of `evicted_buf`.
     pub const TESSERA_ACCESS_TOKENS_PER_USER_MAX: usize = ACCESS_TOKENS_PER_USER_LIMIT;
     /// Largest session epoch: a user's sessions can be revoked this many times and new
     /// session tokens still be issued; the revocation after that seals the user (every

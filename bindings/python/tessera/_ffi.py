@@ -37,7 +37,7 @@ from . import _library
 from .errors import AbiVersionMismatch, LibraryNotFound, TesseraError, error_class
 
 #: The C ABI version this binding was written for (``TESSERA_ABI_VERSION`` in the header).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # Constants of include/tessera.h (the name there is TESSERA_ + the name here; test_ffi checks
 # that every one of them equals the header's #define). Mirrored rather than read from the
@@ -156,7 +156,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_access_token_issue": (
         status,
         [ENGINE_P, text, c_size_t, text, c_size_t, c_void_p, c_size_t, size_p,
-         POINTER(c_uint64), POINTER(c_uint64)],
+         POINTER(c_uint64), POINTER(c_uint64), c_size_t, size_p],
     ),
     "tessera_access_token_verify": (
         status, [ENGINE_P, text, c_size_t, POINTER(tessera_verified_access_token)]

@@ -532,17 +532,20 @@ class Engine:
 
     def issue_access_token(self, user_id: str, label: Optional[str] = None) -> IssuedAccessToken:
         """Issues a permanent access token (``tsat_…``, 65 characters). If the user already
-        holds the maximum (default 10), the oldest is revoked and its id is in ``revoked``."""
+        holds ``access_tokens_per_user`` tokens (default 10), the oldest are revoked so that it
+        holds exactly that many afterwards, and their ids are in ``evicted``, oldest first: one
+        normally, more when the limit was lowered since they were issued."""
         u = _ffi.utf8(user_id, "user_id")
         lb = _ffi.utf8(label, "label") if label is not None else None
-        token_id, evicted = c_uint64(0), c_uint64(0)
+        token_id, n_evicted = c_uint64(0), c_size_t(0)
+        evicted = (c_uint64 * _ffi.ACCESS_TOKENS_PER_USER_MAX)()
         ptr = self._h.enter()
         try:
             st, raw = _ffi.read_buffer(
                 lib.tessera_access_token_issue,
                 (ptr, u, len(u), lb, len(lb) if lb is not None else 0),
                 _ffi.ACCESS_TOKEN_LEN + 1,
-                tail=(byref(token_id), byref(evicted)),
+                tail=(byref(token_id), evicted, len(evicted), byref(n_evicted)),
                 wipe=True,
             )
             if st:
@@ -550,7 +553,7 @@ class Engine:
         finally:
             self._h.leave()
         return IssuedAccessToken(
-            raw.decode("ascii"), token_id.value, label, evicted.value or None
+            raw.decode("ascii"), token_id.value, label, list(evicted[: n_evicted.value])
         )
 
     def verify_access_token(self, token: str) -> VerifiedAccessToken:

@@ -120,8 +120,14 @@ def test_token_buffers_too_small_issue_nothing() -> None:
         _ffi.check(lib.tessera_user_create(e, body, len(body), None))
         n = c_size_t(0)
         buf = ctypes.create_string_buffer(10)
-        st = lib.tessera_access_token_issue(e, b"u", 1, None, 0, buf, 10, byref(n), None, None)
+        st = lib.tessera_access_token_issue(e, b"u", 1, None, 0, buf, 10, byref(n), None, None, 0,
+                                            None)
         assert st == tessera.BufferTooSmall.CODE and n.value == _ffi.ACCESS_TOKEN_LEN
+        ids = (ctypes.c_uint64 * (_ffi.ACCESS_TOKENS_PER_USER_MAX - 1))()
+        big = ctypes.create_string_buffer(_ffi.ACCESS_TOKEN_LEN + 1)
+        st = lib.tessera_access_token_issue(e, b"u", 1, None, 0, big, len(big), byref(n), None,
+                                            ids, len(ids), byref(n))
+        assert st == tessera.BufferTooSmall.CODE and n.value == _ffi.ACCESS_TOKENS_PER_USER_MAX
         st = lib.tessera_session_token_issue(e, b"u", 1, 0, buf, 10, byref(n), None)
         assert st == tessera.BufferTooSmall.CODE and n.value == _ffi.SESSION_TOKEN_MAX_LEN
         _ffi.check(lib.tessera_access_token_list(e, b"u", 1, byref(out)))
