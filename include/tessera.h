@@ -18,7 +18,10 @@
  * the duration of the call only. ptr may be NULL when len is 0 (the empty string). NULL with
  * len > 0 fails with TESSERA_NULL_POINTER, invalid UTF-8 with TESSERA_INVALID_UTF8, and an input
  * longer than TESSERA_MAX_INPUT_LEN with TESSERA_INPUT_TOO_LARGE; such failures change nothing.
- * Records cross as UTF-8 JSON; malformed JSON fails with TESSERA_INVALID_JSON.
+ * Records cross as UTF-8 JSON. Malformed JSON fails with TESSERA_INVALID_JSON, and so does a
+ * document of the wrong shape (not an object, an unknown or missing field, a value of the
+ * wrong JSON type); a well-formed record holding a value that is not allowed (an unknown enum
+ * value such as a device type, a negative count) fails with TESSERA_INVALID_ARGUMENT.
  *
  * Output buffers are (char *buf, size_t cap, size_t *out_len) triples, as with snprintf: on
  * success the text is written NUL-terminated and *out_len receives its length WITHOUT the NUL.
@@ -297,8 +300,10 @@ enum tessera_status
      */
     TESSERA_INPUT_TOO_LARGE = 104,
     /**
-     * A JSON argument does not parse, or does not have the documented shape. Nothing was
-     * changed.
+     * A JSON argument does not parse, or does not have the documented shape (not an object, an
+     * unknown or missing field, a value of the wrong JSON type). A well-formed record with a
+     * value that is not allowed (an unknown enum value) is `TESSERA_INVALID_ARGUMENT`.
+     * Nothing was changed.
      */
     TESSERA_INVALID_JSON = 105,
 };
@@ -566,7 +571,8 @@ tessera_status tessera_access_token_revoke_all(const struct tessera_engine *engi
 /**
  * Registers a push device for a user, from JSON:
  * `{"device_type": "ios" | "android" | "web", "push_token": "...", "voip_push_token": "...",
- * "os_version": "...", "mode": "production" | "sandbox"}` (the last three optional).
+ * "os_version": "...", "mode": "production" | "sandbox"}` (the last three optional). Another
+ * `device_type` or `mode` is `TESSERA_INVALID_ARGUMENT`.
  *
  * Re-registering a push token refreshes it; a push token held by another user moves to this
  * one; past the per-type limit the oldest device of that type is evicted. `*out_result` (if not
@@ -628,7 +634,8 @@ tessera_status tessera_engine_open_in_memory(struct tessera_engine **out_engine)
  * `tessera::Config`, by the same names; absent fields keep their documented defaults, e.g.
  * `{"allow_id_only_login": true, "access_tokens_per_user": 20}`.
  * `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
- * `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
+ * `"lowercase"`. Unknown fields and values of the wrong JSON type fail with
+ * `TESSERA_INVALID_JSON`; out-of-range values and unknown enum values with
  * `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
  * `sync_mode` (see `tessera_engine_open`) is accepted only as `"durable"`, which an
  * in-memory engine trivially is.

@@ -11,7 +11,8 @@ use crate::device::NewDevice;
 
 /// Registers a push device for a user, from JSON:
 /// `{"device_type": "ios" | "android" | "web", "push_token": "...", "voip_push_token": "...",
-/// "os_version": "...", "mode": "production" | "sandbox"}` (the last three optional).
+/// "os_version": "...", "mode": "production" | "sandbox"}` (the last three optional). Another
+/// `device_type` or `mode` is `TESSERA_INVALID_ARGUMENT`.
 ///
 /// Re-registering a push token refreshes it; a push token held by another user moves to this
 /// one; past the per-type limit the oldest device of that type is evicted. `*out_result` (if not

@@ -214,7 +214,8 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
 /// `tessera::Config`, by the same names; absent fields keep their documented defaults, e.g.
 /// `{"allow_id_only_login": true, "access_tokens_per_user": 20}`.
 /// `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
-/// `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
+/// `"lowercase"`. Unknown fields and values of the wrong JSON type fail with
+/// `TESSERA_INVALID_JSON`; out-of-range values and unknown enum values with
 /// `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
 /// `sync_mode` (see `tessera_engine_open`) is accepted only as `"durable"`, which an
 /// in-memory engine trivially is.
@@ -505,9 +506,19 @@ mod tests {
                 r#"{"sync_mode": {"relaxed_ms": 60001}}"#,
                 TESSERA_INVALID_ARGUMENT,
             ),
-            (r#"{"sync_mode": "relaxed"}"#, TESSERA_INVALID_JSON),
-            (r#"{"sync_mode": {"relaxed_ms": -1}}"#, TESSERA_INVALID_JSON),
-            (r#"{"sync_mode": {"relaxed": 5}}"#, TESSERA_INVALID_JSON),
+            // Well-formed, with a value not allowed: an unknown mode, a negative interval.
+            (r#"{"sync_mode": "relaxed"}"#, TESSERA_INVALID_ARGUMENT),
+            (
+                r#"{"sync_mode": {"relaxed_ms": -1}}"#,
+                TESSERA_INVALID_ARGUMENT,
+            ),
+            (r#"{"sync_mode": {"relaxed": 5}}"#, TESSERA_INVALID_ARGUMENT),
+            // Not the shape of a mode.
+            (r#"{"sync_mode": 5}"#, TESSERA_INVALID_JSON),
+            (
+                r#"{"sync_mode": {"relaxed_ms": "5"}}"#,
+                TESSERA_INVALID_JSON,
+            ),
         ] {
             assert_eq!(open(dir.as_str(), bad), st, "{bad}");
         }

@@ -103,7 +103,9 @@ pub(crate) unsafe fn opt_str_in<'a>(
     unsafe { str_in(ptr, len, what) }.map(Some)
 }
 
-/// A JSON input given as UTF-8 `(ptr, len)`, parsed into `T`.
+/// A JSON input given as UTF-8 `(ptr, len)`, parsed into `T`: `TESSERA_INVALID_JSON` when
+/// malformed, `TESSERA_INVALID_ARGUMENT` when well-formed with a value not allowed
+/// ([`super::json`]).
 ///
 /// # Safety
 /// As [`bytes_in_max`].
@@ -114,8 +116,7 @@ pub(crate) unsafe fn json_in<T: DeserializeOwned>(
 ) -> Result<T, Failure> {
     // SAFETY: forwarded contract.
     let text = unsafe { str_in(ptr, len, what) }?;
-    serde_json::from_str(text)
-        .map_err(|e| Failure::new(TESSERA_INVALID_JSON, format!("{what}: {e}")))
+    super::json::from_str(text, what)
 }
 
 /// A required pointer argument (a handle or an out-parameter).

@@ -18,6 +18,7 @@
 #[macro_use]
 pub(crate) mod boundary;
 pub(crate) mod io;
+mod json;
 
 mod access_token;
 mod device;

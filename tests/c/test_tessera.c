@@ -71,6 +71,18 @@ static void test_engine_open(void) {
     CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"no_such_field\": 1}"), &e),
              TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open_in_memory_with_config(S("{"), &e), TESSERA_INVALID_JSON);
+    /* Unknown enum values and negative counts are invalid arguments (well-formed JSON); a
+     * value of the wrong JSON type is malformed. */
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_policy\": \"lax\"}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_case\": \"upper\"}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"tags_max\": -1}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_policy\": 1}"), &e),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"tags_max\": \"many\"}"), &e),
+             TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open_in_memory_with_config(BAD_UTF8, sizeof BAD_UTF8, &e),
              TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_engine_open_in_memory_with_config(NULL, 5, &e), TESSERA_NULL_POINTER);
@@ -277,7 +289,16 @@ static void test_devices(tessera_engine *e) {
     tessera_string_free(s);
     CHECK_OK(tessera_device_add(
         e, S("alice"), S("{\"device_type\": \"android\", \"push_token\": \"fcm-1\"}"), NULL));
-    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"fridge\", \"push_token\": \"x\"}"),
+    /* A well-formed record with an unknown enum value is an invalid argument, as the header
+     * says; a value of the wrong JSON type is malformed JSON. */
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"fax\", \"push_token\": \"x\"}"),
+                                NULL),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_device_add(e, S("alice"),
+                                S("{\"device_type\": \"web\", \"push_token\": \"x\", \"mode\": \"dev\"}"),
+                                NULL),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": 3, \"push_token\": \"x\"}"),
                                 NULL),
              TESSERA_INVALID_JSON);
     CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"web\", \"push_token\": \"\"}"),
@@ -684,7 +705,8 @@ static void test_durable(void) {
     CHECK_ST(tessera_engine_open(BAD_UTF8, sizeof BAD_UTF8, NULL, 0, &other),
              TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": \"sometimes\"}"), &other),
-             TESSERA_INVALID_JSON);
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": 1}"), &other), TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": {\"relaxed_ms\": 0}}"), &other),
              TESSERA_INVALID_ARGUMENT);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 0}"), &other),
