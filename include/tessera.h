@@ -11,8 +11,9 @@
  * treat unknown nonzero values as failures. tessera_status_str() names any code.
  *
  * Last error. After a failure, tessera_last_error_message() copies a human-readable message
- * (never containing a secret) for the calling thread. It is thread-local and is cleared at the
- * start of every call that returns a tessera_status, so read it right after the failing call.
+ * (never containing a secret) for the calling thread; it names arguments by their names in
+ * this header. It is thread-local and is cleared at the start of every call that returns a
+ * tessera_status, so read it right after the failing call.
  *
  * Text inputs are (const char *ptr, size_t len) pairs: UTF-8, NOT NUL-terminated, borrowed for
  * the duration of the call only. ptr may be NULL when len is 0 (the empty string). NULL with

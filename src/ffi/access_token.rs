@@ -5,10 +5,10 @@ use std::ptr::addr_of_mut;
 
 use super::boundary::Failure;
 use super::engine::{engine, tessera_engine};
-use super::io::{fail, fill_array, non_null, opt_str_in, str_in, text_capacity, text_out};
+use super::io::{fail, fill_array, null_buffer};
 use super::limits::TESSERA_ACCESS_TOKENS_PER_USER_MAX;
 use super::owned::tessera_string;
-use super::status::tessera_status::{self, TESSERA_BUFFER_TOO_SMALL, TESSERA_NULL_POINTER};
+use super::status::tessera_status::{self, TESSERA_BUFFER_TOO_SMALL};
 use super::user::{user_id_in, TESSERA_USER_ID_BUF_SIZE};
 use crate::access_token::ACCESS_TOKEN_LEN;
 
@@ -74,11 +74,12 @@ pub unsafe extern "C" fn tessera_access_token_issue(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let label = unsafe { opt_str_in(label, label_len, "label") }?;
-        unsafe { text_capacity(token_buf, token_cap, out_token_len, ACCESS_TOKEN_LEN) }?;
+        let label = unsafe { opt_str_in!(label, label_len) }?;
+        let token_out = text_out!(token_buf, token_cap, out_token_len);
+        unsafe { token_out.reserve(ACCESS_TOKEN_LEN) }?;
         unsafe { evicted_capacity(evicted_buf, evicted_cap, out_evicted_count) }?;
         let issued = e.issue_access_token(id, label)?;
-        unsafe { text_out(issued.token.as_str(), token_buf, token_cap, out_token_len) }?;
+        unsafe { token_out.write(issued.token.as_str()) }?;
         if !out_token_id.is_null() {
             unsafe { out_token_id.write(issued.info.id) };
         }
@@ -111,10 +112,7 @@ unsafe fn evicted_capacity(
         return Ok(());
     }
     if evicted_buf.is_null() {
-        return fail(
-            TESSERA_NULL_POINTER,
-            format!("evicted_buf is NULL with capacity {evicted_cap}"),
-        );
+        return Err(null_buffer("evicted_buf", evicted_cap));
     }
     if evicted_cap < TESSERA_ACCESS_TOKENS_PER_USER_MAX {
         if !out_evicted_count.is_null() {
@@ -150,7 +148,7 @@ pub unsafe extern "C" fn tessera_access_token_verify(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let token = unsafe { str_in(token, token_len, "token") }?;
+        let token = unsafe { str_in!(token, token_len) }?;
         let v = e.verify_access_token(token)?;
         if !out.is_null() {
             unsafe {
@@ -181,7 +179,7 @@ pub unsafe extern "C" fn tessera_access_token_list(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        non_null(out_tokens, "out_tokens")?;
+        let out_tokens = non_null!(out_tokens)?;
         let tokens = e.list_access_tokens(id)?;
         unsafe { tessera_string::give_json(&tokens, out_tokens) }
     })

@@ -6,7 +6,7 @@
 //! #[no_mangle]
 //! pub unsafe extern "C" fn tessera_thing_do(...) -> tessera_status {
 //!     ffi_boundary!({
-//!         let input = str_in(ptr, len, "input")?;   // Failure on NULL / UTF-8 / size
+//!         let input = str_in!(ptr, len)?;   // Failure on NULL / UTF-8 / size
 //!         engine.do_it(input)?;                     // crate::Error converts into a Failure
 //!         Ok(())
 //!     })
@@ -162,7 +162,7 @@ pub unsafe extern "C" fn tessera_last_error_message(
     ffi_boundary!(value, tessera_status::TESSERA_PANIC, {
         let message = last_error();
         // SAFETY: the caller's contract above.
-        match unsafe { super::io::text_out(&message, buf, cap, out_len) } {
+        match unsafe { text_out!(buf, cap, out_len).write(&message) } {
             Ok(()) => tessera_status::TESSERA_OK,
             Err(failure) => failure.status,
         }

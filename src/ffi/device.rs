@@ -3,7 +3,6 @@
 use std::ffi::c_char;
 
 use super::engine::{engine, tessera_engine};
-use super::io::{json_in, non_null, str_in};
 use super::owned::tessera_string;
 use super::status::tessera_status;
 use super::user::user_id_in;
@@ -33,7 +32,7 @@ pub unsafe extern "C" fn tessera_device_add(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let new: NewDevice = unsafe { json_in(device_json, device_len, "device") }?;
+        let new: NewDevice = unsafe { json_in!(device_json, device_len) }?;
         let added = e.add_device(id, new)?;
         let json = serde_json::json!({ "device": added.device, "evicted": added.evicted });
         unsafe { tessera_string::give_json_opt(&json, out_result) }
@@ -57,7 +56,7 @@ pub unsafe extern "C" fn tessera_device_list(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        non_null(out_devices, "out_devices")?;
+        let out_devices = non_null!(out_devices)?;
         let devices = e.list_devices(id)?;
         unsafe { tessera_string::give_json(&devices, out_devices) }
     })
@@ -81,7 +80,7 @@ pub unsafe extern "C" fn tessera_device_remove(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let token = unsafe { str_in(push_token, push_token_len, "push_token") }?;
+        let token = unsafe { str_in!(push_token, push_token_len) }?;
         let device = e.remove_device(id, token)?;
         unsafe { tessera_string::give_json_opt(&device, out_device) }
     })

@@ -1,6 +1,7 @@
 //! `tessera_engine`: opening, configuring and freeing an engine.
 
 use std::ffi::c_char;
+use std::ptr::NonNull;
 
 use serde::Deserialize;
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::boundary::Failure;
-use super::io::{fail, json_in, non_null, str_in, write_out};
+use super::io::{fail, write_out};
 use super::owned::tessera_string;
 use super::status::tessera_status::{self, *};
 use crate::config::{Config, UserIdCase, UserIdPolicy};
@@ -29,22 +30,22 @@ pub struct tessera_engine {
 /// The engine behind a required handle argument.
 ///
 /// # Safety
-/// `e`, unless NULL, must be a live handle from `tessera_engine_open*` for `'a`.
-pub(crate) unsafe fn engine<'a>(e: *const tessera_engine) -> Result<&'a Engine, Failure> {
-    let e = non_null(e, "engine")?;
+/// `engine`, unless NULL, must be a live handle from `tessera_engine_open*` for `'a`.
+pub(crate) unsafe fn engine<'a>(engine: *const tessera_engine) -> Result<&'a Engine, Failure> {
+    let engine = non_null!(engine)?;
     // SAFETY: the caller's contract: a live handle, shared (`&`) access only.
-    Ok(unsafe { &e.as_ref().engine })
+    Ok(unsafe { &engine.as_ref().engine })
 }
 
-/// Hands a new engine to the caller through a checked, non-NULL `out`.
+/// Hands a new engine to the caller through `out_engine`, checked before the engine was built.
 ///
 /// # Safety
-/// `out` must be valid for one pointer write.
-unsafe fn give(engine: Engine, out: *mut *mut tessera_engine) -> Result<(), Failure> {
+/// `out_engine` must be valid for one pointer write.
+unsafe fn give(engine: Engine, out_engine: NonNull<*mut tessera_engine>) -> Result<(), Failure> {
     let handle = Box::into_raw(Box::new(tessera_engine { engine }));
-    // SAFETY: the caller's contract; `out` was checked before the engine was built, so this
-    // cannot fail and leak the handle.
-    unsafe { write_out(out, handle, "out_engine") }
+    // SAFETY: the caller's contract.
+    unsafe { write_out(out_engine, handle) };
+    Ok(())
 }
 
 /// Configuration as JSON: every field of `tessera::Config` is optional and defaults to its
@@ -128,12 +129,15 @@ impl ConfigJson {
     ///
     /// # Safety
     /// As [`json_in`].
-    unsafe fn parse(ptr: *const c_char, len: usize) -> Result<(Config, SyncMode), Failure> {
-        if ptr.is_null() && len == 0 {
+    unsafe fn parse(
+        config_json: *const c_char,
+        config_len: usize,
+    ) -> Result<(Config, SyncMode), Failure> {
+        if config_json.is_null() && config_len == 0 {
             return Ok((Config::default(), SyncMode::default()));
         }
         // SAFETY: forwarded contract.
-        let mut json = unsafe { json_in::<ConfigJson>(ptr, len, "config") }?;
+        let mut json: ConfigJson = unsafe { json_in!(config_json, config_len) }?;
         let sync = match json.sync_mode.take() {
             Some(s) => s.into_mode()?,
             None => SyncMode::default(),
@@ -202,7 +206,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: checked non-NULL; the caller's contract.
         unsafe { give(Engine::in_memory()?, out_engine) }
     })
@@ -233,7 +237,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract.
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
         if !matches!(sync, SyncMode::Durable) {
@@ -254,7 +258,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
 /// As [`str_in`].
 unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Failure> {
     // SAFETY: forwarded contract.
-    let dir = unsafe { str_in(dir, dir_len, "dir") }?;
+    let dir = unsafe { str_in!(dir, dir_len) }?;
     if dir.is_empty() {
         return fail(TESSERA_INVALID_ARGUMENT, "dir is empty");
     }
@@ -301,7 +305,7 @@ pub unsafe extern "C" fn tessera_engine_open(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let dir = unsafe { dir_in(dir, dir_len) }?;
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
@@ -337,7 +341,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
     out_damage: *mut *mut tessera_string,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let dir = unsafe { dir_in(dir, dir_len) }?;
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
@@ -346,7 +350,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
             .sync_mode(sync)
             .open_salvage(dir)?;
         // The damage first: once the handle is written, nothing after it may fail.
-        if !out_damage.is_null() {
+        if let Some(out_damage) = NonNull::new(out_damage) {
             match damage {
                 Some(err) => unsafe {
                     tessera_string::give_json(
@@ -357,7 +361,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
                         out_damage,
                     )
                 }?,
-                None => unsafe { out_damage.write(std::ptr::null_mut()) },
+                None => unsafe { write_out(out_damage, std::ptr::null_mut()) },
             }
         }
         unsafe { give(engine, out_engine) }
@@ -399,7 +403,7 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_stats, "out_stats")?;
+        let out_stats = non_null!(out_stats)?;
         let s = e.store_stats();
         let json = serde_json::json!({
             "records_synced": s.records_synced,
@@ -443,9 +447,10 @@ pub unsafe extern "C" fn tessera_engine_user_count(
     ffi_boundary!({
         // SAFETY: the caller's contract.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_count, "out_count")?;
+        let out_count = non_null!(out_count)?;
         // SAFETY: checked non-NULL; the caller's contract.
-        unsafe { write_out(out_count, e.user_count(), "out_count") }
+        unsafe { write_out(out_count, e.user_count()) };
+        Ok(())
     })
 }
 

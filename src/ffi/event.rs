@@ -1,7 +1,7 @@
 //! Revocation events.
 
 use super::engine::{engine, tessera_engine};
-use super::io::{fail, non_null, write_out};
+use super::io::{fail, write_out};
 use super::owned::tessera_string;
 use super::status::tessera_status::{self, TESSERA_INVALID_ARGUMENT};
 
@@ -36,7 +36,7 @@ pub unsafe extern "C" fn tessera_event_drain(
                 format!("max must be 1..={TESSERA_EVENT_DRAIN_MAX}, got {max}"),
             );
         }
-        non_null(out_events, "out_events")?;
+        let out_events = non_null!(out_events)?;
         let events: Vec<serde_json::Value> = e
             .drain_events(max)
             .into_iter()
@@ -69,7 +69,8 @@ pub unsafe extern "C" fn tessera_event_dropped_count(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_count, "out_count")?;
-        unsafe { write_out(out_count, e.dropped_events(), "out_count") }
+        let out_count = non_null!(out_count)?;
+        unsafe { write_out(out_count, e.dropped_events()) };
+        Ok(())
     })
 }

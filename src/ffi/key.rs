@@ -3,7 +3,6 @@
 use std::ffi::c_char;
 
 use super::engine::{engine, tessera_engine};
-use super::io::{non_null, str_in};
 use super::owned::tessera_string;
 use super::status::tessera_status;
 use crate::key_ring::KeyInfo;
@@ -52,7 +51,7 @@ pub unsafe extern "C" fn tessera_key_retire(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let key_id = unsafe { str_in(key_id, key_id_len, "key_id") }?;
+        let key_id = unsafe { str_in!(key_id, key_id_len) }?;
         Ok(e.retire_key(key_id)?)
     })
 }
@@ -71,7 +70,7 @@ pub unsafe extern "C" fn tessera_key_list(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_keys, "out_keys")?;
+        let out_keys = non_null!(out_keys)?;
         let keys: Vec<serde_json::Value> = e.keys().iter().map(key_json).collect();
         unsafe { tessera_string::give_json(&keys, out_keys) }
     })
@@ -103,14 +102,14 @@ pub unsafe extern "C" fn tessera_key_export(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let key_id = unsafe { str_in(key_id, key_id_len, "key_id") }?;
-        non_null(out_key, "out_key")?;
+        let key_id = unsafe { str_in!(key_id, key_id_len) }?;
+        let out_key = non_null!(out_key)?;
         let secret = e.export_key(key_id)?;
         // The type ties the constant in the header to the key size.
         let bytes: &[u8; TESSERA_KEY_SECRET_LEN] = secret.as_bytes();
         // SAFETY: non-NULL and valid for 32 bytes by the caller's contract; `secret` is a
         // distinct Rust allocation (zeroized when dropped at the end of this scope).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_key, bytes.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_key.as_ptr(), bytes.len()) };
         Ok(())
     })
 }

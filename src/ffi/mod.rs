@@ -15,9 +15,11 @@
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
 
+// `io` first: its argument macros are used from `boundary` on.
+#[macro_use]
+pub(crate) mod io;
 #[macro_use]
 pub(crate) mod boundary;
-pub(crate) mod io;
 mod json;
 
 mod access_token;

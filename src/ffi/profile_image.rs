@@ -3,7 +3,6 @@
 use std::ffi::c_char;
 
 use super::engine::{engine, tessera_engine};
-use super::io::{bytes_in_max, non_null, str_in};
 use super::owned::{tessera_bytes, tessera_string};
 use super::status::tessera_status;
 use super::user::user_id_in;
@@ -33,7 +32,7 @@ pub unsafe extern "C" fn tessera_profile_image_upload(
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
         // The engine enforces its configured image limit with TESSERA_IMAGE_TOO_LARGE.
-        let bytes = unsafe { bytes_in_max(image, image_len, "image", usize::MAX) }?;
+        let bytes = unsafe { bytes_in_max!(image, image_len, usize::MAX) }?;
         let user = e.set_profile_image(id, bytes)?;
         unsafe { tessera_string::give_json_opt(&user, out_user) }
     })
@@ -59,14 +58,14 @@ pub unsafe extern "C" fn tessera_profile_image_get(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let hex = unsafe { str_in(sha256_hex, sha256_hex_len, "sha256_hex") }?;
-        non_null(out_image, "out_image")?;
+        let hex = unsafe { str_in!(sha256_hex, sha256_hex_len) }?;
+        let out_image = non_null!(out_image)?;
         let image = e.profile_image(hex)?;
         let content_type = match image.format {
             crate::ImageFormat::Png => c"image/png",
             crate::ImageFormat::Jpeg => c"image/jpeg",
         };
-        unsafe { tessera_bytes::give(image.bytes, out_image) }?;
+        unsafe { tessera_bytes::give(image.bytes, out_image) };
         if !out_content_type.is_null() {
             unsafe { out_content_type.write(content_type.as_ptr()) };
         }

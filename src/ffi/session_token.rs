@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::ptr::addr_of_mut;
 
 use super::engine::{engine, tessera_engine};
-use super::io::{fill_array, str_in, text_capacity, text_out};
+use super::io::fill_array;
 use super::status::tessera_status;
 use super::user::{user_id_in, TESSERA_USER_ID_BUF_SIZE};
 use crate::session_token::SESSION_TOKEN_MAX_LEN;
@@ -63,10 +63,11 @@ pub unsafe extern "C" fn tessera_session_token_issue(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        unsafe { text_capacity(token_buf, token_cap, out_token_len, SESSION_TOKEN_MAX_LEN) }?;
+        let token_out = text_out!(token_buf, token_cap, out_token_len);
+        unsafe { token_out.reserve(SESSION_TOKEN_MAX_LEN) }?;
         let expiry = (expires_at_ms != TESSERA_SESSION_DEFAULT_EXPIRY).then_some(expires_at_ms);
         let token = e.issue_session_token(id, expiry)?;
-        unsafe { text_out(token.as_str(), token_buf, token_cap, out_token_len) }?;
+        unsafe { token_out.write(token.as_str()) }?;
         if !out_expires_at_ms.is_null() {
             unsafe { out_expires_at_ms.write(token.expires_at_ms()) };
         }
@@ -94,7 +95,7 @@ pub unsafe extern "C" fn tessera_session_token_verify(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let token = unsafe { str_in(token, token_len, "token") }?;
+        let token = unsafe { str_in!(token, token_len) }?;
         let v = e.verify_session_token(token)?;
         if !out.is_null() {
             unsafe {

@@ -7,7 +7,7 @@ use std::ptr::addr_of_mut;
 
 use super::boundary::Failure;
 use super::engine::{engine, tessera_engine};
-use super::io::{fill_array, json_in, non_null, opt_str_in, str_in};
+use super::io::fill_array;
 use super::owned::tessera_string;
 use super::status::tessera_status;
 use crate::config::USER_ID_MAX_CHARS_LIMIT;
@@ -23,9 +23,12 @@ const _: () = assert!(TESSERA_USER_ID_BUF_SIZE == USER_ID_MAX_CHARS_LIMIT * 4 + 
 ///
 /// # Safety
 /// As `str_in`.
-pub(crate) unsafe fn user_id_in<'a>(ptr: *const c_char, len: usize) -> Result<&'a str, Failure> {
+pub(crate) unsafe fn user_id_in<'a>(
+    user_id: *const c_char,
+    user_id_len: usize,
+) -> Result<&'a str, Failure> {
     // SAFETY: forwarded contract.
-    unsafe { str_in(ptr, len, "user_id") }
+    unsafe { str_in!(user_id, user_id_len) }
 }
 
 /// Creates a user from a JSON object: `{"user_id": "alice", "nickname": "Alice", ...}` with the
@@ -50,7 +53,7 @@ pub unsafe extern "C" fn tessera_user_create(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let new: NewUser = unsafe { json_in(user_json, user_len, "user") }?;
+        let new: NewUser = unsafe { json_in!(user_json, user_len) }?;
         let user = e.create_user(new)?;
         unsafe { tessera_string::give_json_opt(&user, out_user) }
     })
@@ -75,7 +78,7 @@ pub unsafe extern "C" fn tessera_user_upsert(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let new: NewUser = unsafe { json_in(user_json, user_len, "user") }?;
+        let new: NewUser = unsafe { json_in!(user_json, user_len) }?;
         let upserted = e.upsert_user(new)?;
         if !out_created.is_null() {
             unsafe { out_created.write(upserted.created) };
@@ -101,7 +104,7 @@ pub unsafe extern "C" fn tessera_user_get(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        non_null(out_user, "out_user")?;
+        let out_user = non_null!(out_user)?;
         let user = e.get_user(id)?;
         unsafe { tessera_string::give_json(&user, out_user) }
     })
@@ -127,7 +130,7 @@ pub unsafe extern "C" fn tessera_user_update(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let patch: UserPatch = unsafe { json_in(patch_json, patch_len, "patch") }?;
+        let patch: UserPatch = unsafe { json_in!(patch_json, patch_len) }?;
         let user = e.update_user(id, &patch)?;
         unsafe { tessera_string::give_json_opt(&user, out_user) }
     })
@@ -220,9 +223,9 @@ pub unsafe extern "C" fn tessera_user_list(
         let query: UserQuery = if query_json.is_null() && query_len == 0 {
             UserQuery::default()
         } else {
-            unsafe { json_in(query_json, query_len, "query") }?
+            unsafe { json_in!(query_json, query_len) }?
         };
-        non_null(out_page, "out_page")?;
+        let out_page = non_null!(out_page)?;
         let page = e.list_users(&query)?;
         let json = serde_json::json!({ "users": page.users, "next_cursor": page.next_cursor });
         unsafe { tessera_string::give_json(&json, out_page) }
@@ -244,8 +247,8 @@ pub unsafe extern "C" fn tessera_user_find_by_discovery_key(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let key = unsafe { str_in(key, key_len, "discovery key") }?;
-        non_null(out_user, "out_user")?;
+        let key = unsafe { str_in!(key, key_len) }?;
+        let out_user = non_null!(out_user)?;
         let user = e.find_user_by_discovery_key(key)?;
         unsafe { tessera_string::give_json(&user, out_user) }
     })
@@ -267,8 +270,8 @@ pub unsafe extern "C" fn tessera_user_find_by_push_token(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let token = unsafe { str_in(push_token, push_token_len, "push_token") }?;
-        non_null(out_user, "out_user")?;
+        let token = unsafe { str_in!(push_token, push_token_len) }?;
+        let out_user = non_null!(out_user)?;
         let user = e.find_user_by_push_token(token)?;
         unsafe { tessera_string::give_json(&user, out_user) }
     })
@@ -327,7 +330,7 @@ pub unsafe extern "C" fn tessera_user_authenticate(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let token = unsafe { opt_str_in(token, token_len, "token") }?;
+        let token = unsafe { opt_str_in!(token, token_len) }?;
         let auth = e.authenticate(id, token)?;
         if out.is_null() {
             return Ok(());

@@ -18,6 +18,14 @@ static int has(const tessera_string *s, const char *needle) {
     return s != NULL && strstr(tessera_string_ptr(s), needle) != NULL;
 }
 
+/* Whether the calling thread's last error message contains `needle`. */
+static int last_error_has(const char *needle) {
+    char msg[512];
+    size_t len = 0;
+    return tessera_last_error_message(msg, sizeof msg, &len) == TESSERA_OK &&
+           strstr(msg, needle) != NULL;
+}
+
 static size_t user_count(const tessera_engine *e) {
     size_t n = (size_t)-1;
     CHECK_OK(tessera_engine_user_count(e, &n));
@@ -135,6 +143,7 @@ static void test_users(tessera_engine *e) {
     CHECK_ST(tessera_user_create(e, BAD_UTF8, sizeof BAD_UTF8, NULL), TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\"}  trailing"), NULL),
              TESSERA_INVALID_JSON);
+    CHECK(last_error_has("user_json: "));
     CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\", \"nickname\": \"X\", \"bogus\": 1}"),
                                  NULL),
              TESSERA_INVALID_JSON);
@@ -407,6 +416,11 @@ static void test_access_tokens(tessera_engine *e) {
     CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, NULL, NULL, NULL,
                                         0, NULL),
              TESSERA_NULL_POINTER);
+    /* Messages name arguments as this header does. */
+    CHECK(last_error_has("out_token_len is NULL"));
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 8, &len, NULL, NULL, 0, NULL),
+             TESSERA_NULL_POINTER);
+    CHECK(last_error_has("token_buf is NULL"));
     /* The evicted-ids buffer too: it must hold the most one issue can evict. */
     n_evicted = 0;
     CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, NULL,
@@ -491,6 +505,7 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK(len == TESSERA_SESSION_TOKEN_MAX_LEN);
     CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, NULL, NULL),
              TESSERA_NULL_POINTER);
+    CHECK(last_error_has("out_token_len is NULL"));
     CHECK_ST(tessera_session_token_issue(e, S("alice"), 1000, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_EXPIRY);
     CHECK_ST(tessera_session_token_issue(e, S("zed"), 0, tok, sizeof tok, &len, NULL),
