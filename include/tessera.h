@@ -15,6 +15,11 @@
  * this header. It is thread-local and is cleared at the start of every call that returns a
  * tessera_status, so read it right after the failing call.
  *
+ * Pointers. A NULL engine handle, or any other required pointer, fails with
+ * TESSERA_NULL_POINTER and changes nothing; each function's comment names its required
+ * pointers. Out-pointers documented as optional ("if not NULL") may be NULL and are then
+ * not written.
+ *
  * Text inputs are (const char *ptr, size_t len) pairs: UTF-8, NOT NUL-terminated, borrowed for
  * the duration of the call only. ptr may be NULL when len is 0 (the empty string). NULL with
  * len > 0 fails with TESSERA_NULL_POINTER, invalid UTF-8 with TESSERA_INVALID_UTF8, and an input
@@ -469,6 +474,8 @@ extern "C" {
  *
  * Thread-local: each thread sees its own message.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `out_len` is NULL.
+ *
  * # Safety
  * `buf` must be valid for writes of `cap` bytes and `out_len` for one `size_t` write.
  */
@@ -497,6 +504,8 @@ tessera_status tessera_last_error_message(char *buf, size_t cap, size_t *out_len
  * The token is shown only now: Tessera keeps its SHA-256 digest. Wipe your copy when done.
  * Hot path: allocates nothing for the caller. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+ *
  * # Safety
  * Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; `evicted_buf` valid
  * for `evicted_cap` `uint64_t`s; out-pointers NULL (where allowed) or valid for one write;
@@ -522,6 +531,8 @@ tessera_status tessera_access_token_issue(const struct tessera_engine *engine,
  * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
  */
@@ -534,6 +545,8 @@ tessera_status tessera_access_token_verify(const struct tessera_engine *engine,
  * Writes the user's valid access tokens, oldest first, as a JSON array to `*out_tokens`
  * (required): `[{"id": 1, "created_at_ms": ..., "label": "phone" or null}, ...]`. Never the
  * secrets. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_tokens` is NULL.
  *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_tokens` valid for one pointer write; `engine`
@@ -548,6 +561,8 @@ tessera_status tessera_access_token_list(const struct tessera_engine *engine,
  * Revokes one access token of a user, by id (an `access_token_revoked` event is queued).
  * Fails with `TESSERA_TOKEN_NOT_FOUND`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
  */
@@ -559,6 +574,8 @@ tessera_status tessera_access_token_revoke(const struct tessera_engine *engine,
 /**
  * Revokes every access token of a user. `*out_count` (if not NULL) receives how many there
  * were. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_count` NULL or valid for one write; `engine`
@@ -579,6 +596,8 @@ tessera_status tessera_access_token_revoke_all(const struct tessera_engine *engi
  * one; past the per-type limit the oldest device of that type is evicted. `*out_result` (if not
  * NULL) receives `{"device": {...}, "evicted": {...} or null}`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * Pointer/length pairs valid; `out_result` NULL or valid for one pointer write; `engine` live.
  */
@@ -593,6 +612,8 @@ tessera_status tessera_device_add(const struct tessera_engine *engine,
  * Writes the user's devices, oldest first, as a JSON array to `*out_devices` (required).
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_devices` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_devices` valid for one pointer write; `engine`
  * a live handle.
@@ -605,6 +626,8 @@ tessera_status tessera_device_list(const struct tessera_engine *engine,
 /**
  * Removes the user's device with this push token. Fails with `TESSERA_DEVICE_NOT_FOUND`.
  * `*out_device` (if not NULL) receives the removed device as JSON. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * Pointer/length pairs valid; `out_device` NULL or valid for one pointer write; `engine` live.
@@ -620,8 +643,9 @@ tessera_status tessera_device_remove(const struct tessera_engine *engine,
  * Opens an engine that keeps its state in memory only, with the default configuration.
  *
  * On success writes a new handle to `*out_engine`; free it with `tessera_engine_free`. On
- * failure `*out_engine` is left untouched. Returns `TESSERA_NULL_POINTER` when `out_engine`
- * is NULL. Thread-safe.
+ * failure `*out_engine` is left untouched. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
  *
  * # Safety
  * `out_engine`, unless NULL, must be valid for one pointer write.
@@ -643,6 +667,8 @@ tessera_status tessera_engine_open_in_memory(struct tessera_engine **out_engine)
  *
  * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
  * failure leaves it untouched. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
  *
  * # Safety
  * `config_json` must be valid for `config_len` bytes (or NULL with 0); `out_engine`, unless
@@ -678,6 +704,8 @@ tessera_status tessera_engine_open_in_memory_with_config(const char *config_json
  * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
  * also releases the directory); on failure leaves it untouched. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+ *
  * # Safety
  * `dir` must be valid for `dir_len` bytes and `config_json` for `config_len` bytes (or NULL
  * with 0); `out_engine`, unless NULL, valid for one pointer write.
@@ -704,6 +732,8 @@ tessera_status tessera_engine_open(const char *dir,
  * `tessera_string_free`), or NULL when the directory was intact. On failure neither is
  * written. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+ *
  * # Safety
  * As `tessera_engine_open`; `out_damage`, unless NULL, valid for one pointer write.
  */
@@ -723,6 +753,8 @@ tessera_status tessera_engine_open_salvage(const char *dir,
  * `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
  * record). Thread-safe; concurrent compactions run one at a time.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `engine` must be a live handle.
  */
@@ -734,6 +766,8 @@ tessera_status tessera_engine_compact(const struct tessera_engine *engine);
  * zero for an in-memory or salvage engine. `records_synced / syncs` is how many writes shared
  * each `fdatasync`. New counters may be added to the object; ignore fields you do not know.
  * Free the string with `tessera_string_free`. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_stats` is NULL.
  *
  * # Safety
  * `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
@@ -759,6 +793,8 @@ void tessera_engine_free(struct tessera_engine *engine);
 /**
  * Writes the number of users to `*out_count`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
+ *
  * # Safety
  * `engine` must be a live handle; `out_count`, unless NULL, valid for one write.
  */
@@ -776,6 +812,8 @@ tessera_status tessera_engine_user_count(const struct tessera_engine *engine, si
  * Each event is delivered to exactly one drain call, even with several threads draining.
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_events` is NULL.
+ *
  * # Safety
  * `out_events` valid for one pointer write; `engine` a live handle.
  */
@@ -787,6 +825,8 @@ tessera_status tessera_event_drain(const struct tessera_engine *engine,
  * Writes to `*out_count` how many events were dropped because the queue was full (the
  * `event_queue_capacity` setting) since the engine was opened. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
+ *
  * # Safety
  * `out_count` valid for one write; `engine` a live handle.
  */
@@ -796,6 +836,8 @@ tessera_status tessera_event_dropped_count(const struct tessera_engine *engine,
 /**
  * Adds a new active signing key; older keys keep verifying until retired. `*out_key` (if not
  * NULL) receives `{"key_id": "b", "created_at_ms": ..., "active": true}`. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `out_key` NULL or valid for one pointer write; `engine` a live handle.
@@ -808,6 +850,8 @@ tessera_status tessera_key_rotate(const struct tessera_engine *engine,
  * is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
  * (rotate first). Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `key_id` valid for `key_id_len` bytes; `engine` a live handle.
  */
@@ -819,6 +863,8 @@ tessera_status tessera_key_retire(const struct tessera_engine *engine,
  * Writes every live signing key, oldest first, as a JSON array of
  * `{"key_id", "created_at_ms", "active"}` objects to `*out_keys` (required). Never the
  * secrets. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_keys` is NULL.
  *
  * # Safety
  * `out_keys` valid for one pointer write; `engine` a live handle.
@@ -836,9 +882,11 @@ tessera_status tessera_key_list(const struct tessera_engine *engine,
  * encrypted channel, and wipe the buffer when done (e.g. `explicit_bzero`). The key id comes
  * from `tessera_key_list` or a verified token's `key_id`.
  *
- * Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id),
- * `TESSERA_NULL_POINTER` (`out_key` or `engine` NULL) or `TESSERA_INVALID_UTF8`; on failure
- * `out_key` is not written. Works on salvage engines. Thread-safe.
+ * Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id) or
+ * `TESSERA_INVALID_UTF8`; on any failure `out_key` is not written. Works on salvage engines.
+ * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_key` is NULL.
  *
  * # Safety
  * `key_id` valid for `key_id_len` bytes; `out_key`, unless NULL, valid for writes of 32 bytes;
@@ -914,6 +962,8 @@ void tessera_bytes_free(struct tessera_bytes *b);
  * Fails with `TESSERA_INVALID_IMAGE`, `TESSERA_IMAGE_TOO_LARGE` or `TESSERA_USER_NOT_FOUND`.
  * `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes, `image` for `image_len` bytes; `out_user` NULL or
  * valid for one pointer write; `engine` a live handle.
@@ -931,6 +981,8 @@ tessera_status tessera_profile_image_upload(const struct tessera_engine *engine,
  * `tessera_bytes_free`); `*out_content_type` (if not NULL) receives a static string,
  * `"image/png"` or `"image/jpeg"` (do not free). Fails with `TESSERA_IMAGE_NOT_FOUND`.
  * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_image` is NULL.
  *
  * # Safety
  * `sha256_hex` valid for `sha256_hex_len` bytes; `out_image` valid for one pointer write;
@@ -955,6 +1007,8 @@ tessera_status tessera_profile_image_get(const struct tessera_engine *engine,
  *
  * Hot path: allocates nothing for the caller. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `token_buf` valid for `token_cap` bytes;
  * `out_token_len` valid for one write; `out_expires_at_ms` NULL or valid for one write;
@@ -978,6 +1032,8 @@ tessera_status tessera_session_token_issue(const struct tessera_engine *engine,
  * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
  * Thread-safe; verifications never block one another.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
  */
@@ -990,6 +1046,8 @@ tessera_status tessera_session_token_verify(const struct tessera_engine *engine,
  * Revokes every session token of a user issued before this call returns (tokens issued after
  * it verify; access tokens are untouched). A `sessions_revoked` event is queued. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
  */
@@ -1001,6 +1059,8 @@ tessera_status tessera_session_token_revoke(const struct tessera_engine *engine,
  * Emergency: invalidates every session token of every user by replacing all signing keys with
  * one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
  * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `engine` must be a live handle.
@@ -1026,6 +1086,8 @@ const char *tessera_status_str(uint32_t code);
  * not NULL, writes the stored user as a JSON `tessera_string` (free with
  * `tessera_string_free`). Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_json` valid for `user_len` bytes; `out_user` NULL or valid for one pointer write;
  * `engine` a live handle.
@@ -1042,6 +1104,8 @@ tessera_status tessera_user_create(const struct tessera_engine *engine,
  * when this call created the user. `*out_user` (if not NULL) receives the stored user as JSON.
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * As `tessera_user_create`; `out_created` NULL or valid for one write.
  */
@@ -1054,6 +1118,8 @@ tessera_status tessera_user_upsert(const struct tessera_engine *engine,
 /**
  * Gets a user by id and writes it as a JSON `tessera_string` to `*out_user` (required; free
  * with `tessera_string_free`). Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
  *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_user` valid for one pointer write; `engine` a
@@ -1070,6 +1136,8 @@ tessera_status tessera_user_get(const struct tessera_engine *engine,
  * `mobile_number`, `discovery_keys`; a field set to `null` is cleared, a missing field is kept.
  * `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * Pointer/length pairs valid; `out_user` NULL or valid for one pointer write; `engine` live.
  */
@@ -1084,6 +1152,8 @@ tessera_status tessera_user_update(const struct tessera_engine *engine,
  * Deletes a user and revokes every token it held (a `user_deleted` event is queued). A user
  * created later with the same id can never be reached by the old tokens. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
  */
@@ -1095,6 +1165,8 @@ tessera_status tessera_user_delete(const struct tessera_engine *engine,
  * Deactivates a user: its tokens stop verifying (with `TESSERA_USER_DEACTIVATED`) until it
  * is reactivated; nothing is revoked. Idempotent. `*out_user` (if not NULL) receives the user
  * as JSON. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_user` NULL or valid for one pointer write;
@@ -1108,6 +1180,8 @@ tessera_status tessera_user_deactivate(const struct tessera_engine *engine,
 /**
  * Reactivates a deactivated user; its unrevoked tokens verify again. Idempotent. `*out_user`
  * (if not NULL) receives the user as JSON. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * As `tessera_user_deactivate`.
@@ -1126,6 +1200,8 @@ tessera_status tessera_user_reactivate(const struct tessera_engine *engine,
  * empty input (NULL, 0) is the first page with no filter. `*out_page` (required) receives
  * `{"users": [...], "next_cursor": "..." or null}`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_page` is NULL.
+ *
  * # Safety
  * `query_json` valid for `query_len` bytes (or NULL with 0); `out_page` valid for one pointer
  * write; `engine` a live handle.
@@ -1139,6 +1215,8 @@ tessera_status tessera_user_list(const struct tessera_engine *engine,
  * Finds the user holding a discovery key and writes it as JSON to `*out_user` (required).
  * Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+ *
  * # Safety
  * `key` valid for `key_len` bytes; `out_user` valid for one pointer write; `engine` live.
  */
@@ -1150,6 +1228,8 @@ tessera_status tessera_user_find_by_discovery_key(const struct tessera_engine *e
 /**
  * Finds the user owning a device push token and writes it as JSON to `*out_user` (required).
  * Fails with `TESSERA_DEVICE_NOT_FOUND`. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
  *
  * # Safety
  * `push_token` valid for `push_token_len` bytes; `out_user` valid for one pointer write;
@@ -1169,6 +1249,8 @@ tessera_status tessera_user_find_by_push_token(const struct tessera_engine *engi
  *
  * Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
  * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * Pointer/length pairs valid; `out` NULL or valid for one write; `engine` a live handle.

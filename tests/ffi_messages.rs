@@ -8,6 +8,10 @@
 //! - it is a parameter of the Rust function that uses it (not a local variable);
 //! - if that function is exported, the header declares it with a parameter of that name;
 //! - if it is a helper, every exported function that reaches it has a parameter of that name.
+//!
+//! It also checks that every function documents its required pointers (those it rejects with
+//! `TESSERA_NULL_POINTER` whenever they are NULL, the engine handle first of all) in one
+//! standard sentence of its header comment.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,6 +19,10 @@ use std::path::Path;
 use syn::punctuated::Punctuated;
 use syn::visit::Visit;
 use syn::{Expr, ExprCall, ExprLit, FnArg, Lit, Macro, Pat, Token};
+
+/// Macros that check a pointer is not NULL, with the position of that pointer: a NULL there
+/// always fails with `TESSERA_NULL_POINTER`.
+const REQUIRED_MACROS: &[(&str, usize)] = &[("non_null", 0), ("text_out", 2)];
 
 /// Macros that name an argument after a parameter, with the positions of the named arguments.
 const NAMING_MACROS: &[(&str, &[usize])] = &[
@@ -38,10 +46,44 @@ const NAMING_FNS: &[&str] = &[
     "non_null",
 ];
 
+fn header_text() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/tessera.h");
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The comment right before each function's declaration, as one line of prose.
+fn header_docs() -> BTreeMap<String, String> {
+    let text = header_text();
+    let mut docs = BTreeMap::new();
+    for name in header_functions().keys() {
+        // The declaration starts a line; comment lines start with a space or a slash.
+        let mut offset = 0;
+        let mut decl = None;
+        for line in text.split_inclusive('\n') {
+            if !line.starts_with([' ', '/']) && line.contains(&format!("{name}(")) {
+                decl = Some(offset);
+                break;
+            }
+            offset += line.len();
+        }
+        let decl = decl.unwrap_or_else(|| panic!("{name} is not declared"));
+        let end = text[..decl]
+            .rfind("*/")
+            .expect("a comment before every function");
+        let start = text[..end].rfind("/**").expect("a doc comment");
+        let prose: Vec<&str> = text[start + 3..end]
+            .lines()
+            .map(|l| l.trim().trim_start_matches('*').trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        docs.insert(name.clone(), prose.join(" "));
+    }
+    docs
+}
+
 /// Every function declared in the header, with its parameter names.
 fn header_functions() -> BTreeMap<String, Vec<String>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/tessera.h");
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = header_text();
     // Drop comments: they hold prose with parentheses.
     let mut code = String::new();
     let mut rest = text.as_str();
@@ -102,6 +144,8 @@ struct FnInfo {
     exported: bool,
     params: BTreeSet<String>,
     names: Vec<String>,
+    /// The pointers it always rejects when NULL (a subset of `names`).
+    required: Vec<String>,
     /// Paths of the functions it calls, as written (`self::engine`, `ConfigJson::parse`).
     calls: BTreeSet<String>,
 }
@@ -110,6 +154,7 @@ struct FnInfo {
 #[derive(Default)]
 struct BodyVisitor {
     names: Vec<String>,
+    required: Vec<String>,
     calls: BTreeSet<String>,
 }
 
@@ -131,6 +176,11 @@ impl<'ast> Visit<'ast> for BodyVisitor {
         let name = mac.path.segments.last().unwrap().ident.to_string();
         if let Some((_, positions)) = NAMING_MACROS.iter().find(|(m, _)| *m == name) {
             let args = macro_args(mac).expect("naming macro arguments parse");
+            if let Some((_, i)) = REQUIRED_MACROS.iter().find(|(m, _)| *m == name) {
+                if let Some(Expr::Path(p)) = args.iter().nth(*i) {
+                    self.required.push(path_string(&p.path));
+                }
+            }
             for &i in *positions {
                 match args.iter().nth(i) {
                     Some(Expr::Path(p)) => self.names.push(path_string(&p.path)),
@@ -194,6 +244,7 @@ fn analyse(sig: &syn::Signature, block: &syn::Block, exported: bool) -> FnInfo {
         exported,
         params: params_of(sig),
         names: v.names,
+        required: v.required,
         calls: v.calls,
     }
 }
@@ -305,4 +356,78 @@ fn every_argument_named_in_a_message_is_a_header_parameter() {
     // The scan must have found the argument checks (every function's `engine`, `user_id`, ...),
     // or it proves nothing.
     assert!(checked > 80, "only {checked} (function, name) pairs found");
+}
+
+/// The pointers `key` always rejects when NULL: its own checks and those of the helpers it
+/// calls with the same-named argument (`engine(engine)`).
+fn required_pointers(fns: &BTreeMap<String, FnInfo>, key: &str) -> BTreeSet<String> {
+    let info = &fns[key];
+    let mut out: BTreeSet<String> = info.required.iter().cloned().collect();
+    for (helper, h) in fns {
+        if !h.exported && helper != key && info.calls.iter().any(|c| calls(c, helper)) {
+            out.extend(required_pointers(fns, helper));
+        }
+    }
+    out
+}
+
+/// "`a`", "`a` or `b`", "`a`, `b` or `c`".
+fn english_list(names: &[&String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+#[test]
+fn every_function_documents_its_required_pointers() {
+    let header = header_functions();
+    let docs = header_docs();
+    let fns = ffi_functions();
+    let preamble = header_text();
+    assert!(
+        preamble.contains("A NULL engine handle, or any other required pointer, fails with"),
+        "the header's preamble must state the NULL rule once for all functions"
+    );
+    let mut problems = Vec::new();
+    let mut with_engine = 0;
+    for (name, params) in &header {
+        let Some(info) = fns.get(name) else {
+            problems.push(format!("{name}: not found in src/ffi"));
+            continue;
+        };
+        assert!(info.exported, "{name}");
+        let required = required_pointers(&fns, name);
+        if params.iter().any(|p| p == "engine") && name != "tessera_engine_free" {
+            with_engine += 1;
+            if !required.contains("engine") {
+                problems.push(format!("{name}: does not reject a NULL engine"));
+            }
+        }
+        // In parameter order, as a reader scans the signature.
+        let ordered: Vec<&String> = params.iter().filter(|p| required.contains(*p)).collect();
+        let doc = &docs[name];
+        if ordered.is_empty() {
+            if doc.contains("`TESSERA_NULL_POINTER` if") {
+                problems.push(format!(
+                    "{name}: documents required pointers it does not have"
+                ));
+            }
+            continue;
+        }
+        let sentence = format!(
+            "Fails with `TESSERA_NULL_POINTER` if {} is NULL.",
+            english_list(&ordered)
+        );
+        if !doc.contains(&sentence) {
+            problems.push(format!("{name}: its comment lacks \"{sentence}\""));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        with_engine > 30,
+        "only {with_engine} functions take an engine"
+    );
 }

@@ -51,6 +51,8 @@ pub struct tessera_verified_access_token {
 /// The token is shown only now: Tessera keeps its SHA-256 digest. Wipe your copy when done.
 /// Hot path: allocates nothing for the caller. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+///
 /// # Safety
 /// Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; `evicted_buf` valid
 /// for `evicted_cap` `uint64_t`s; out-pointers NULL (where allowed) or valid for one write;
@@ -136,6 +138,8 @@ unsafe fn evicted_capacity(
 /// `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
 /// Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
 #[no_mangle]
@@ -165,6 +169,8 @@ pub unsafe extern "C" fn tessera_access_token_verify(
 /// (required): `[{"id": 1, "created_at_ms": ..., "label": "phone" or null}, ...]`. Never the
 /// secrets. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_tokens` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_tokens` valid for one pointer write; `engine`
 /// a live handle.
@@ -188,6 +194,8 @@ pub unsafe extern "C" fn tessera_access_token_list(
 /// Revokes one access token of a user, by id (an `access_token_revoked` event is queued).
 /// Fails with `TESSERA_TOKEN_NOT_FOUND`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `engine` a live handle.
 #[no_mangle]
@@ -207,6 +215,8 @@ pub unsafe extern "C" fn tessera_access_token_revoke(
 
 /// Revokes every access token of a user. `*out_count` (if not NULL) receives how many there
 /// were. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_count` NULL or valid for one write; `engine`

@@ -150,6 +150,8 @@ macro_rules! ffi_boundary {
 ///
 /// Thread-local: each thread sees its own message.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `out_len` is NULL.
+///
 /// # Safety
 /// `buf` must be valid for writes of `cap` bytes and `out_len` for one `size_t` write.
 #[no_mangle]

@@ -17,6 +17,8 @@ use crate::device::NewDevice;
 /// one; past the per-type limit the oldest device of that type is evicted. `*out_result` (if not
 /// NULL) receives `{"device": {...}, "evicted": {...} or null}`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// Pointer/length pairs valid; `out_result` NULL or valid for one pointer write; `engine` live.
 #[no_mangle]
@@ -42,6 +44,8 @@ pub unsafe extern "C" fn tessera_device_add(
 /// Writes the user's devices, oldest first, as a JSON array to `*out_devices` (required).
 /// Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_devices` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_devices` valid for one pointer write; `engine`
 /// a live handle.
@@ -64,6 +68,8 @@ pub unsafe extern "C" fn tessera_device_list(
 
 /// Removes the user's device with this push token. Fails with `TESSERA_DEVICE_NOT_FOUND`.
 /// `*out_device` (if not NULL) receives the removed device as JSON. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// Pointer/length pairs valid; `out_device` NULL or valid for one pointer write; `engine` live.

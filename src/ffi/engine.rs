@@ -196,8 +196,9 @@ impl ConfigJson {
 /// Opens an engine that keeps its state in memory only, with the default configuration.
 ///
 /// On success writes a new handle to `*out_engine`; free it with `tessera_engine_free`. On
-/// failure `*out_engine` is left untouched. Returns `TESSERA_NULL_POINTER` when `out_engine`
-/// is NULL. Thread-safe.
+/// failure `*out_engine` is left untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
 ///
 /// # Safety
 /// `out_engine`, unless NULL, must be valid for one pointer write.
@@ -226,6 +227,8 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
 ///
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
 /// failure leaves it untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
 ///
 /// # Safety
 /// `config_json` must be valid for `config_len` bytes (or NULL with 0); `out_engine`, unless
@@ -293,6 +296,8 @@ unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Fai
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
 /// also releases the directory); on failure leaves it untouched. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+///
 /// # Safety
 /// `dir` must be valid for `dir_len` bytes and `config_json` for `config_len` bytes (or NULL
 /// with 0); `out_engine`, unless NULL, valid for one pointer write.
@@ -328,6 +333,8 @@ pub unsafe extern "C" fn tessera_engine_open(
 /// to `*out_damage` as `{"code": 51, "message": "..."}` (a `tessera_string` to free with
 /// `tessera_string_free`), or NULL when the directory was intact. On failure neither is
 /// written. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
 ///
 /// # Safety
 /// As `tessera_engine_open`; `out_damage`, unless NULL, valid for one pointer write.
@@ -376,6 +383,8 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
 /// `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
 /// record). Thread-safe; concurrent compactions run one at a time.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `engine` must be a live handle.
 #[no_mangle]
@@ -392,6 +401,8 @@ pub unsafe extern "C" fn tessera_engine_compact(engine: *const tessera_engine) -
 /// zero for an in-memory or salvage engine. `records_synced / syncs` is how many writes shared
 /// each `fdatasync`. New counters may be added to the object; ignore fields you do not know.
 /// Free the string with `tessera_string_free`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_stats` is NULL.
 ///
 /// # Safety
 /// `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
@@ -436,6 +447,8 @@ pub unsafe extern "C" fn tessera_engine_free(engine: *mut tessera_engine) {
 }
 
 /// Writes the number of users to `*out_count`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
 ///
 /// # Safety
 /// `engine` must be a live handle; `out_count`, unless NULL, valid for one write.

@@ -19,6 +19,8 @@ pub const TESSERA_EVENT_DRAIN_MAX: usize = 65536;
 /// Each event is delivered to exactly one drain call, even with several threads draining.
 /// Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_events` is NULL.
+///
 /// # Safety
 /// `out_events` valid for one pointer write; `engine` a live handle.
 #[no_mangle]
@@ -58,6 +60,8 @@ pub unsafe extern "C" fn tessera_event_drain(
 
 /// Writes to `*out_count` how many events were dropped because the queue was full (the
 /// `event_queue_capacity` setting) since the engine was opened. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
 ///
 /// # Safety
 /// `out_count` valid for one write; `engine` a live handle.

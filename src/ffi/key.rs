@@ -21,6 +21,8 @@ fn key_json(k: &KeyInfo) -> serde_json::Value {
 /// Adds a new active signing key; older keys keep verifying until retired. `*out_key` (if not
 /// NULL) receives `{"key_id": "b", "created_at_ms": ..., "active": true}`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `out_key` NULL or valid for one pointer write; `engine` a live handle.
 #[no_mangle]
@@ -39,6 +41,8 @@ pub unsafe extern "C" fn tessera_key_rotate(
 /// Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
 /// is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
 /// (rotate first). Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `key_id` valid for `key_id_len` bytes; `engine` a live handle.
@@ -59,6 +63,8 @@ pub unsafe extern "C" fn tessera_key_retire(
 /// Writes every live signing key, oldest first, as a JSON array of
 /// `{"key_id", "created_at_ms", "active"}` objects to `*out_keys` (required). Never the
 /// secrets. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_keys` is NULL.
 ///
 /// # Safety
 /// `out_keys` valid for one pointer write; `engine` a live handle.
@@ -85,9 +91,11 @@ pub unsafe extern "C" fn tessera_key_list(
 /// encrypted channel, and wipe the buffer when done (e.g. `explicit_bzero`). The key id comes
 /// from `tessera_key_list` or a verified token's `key_id`.
 ///
-/// Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id),
-/// `TESSERA_NULL_POINTER` (`out_key` or `engine` NULL) or `TESSERA_INVALID_UTF8`; on failure
-/// `out_key` is not written. Works on salvage engines. Thread-safe.
+/// Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id) or
+/// `TESSERA_INVALID_UTF8`; on any failure `out_key` is not written. Works on salvage engines.
+/// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_key` is NULL.
 ///
 /// # Safety
 /// `key_id` valid for `key_id_len` bytes; `out_key`, unless NULL, valid for writes of 32 bytes;

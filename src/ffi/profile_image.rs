@@ -15,6 +15,8 @@ use super::user::user_id_in;
 /// Fails with `TESSERA_INVALID_IMAGE`, `TESSERA_IMAGE_TOO_LARGE` or `TESSERA_USER_NOT_FOUND`.
 /// `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes, `image` for `image_len` bytes; `out_user` NULL or
 /// valid for one pointer write; `engine` a live handle.
@@ -43,6 +45,8 @@ pub unsafe extern "C" fn tessera_profile_image_upload(
 /// `tessera_bytes_free`); `*out_content_type` (if not NULL) receives a static string,
 /// `"image/png"` or `"image/jpeg"` (do not free). Fails with `TESSERA_IMAGE_NOT_FOUND`.
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_image` is NULL.
 ///
 /// # Safety
 /// `sha256_hex` valid for `sha256_hex_len` bytes; `out_image` valid for one pointer write;

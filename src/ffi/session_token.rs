@@ -44,6 +44,8 @@ pub struct tessera_verified_session {
 ///
 /// Hot path: allocates nothing for the caller. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `token_buf` valid for `token_cap` bytes;
 /// `out_token_len` valid for one write; `out_expires_at_ms` NULL or valid for one write;
@@ -83,6 +85,8 @@ pub unsafe extern "C" fn tessera_session_token_issue(
 /// `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
 /// Thread-safe; verifications never block one another.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
 #[no_mangle]
@@ -113,6 +117,8 @@ pub unsafe extern "C" fn tessera_session_token_verify(
 /// Revokes every session token of a user issued before this call returns (tokens issued after
 /// it verify; access tokens are untouched). A `sessions_revoked` event is queued. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `engine` a live handle.
 #[no_mangle]
@@ -132,6 +138,8 @@ pub unsafe extern "C" fn tessera_session_token_revoke(
 /// Emergency: invalidates every session token of every user by replacing all signing keys with
 /// one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `engine` must be a live handle.

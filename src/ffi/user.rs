@@ -40,6 +40,8 @@ pub(crate) unsafe fn user_id_in<'a>(
 /// not NULL, writes the stored user as a JSON `tessera_string` (free with
 /// `tessera_string_free`). Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `user_json` valid for `user_len` bytes; `out_user` NULL or valid for one pointer write;
 /// `engine` a live handle.
@@ -64,6 +66,8 @@ pub unsafe extern "C" fn tessera_user_create(
 /// Takes the same JSON as `tessera_user_create`. `*out_created` (if not NULL) receives `true`
 /// when this call created the user. `*out_user` (if not NULL) receives the stored user as JSON.
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// As `tessera_user_create`; `out_created` NULL or valid for one write.
@@ -90,6 +94,8 @@ pub unsafe extern "C" fn tessera_user_upsert(
 /// Gets a user by id and writes it as a JSON `tessera_string` to `*out_user` (required; free
 /// with `tessera_string_free`). Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_user` valid for one pointer write; `engine` a
 /// live handle.
@@ -115,6 +121,8 @@ pub unsafe extern "C" fn tessera_user_get(
 /// `mobile_number`, `discovery_keys`; a field set to `null` is cleared, a missing field is kept.
 /// `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// Pointer/length pairs valid; `out_user` NULL or valid for one pointer write; `engine` live.
 #[no_mangle]
@@ -139,6 +147,8 @@ pub unsafe extern "C" fn tessera_user_update(
 /// Deletes a user and revokes every token it held (a `user_deleted` event is queued). A user
 /// created later with the same id can never be reached by the old tokens. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `engine` a live handle.
 #[no_mangle]
@@ -158,6 +168,8 @@ pub unsafe extern "C" fn tessera_user_delete(
 /// Deactivates a user: its tokens stop verifying (with `TESSERA_USER_DEACTIVATED`) until it
 /// is reactivated; nothing is revoked. Idempotent. `*out_user` (if not NULL) receives the user
 /// as JSON. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_user` NULL or valid for one pointer write;
@@ -180,6 +192,8 @@ pub unsafe extern "C" fn tessera_user_deactivate(
 
 /// Reactivates a deactivated user; its unrevoked tokens verify again. Idempotent. `*out_user`
 /// (if not NULL) receives the user as JSON. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// As `tessera_user_deactivate`.
@@ -206,6 +220,8 @@ pub unsafe extern "C" fn tessera_user_reactivate(
 /// `metadata_key` + `metadata_value`, `tag`, `active` (bool); every set filter must match. An
 /// empty input (NULL, 0) is the first page with no filter. `*out_page` (required) receives
 /// `{"users": [...], "next_cursor": "..." or null}`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_page` is NULL.
 ///
 /// # Safety
 /// `query_json` valid for `query_len` bytes (or NULL with 0); `out_page` valid for one pointer
@@ -235,6 +251,8 @@ pub unsafe extern "C" fn tessera_user_list(
 /// Finds the user holding a discovery key and writes it as JSON to `*out_user` (required).
 /// Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+///
 /// # Safety
 /// `key` valid for `key_len` bytes; `out_user` valid for one pointer write; `engine` live.
 #[no_mangle]
@@ -256,6 +274,8 @@ pub unsafe extern "C" fn tessera_user_find_by_discovery_key(
 
 /// Finds the user owning a device push token and writes it as JSON to `*out_user` (required).
 /// Fails with `TESSERA_DEVICE_NOT_FOUND`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
 ///
 /// # Safety
 /// `push_token` valid for `push_token_len` bytes; `out_user` valid for one pointer write;
@@ -314,6 +334,8 @@ pub struct tessera_authenticated {
 ///
 /// Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// Pointer/length pairs valid; `out` NULL or valid for one write; `engine` a live handle.
