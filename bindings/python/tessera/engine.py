@@ -391,6 +391,8 @@ class Engine:
                 continue
             if value is None and name not in _CLEARABLE:
                 raise TypeError(f"{name} cannot be None (it cannot be cleared)")
+            if value is not None:
+                _check_user_field(name, value)
             patch[name] = _plain(value)
         u = _ffi.utf8(user_id, "user_id")
         body = _json(patch)
@@ -789,9 +791,36 @@ def _plain(v: Any) -> Any:
     return v
 
 
+# The Python types of the user record's fields (``NewUser``, ``UserPatch``), checked before the
+# JSON is built so that a wrong type raises TypeError, as for every other argument, rather than
+# InvalidJson from the library or a TypeError from the json module.
+_USER_TEXT_FIELDS = frozenset(
+    {"user_id", "nickname", "profile_url", "role", "status_message", "link", "email",
+     "mobile_number"}
+)
+_USER_LIST_FIELDS = frozenset({"tags", "discovery_keys"})
+
+
+def _check_user_field(name: str, value: Any) -> None:
+    if name in _USER_TEXT_FIELDS:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    elif name in _USER_LIST_FIELDS:
+        if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+            isinstance(item, str) for item in value
+        ):
+            raise TypeError(f"{name} must be a sequence of str, not {type(value).__name__}")
+    elif name == "metadata" and not isinstance(value, Mapping):
+        raise TypeError(f"metadata must be a mapping, not {type(value).__name__}")
+
+
 def _new_user(args: Mapping[str, Any]) -> bytes:
-    d = {k: _plain(v) for k, v in args.items() if k != "self" and v is not None}
-    return _json(d)
+    d = {k: v for k, v in args.items() if k != "self"}
+    # The id and nickname are required strings; None is not a way to leave them out.
+    for name, value in d.items():
+        if value is not None or name in ("user_id", "nickname"):
+            _check_user_field(name, value)
+    return _json({k: _plain(v) for k, v in d.items() if v is not None})
 
 
 def _u64(v: int, what: str) -> int:
