@@ -428,6 +428,8 @@ fn paired_c_abi() {
                 access.len(),
                 &mut alen,
                 std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
                 std::ptr::null_mut()
             ),
             ok

@@ -84,6 +84,8 @@ fn fixture() -> Fixture {
                     &mut len,
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
                 ),
                 tessera_status::TESSERA_OK
             );

@@ -88,7 +88,7 @@ int main(void) {
              "issue session");
     }
     must(tessera_access_token_issue(engine, "alice", 5, "phone", 5, access, sizeof access,
-                                    &access_len, &access_id, NULL),
+                                    &access_len, &access_id, NULL, 0, NULL),
          "issue access token");
     printf("created %d users; alice's phone token is %.9s... (id %llu)\n", USERS, access,
            (unsigned long long)access_id);

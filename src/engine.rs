@@ -574,32 +574,46 @@ impl Engine {
 
     /// The events a mutation committed by another node means, from the state before it.
     fn remote_events(&self, m: &Mutation) {
-        let id_of = |h: u64| self.peek_slot(h, |s| String::from(&*s.record.id));
-        let (kind, handle, token) = match m {
-            Mutation::UserDeleted { handle } => (EventKind::UserDeleted, *handle, None),
+        let (kind, handle, tokens): (EventKind, u64, &[u64]) = match m {
+            Mutation::UserDeleted { handle } => (EventKind::UserDeleted, *handle, &[]),
             Mutation::UserReplaced { handle, record } => {
                 let was_active = self.peek_slot(*handle, |s| s.record.active);
                 if was_active != Some(true) || record.active {
                     return;
                 }
-                (EventKind::UserDeactivated, *handle, None)
+                (EventKind::UserDeactivated, *handle, &[])
             }
             Mutation::AccessTokenIssued {
                 handle,
                 evicted: Some(t),
                 ..
-            } => (EventKind::AccessTokenEvicted, *handle, Some(*t)),
-            Mutation::AccessTokenRevoked { handle, token_id } => {
-                (EventKind::AccessTokenRevoked, *handle, Some(*token_id))
-            }
+            } => (
+                EventKind::AccessTokenEvicted,
+                *handle,
+                std::slice::from_ref(t),
+            ),
+            Mutation::AccessTokenIssuedEvicting {
+                handle, evicted, ..
+            } if !evicted.is_empty() => (EventKind::AccessTokenEvicted, *handle, evicted),
+            Mutation::AccessTokenRevoked { handle, token_id } => (
+                EventKind::AccessTokenRevoked,
+                *handle,
+                std::slice::from_ref(token_id),
+            ),
             Mutation::AccessTokensRevoked { handle } => {
-                (EventKind::AccessTokensRevoked, *handle, None)
+                (EventKind::AccessTokensRevoked, *handle, &[])
             }
-            Mutation::SessionsRevoked { handle, .. } => (EventKind::SessionsRevoked, *handle, None),
+            Mutation::SessionsRevoked { handle, .. } => (EventKind::SessionsRevoked, *handle, &[]),
             _ => return,
         };
-        if let Some(id) = id_of(handle) {
-            self.event(kind, Some(&id), token, None);
+        let Some(id) = self.peek_slot(handle, |s| String::from(&*s.record.id)) else {
+            return;
+        };
+        if tokens.is_empty() {
+            self.event(kind, Some(&id), None, None);
+        }
+        for &t in tokens {
+            self.event(kind, Some(&id), Some(t), None);
         }
     }
 
@@ -918,22 +932,12 @@ impl Engine {
                 handle,
                 entry,
                 evicted,
-            } => {
-                w.next_token_id = w.next_token_id.max(entry.id + 1);
-                let mut slot = self.slot_mut(*handle, seq)?;
-                // Sized exactly up front: growing and then shrinking would leave allocator
-                // fragments behind on every issue.
-                let mut tokens = Vec::with_capacity(slot.tokens.len() + 1);
-                tokens.extend(
-                    slot.tokens
-                        .iter()
-                        .filter(|t| Some(t.id) != *evicted)
-                        .cloned(),
-                );
-                tokens.push(entry.clone());
-                slot.tokens = tokens.into_boxed_slice();
-                slot.token_required = true;
-            }
+            } => self.apply_issued(w, *handle, entry, evicted.as_slice(), seq)?,
+            Mutation::AccessTokenIssuedEvicting {
+                handle,
+                entry,
+                evicted,
+            } => self.apply_issued(w, *handle, entry, evicted, seq)?,
             Mutation::AccessTokenRevoked { handle, token_id } => {
                 let mut slot = self.slot_mut(*handle, seq)?;
                 slot.tokens = slot
@@ -965,6 +969,28 @@ impl Engine {
                 ))
             }
         }
+        Ok(())
+    }
+
+    /// Adds an issued access token to the user's tokens and drops the `evicted` ones.
+    fn apply_issued(
+        &self,
+        w: &mut WriterState,
+        handle: u64,
+        entry: &AccessTokenEntry,
+        evicted: &[u64],
+        seq: u64,
+    ) -> Result<()> {
+        w.next_token_id = w.next_token_id.max(entry.id + 1);
+        let mut slot = self.slot_mut(handle, seq)?;
+        let kept = || slot.tokens.iter().filter(|t| !evicted.contains(&t.id));
+        // Sized exactly up front: growing and then shrinking would leave allocator fragments
+        // behind on every issue.
+        let mut tokens = Vec::with_capacity(kept().count() + 1);
+        tokens.extend(kept().cloned());
+        tokens.push(entry.clone());
+        slot.tokens = tokens.into_boxed_slice();
+        slot.token_required = true;
         Ok(())
     }
 
@@ -1433,8 +1459,11 @@ impl Engine {
 
     // ----- access tokens -------------------------------------------------------------------
 
-    /// Issues a permanent access token. If the user already holds the maximum number, the
-    /// oldest is revoked in the same step and its id returned in `revoked`.
+    /// Issues a permanent access token. If the user already holds
+    /// [`Config::access_tokens_per_user`] tokens, the oldest are revoked in the same step so
+    /// that the user holds exactly that many afterwards, and their ids are returned in
+    /// `evicted`, oldest first, with one [`EventKind::AccessTokenEvicted`] event each. That is
+    /// one token normally, more when the limit was lowered since the tokens were issued.
     pub fn issue_access_token(
         &self,
         user_id: &str,
@@ -1446,23 +1475,21 @@ impl Engine {
         let (handle, id) = self.handle_of(user_id)?;
         let now = self.now();
         let mut w = self.write_lock()?;
+        // The limit may have been lowered since the user's tokens were issued, so the oldest
+        // tokens beyond it all go, not just one: afterwards the user holds exactly the limit.
+        let keep = self.inner.config.access_tokens_per_user.saturating_sub(1);
         let found = self.peek_slot(handle, |s| {
-            (
-                s.record.active,
-                s.tokens.first().map(|t| t.id),
-                s.tokens.len(),
-            )
+            let excess = s.tokens.len().saturating_sub(keep);
+            let evicted: Vec<u64> = s.tokens[..excess].iter().map(|t| t.id).collect();
+            (s.record.active, evicted)
         });
-        let (active, oldest, count) = match found {
+        let (active, evicted) = match found {
             Some(f) => f,
             None => return self.leave(w, Err(not_found(&id))),
         };
         if !active {
             return self.leave(w, Err(deactivated(&id)));
         }
-        let evicted = (count >= self.inner.config.access_tokens_per_user)
-            .then_some(oldest)
-            .flatten();
         let (token, digest) = access_token::generate(&self.inner.rng, handle)?;
         let entry = AccessTokenEntry {
             id: w.next_token_id,
@@ -1473,21 +1500,21 @@ impl Engine {
         let info = entry.info();
         let ticket = self.commit(
             &mut w,
-            Mutation::AccessTokenIssued {
+            Mutation::AccessTokenIssuedEvicting {
                 handle,
                 entry,
-                evicted,
+                evicted: evicted.clone(),
             },
         )?;
         drop(w);
-        if let Some(old) = evicted {
+        for &old in &evicted {
             self.event(EventKind::AccessTokenEvicted, Some(&id), Some(old), None);
         }
         self.durable_credential(ticket)?;
         Ok(IssuedAccessToken {
             token,
             info,
-            revoked: evicted,
+            evicted,
         })
     }
 
@@ -1894,6 +1921,58 @@ mod tests {
             panic!("counters first")
         };
         assert_eq!(next_handle, 5);
+    }
+
+    /// The limit lowered in memory: an engine holding the state of one whose limit was 5 (as a
+    /// reopen rebuilds it), with a limit of 2.
+    #[test]
+    fn issuing_under_a_lowered_limit_evicts_down_to_it() {
+        let clock = ManualClock::new(1_700_000_000_000);
+        let cap = |n| Config {
+            access_tokens_per_user: n,
+            ..Config::default()
+        };
+        let five = Engine::builder()
+            .config(cap(5))
+            .clock(clock.clone())
+            .in_memory()
+            .unwrap();
+        five.create_user(NewUser::new("u", "")).unwrap();
+        let old: Vec<IssuedAccessToken> = (0..5)
+            .map(|_| five.issue_access_token("u", None).unwrap())
+            .collect();
+        let two = Engine::assemble(
+            cap(2),
+            Arc::new(clock),
+            Arc::new(MemoryPersistence::default()),
+            KeyRing::from_stored(&five.stored_keys()).unwrap(),
+        );
+        for m in state(&five) {
+            two.replay(m).unwrap();
+        }
+        let new = two.issue_access_token("u", None).unwrap();
+        let old_ids: Vec<u64> = old.iter().map(|t| t.info.id).collect();
+        assert_eq!(new.evicted, old_ids[..4]);
+        let events: Vec<(EventKind, Option<u64>)> = two
+            .drain_events(100)
+            .into_iter()
+            .map(|e| (e.kind, e.token_id))
+            .collect();
+        let expected: Vec<_> = old_ids[..4]
+            .iter()
+            .map(|&id| (EventKind::AccessTokenEvicted, Some(id)))
+            .collect();
+        assert_eq!(events, expected);
+        let valid: Vec<u64> = old
+            .iter()
+            .chain([&new])
+            .filter(|t| two.verify_access_token(t.token.as_str()).is_ok())
+            .map(|t| t.info.id)
+            .collect();
+        assert_eq!(valid, vec![old_ids[4], new.info.id]);
+        // At the limit, an issue evicts exactly one, as before.
+        let next = two.issue_access_token("u", None).unwrap();
+        assert_eq!(next.evicted, vec![old_ids[4]]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// An argument is malformed in a way no more specific kind covers (a bad cursor, a list
-    /// limit outside 1..=100, a configuration value out of range).
+    /// limit outside 1..=100, a configuration value out of range, an unknown enum value in a
+    /// record).
     InvalidArgument,
     /// The user id breaks the id policy (length, forbidden characters).
     InvalidUserId,

@@ -25,8 +25,9 @@ pub const SESSION_TOKEN_MIN_LEN: usize = 119;
 pub const SESSION_TOKEN_MAX_LEN: usize = 168;
 /// Largest user handle a token can carry (12 digits).
 pub(crate) const MAX_HANDLE: u64 = 999_999_999_999;
-/// Largest session epoch a token can carry (7 digits).
-pub(crate) const MAX_EPOCH: u32 = 9_999_999;
+/// Largest session epoch a token can carry (7 digits): a user's sessions can be revoked this
+/// many times and new session tokens still be issued; the revocation after that seals the user.
+pub const MAX_EPOCH: u32 = 9_999_999;
 /// Largest timestamp, in seconds (10 digits: year 2286).
 pub(crate) const MAX_SECONDS: i64 = 9_999_999_999;
 

@@ -436,11 +436,11 @@ fn access_token_limit_evicts_oldest_atomically() {
     let mut issued = Vec::new();
     for i in 0..10 {
         let t = e.issue_access_token("a", Some(&format!("dev{i}"))).unwrap();
-        assert!(t.revoked.is_none());
+        assert!(t.evicted.is_empty());
         issued.push(t);
     }
     let eleventh = e.issue_access_token("a", None).unwrap();
-    assert_eq!(eleventh.revoked, Some(issued[0].info.id));
+    assert_eq!(eleventh.evicted, vec![issued[0].info.id]);
     assert_eq!(
         kind(e.verify_access_token(issued[0].token.as_str())),
         ErrorKind::InvalidToken
@@ -487,7 +487,7 @@ fn access_token_limit_is_configurable_and_labels_are_bounded() {
     e.create_user(NewUser::new("a", "")).unwrap();
     let t1 = e.issue_access_token("a", None).unwrap();
     let t2 = e.issue_access_token("a", None).unwrap();
-    assert_eq!(t2.revoked, Some(t1.info.id));
+    assert_eq!(t2.evicted, vec![t1.info.id]);
     assert!(e.issue_access_token("a", Some(&"l".repeat(100))).is_ok());
     assert_eq!(
         kind(e.issue_access_token("a", Some(&"l".repeat(101)))),
@@ -885,4 +885,148 @@ mod props {
             prop_assert_eq!(err.kind(), ErrorKind::InvalidToken);
         }
     }
+}
+
+#[test]
+fn exported_limits_hold_at_their_edges() {
+    assert_eq!(
+        Config::default().access_tokens_per_user,
+        ACCESS_TOKENS_PER_USER_DEFAULT
+    );
+    let valid = |c: Config| Engine::builder().config(c).in_memory().map(|_| ());
+    let cap = |n| Config {
+        access_tokens_per_user: n,
+        ..Config::default()
+    };
+    assert!(valid(cap(ACCESS_TOKENS_PER_USER_LIMIT)).is_ok());
+    assert_eq!(
+        kind(valid(cap(ACCESS_TOKENS_PER_USER_LIMIT + 1))),
+        ErrorKind::InvalidArgument
+    );
+    let ids = |n| Config {
+        user_id_max_chars: n,
+        ..Config::default()
+    };
+    assert_eq!(
+        kind(valid(ids(USER_ID_MAX_CHARS_LIMIT + 1))),
+        ErrorKind::InvalidArgument
+    );
+    let (e, _) = engine_with(ids(USER_ID_MAX_CHARS_LIMIT));
+    let longest = "é".repeat(USER_ID_MAX_CHARS_LIMIT);
+    e.create_user(NewUser::new(&longest, "")).unwrap();
+    assert_eq!(
+        kind(e.create_user(NewUser::new(format!("{longest}é"), ""))),
+        ErrorKind::InvalidUserId
+    );
+    let s = e.issue_session_token(&longest, None).unwrap();
+    assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&s.as_str().len()));
+    // Public, so callers can tell how often a user's sessions can be revoked.
+    let _: u32 = SESSION_EPOCH_MAX;
+}
+
+/// A scratch data directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("tessera-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn durable_with_cap(dir: &TempDir, cap: usize) -> Engine {
+    let mut attempts = 0;
+    loop {
+        let r = Engine::builder()
+            .config(Config {
+                access_tokens_per_user: cap,
+                ..Config::default()
+            })
+            .open(&dir.0);
+        match r {
+            // A background compaction may hold the directory a moment after the drop.
+            Err(e) if e.kind() == ErrorKind::Locked && attempts < 500 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
+#[test]
+fn a_lowered_access_token_limit_evicts_down_to_it_on_the_next_issue() {
+    let dir = TempDir::new("lowered-cap");
+    let old: Vec<IssuedAccessToken> = {
+        let e = durable_with_cap(&dir, 5);
+        e.create_user(NewUser::new("u", "")).unwrap();
+        (0..5)
+            .map(|_| e.issue_access_token("u", None).unwrap())
+            .collect()
+    };
+    let e = durable_with_cap(&dir, 2);
+    // Lowering the limit alone revokes nothing: the next issue does.
+    assert_eq!(e.list_access_tokens("u").unwrap().len(), 5);
+    let new = e.issue_access_token("u", None).unwrap();
+    let ids = |ts: &[IssuedAccessToken]| ts.iter().map(|t| t.info.id).collect::<Vec<_>>();
+    assert_eq!(new.evicted, ids(&old[..4]), "the 4 oldest, oldest first");
+    let events = e.drain_events(100);
+    assert_eq!(events.len(), 4);
+    for (ev, t) in events.iter().zip(&old) {
+        assert_eq!(ev.kind, EventKind::AccessTokenEvicted);
+        assert_eq!(
+            (ev.user_id.as_deref(), ev.token_id),
+            (Some("u"), Some(t.info.id))
+        );
+    }
+    let valid = |e: &Engine| {
+        old.iter()
+            .chain([&new])
+            .filter(|t| e.verify_access_token(t.token.as_str()).is_ok())
+            .map(|t| t.info.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(valid(&e), vec![old[4].info.id, new.info.id]);
+    // The next issue evicts one, as always; and the eviction survives a reopen.
+    let next = e.issue_access_token("u", None).unwrap();
+    assert_eq!(next.evicted, vec![old[4].info.id]);
+    drop(e);
+    let e = durable_with_cap(&dir, 2);
+    let listed: Vec<u64> = e
+        .list_access_tokens("u")
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec![new.info.id, next.info.id]);
+}
+
+#[test]
+fn a_limit_of_one_after_a_hundred_evicts_all_of_them() {
+    let dir = TempDir::new("cap-100-to-1");
+    let old: Vec<u64> = {
+        let e = durable_with_cap(&dir, ACCESS_TOKENS_PER_USER_LIMIT);
+        e.create_user(NewUser::new("u", "")).unwrap();
+        (0..ACCESS_TOKENS_PER_USER_LIMIT)
+            .map(|_| e.issue_access_token("u", None).unwrap().info.id)
+            .collect()
+    };
+    let e = durable_with_cap(&dir, 1);
+    let new = e.issue_access_token("u", None).unwrap();
+    assert_eq!(new.evicted, old);
+    assert_eq!(e.drain_events(1000).len(), ACCESS_TOKENS_PER_USER_LIMIT);
+    let listed: Vec<u64> = e
+        .list_access_tokens("u")
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec![new.info.id]);
 }

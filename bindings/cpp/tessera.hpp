@@ -21,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "tessera.h"
 
@@ -109,8 +110,9 @@ struct VerifiedAccessToken {
 struct IssuedAccessToken {
     std::string token;
     uint64_t token_id = 0;
-    /// The user's oldest token, revoked to stay within the per-user limit.
-    std::optional<uint64_t> evicted_token_id;
+    /// The user's tokens revoked to stay within the per-user limit, oldest first: none below
+    /// it, one at it, more when the limit was lowered since they were issued.
+    std::vector<uint64_t> evicted_token_ids;
 };
 
 /// A freshly issued session token.
@@ -350,16 +352,17 @@ public:
     IssuedAccessToken issue_access_token(
         std::string_view user_id, std::optional<std::string_view> label = std::nullopt) const {
         char buf[TESSERA_ACCESS_TOKEN_LEN + 1];
-        size_t len = 0;
-        uint64_t id = 0, evicted = 0;
+        std::array<uint64_t, TESSERA_ACCESS_TOKENS_PER_USER_MAX> evicted;
+        size_t len = 0, n_evicted = 0;
+        uint64_t id = 0;
         detail::check(tessera_access_token_issue(
             e_, user_id.data(), user_id.size(), label ? label->data() : nullptr,
-            label ? label->size() : 0, buf, sizeof buf, &len, &id, &evicted));
-        IssuedAccessToken out{std::string(buf, len), id, std::nullopt};
+            label ? label->size() : 0, buf, sizeof buf, &len, &id, evicted.data(),
+            evicted.size(), &n_evicted));
+        n_evicted = n_evicted < evicted.size() ? n_evicted : evicted.size();
+        IssuedAccessToken out{std::string(buf, len), id,
+                              std::vector<uint64_t>(evicted.begin(), evicted.begin() + n_evicted)};
         detail::wipe(buf, sizeof buf);
-        if (evicted != 0) {
-            out.evicted_token_id = evicted;
-        }
         return out;
     }
 

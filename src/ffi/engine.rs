@@ -1,6 +1,7 @@
 //! `tessera_engine`: opening, configuring and freeing an engine.
 
 use std::ffi::c_char;
+use std::ptr::NonNull;
 
 use serde::Deserialize;
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::boundary::Failure;
-use super::io::{fail, json_in, non_null, str_in, write_out};
+use super::io::{fail, write_out};
 use super::owned::tessera_string;
 use super::status::tessera_status::{self, *};
 use crate::config::{Config, UserIdCase, UserIdPolicy};
@@ -29,22 +30,22 @@ pub struct tessera_engine {
 /// The engine behind a required handle argument.
 ///
 /// # Safety
-/// `e`, unless NULL, must be a live handle from `tessera_engine_open*` for `'a`.
-pub(crate) unsafe fn engine<'a>(e: *const tessera_engine) -> Result<&'a Engine, Failure> {
-    let e = non_null(e, "engine")?;
+/// `engine`, unless NULL, must be a live handle from `tessera_engine_open*` for `'a`.
+pub(crate) unsafe fn engine<'a>(engine: *const tessera_engine) -> Result<&'a Engine, Failure> {
+    let engine = non_null!(engine)?;
     // SAFETY: the caller's contract: a live handle, shared (`&`) access only.
-    Ok(unsafe { &e.as_ref().engine })
+    Ok(unsafe { &engine.as_ref().engine })
 }
 
-/// Hands a new engine to the caller through a checked, non-NULL `out`.
+/// Hands a new engine to the caller through `out_engine`, checked before the engine was built.
 ///
 /// # Safety
-/// `out` must be valid for one pointer write.
-unsafe fn give(engine: Engine, out: *mut *mut tessera_engine) -> Result<(), Failure> {
+/// `out_engine` must be valid for one pointer write.
+unsafe fn give(engine: Engine, out_engine: NonNull<*mut tessera_engine>) -> Result<(), Failure> {
     let handle = Box::into_raw(Box::new(tessera_engine { engine }));
-    // SAFETY: the caller's contract; `out` was checked before the engine was built, so this
-    // cannot fail and leak the handle.
-    unsafe { write_out(out, handle, "out_engine") }
+    // SAFETY: the caller's contract.
+    unsafe { write_out(out_engine, handle) };
+    Ok(())
 }
 
 /// Configuration as JSON: every field of `tessera::Config` is optional and defaults to its
@@ -128,12 +129,15 @@ impl ConfigJson {
     ///
     /// # Safety
     /// As [`json_in`].
-    unsafe fn parse(ptr: *const c_char, len: usize) -> Result<(Config, SyncMode), Failure> {
-        if ptr.is_null() && len == 0 {
+    unsafe fn parse(
+        config_json: *const c_char,
+        config_len: usize,
+    ) -> Result<(Config, SyncMode), Failure> {
+        if config_json.is_null() && config_len == 0 {
             return Ok((Config::default(), SyncMode::default()));
         }
         // SAFETY: forwarded contract.
-        let mut json = unsafe { json_in::<ConfigJson>(ptr, len, "config") }?;
+        let mut json: ConfigJson = unsafe { json_in!(config_json, config_len) }?;
         let sync = match json.sync_mode.take() {
             Some(s) => s.into_mode()?,
             None => SyncMode::default(),
@@ -192,8 +196,9 @@ impl ConfigJson {
 /// Opens an engine that keeps its state in memory only, with the default configuration.
 ///
 /// On success writes a new handle to `*out_engine`; free it with `tessera_engine_free`. On
-/// failure `*out_engine` is left untouched. Returns `TESSERA_NULL_POINTER` when `out_engine`
-/// is NULL. Thread-safe.
+/// failure `*out_engine` is left untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
 ///
 /// # Safety
 /// `out_engine`, unless NULL, must be valid for one pointer write.
@@ -202,7 +207,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: checked non-NULL; the caller's contract.
         unsafe { give(Engine::in_memory()?, out_engine) }
     })
@@ -214,13 +219,16 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
 /// `tessera::Config`, by the same names; absent fields keep their documented defaults, e.g.
 /// `{"allow_id_only_login": true, "access_tokens_per_user": 20}`.
 /// `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
-/// `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
+/// `"lowercase"`. Unknown fields and values of the wrong JSON type fail with
+/// `TESSERA_INVALID_JSON`; out-of-range values and unknown enum values with
 /// `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
 /// `sync_mode` (see `tessera_engine_open`) is accepted only as `"durable"`, which an
 /// in-memory engine trivially is.
 ///
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
 /// failure leaves it untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
 ///
 /// # Safety
 /// `config_json` must be valid for `config_len` bytes (or NULL with 0); `out_engine`, unless
@@ -232,7 +240,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract.
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
         if !matches!(sync, SyncMode::Durable) {
@@ -253,7 +261,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
 /// As [`str_in`].
 unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Failure> {
     // SAFETY: forwarded contract.
-    let dir = unsafe { str_in(dir, dir_len, "dir") }?;
+    let dir = unsafe { str_in!(dir, dir_len) }?;
     if dir.is_empty() {
         return fail(TESSERA_INVALID_ARGUMENT, "dir is empty");
     }
@@ -288,6 +296,8 @@ unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Fai
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
 /// also releases the directory); on failure leaves it untouched. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+///
 /// # Safety
 /// `dir` must be valid for `dir_len` bytes and `config_json` for `config_len` bytes (or NULL
 /// with 0); `out_engine`, unless NULL, valid for one pointer write.
@@ -300,7 +310,7 @@ pub unsafe extern "C" fn tessera_engine_open(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let dir = unsafe { dir_in(dir, dir_len) }?;
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
@@ -324,6 +334,8 @@ pub unsafe extern "C" fn tessera_engine_open(
 /// `tessera_string_free`), or NULL when the directory was intact. On failure neither is
 /// written. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+///
 /// # Safety
 /// As `tessera_engine_open`; `out_damage`, unless NULL, valid for one pointer write.
 #[no_mangle]
@@ -336,7 +348,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
     out_damage: *mut *mut tessera_string,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let dir = unsafe { dir_in(dir, dir_len) }?;
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
@@ -345,7 +357,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
             .sync_mode(sync)
             .open_salvage(dir)?;
         // The damage first: once the handle is written, nothing after it may fail.
-        if !out_damage.is_null() {
+        if let Some(out_damage) = NonNull::new(out_damage) {
             match damage {
                 Some(err) => unsafe {
                     tessera_string::give_json(
@@ -356,7 +368,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
                         out_damage,
                     )
                 }?,
-                None => unsafe { out_damage.write(std::ptr::null_mut()) },
+                None => unsafe { write_out(out_damage, std::ptr::null_mut()) },
             }
         }
         unsafe { give(engine, out_engine) }
@@ -370,6 +382,8 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
 /// only while the state is copied out. Fails with `TESSERA_READ_ONLY` on a salvage engine and
 /// `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
 /// record). Thread-safe; concurrent compactions run one at a time.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `engine` must be a live handle.
@@ -393,6 +407,8 @@ pub unsafe extern "C" fn tessera_engine_compact(engine: *const tessera_engine) -
 /// A cut also queues a `store_torn_tail` event. New counters may be added to the object;
 /// ignore fields you do not know. Free the string with `tessera_string_free`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_stats` is NULL.
+///
 /// # Safety
 /// `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
 #[no_mangle]
@@ -403,7 +419,7 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_stats, "out_stats")?;
+        let out_stats = non_null!(out_stats)?;
         let s = e.store_stats();
         let json = serde_json::json!({
             "records_synced": s.records_synced,
@@ -439,6 +455,8 @@ pub unsafe extern "C" fn tessera_engine_free(engine: *mut tessera_engine) {
 
 /// Writes the number of users to `*out_count`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
+///
 /// # Safety
 /// `engine` must be a live handle; `out_count`, unless NULL, valid for one write.
 #[no_mangle]
@@ -449,9 +467,10 @@ pub unsafe extern "C" fn tessera_engine_user_count(
     ffi_boundary!({
         // SAFETY: the caller's contract.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_count, "out_count")?;
+        let out_count = non_null!(out_count)?;
         // SAFETY: checked non-NULL; the caller's contract.
-        unsafe { write_out(out_count, e.user_count(), "out_count") }
+        unsafe { write_out(out_count, e.user_count()) };
+        Ok(())
     })
 }
 
@@ -512,9 +531,19 @@ mod tests {
                 r#"{"sync_mode": {"relaxed_ms": 60001}}"#,
                 TESSERA_INVALID_ARGUMENT,
             ),
-            (r#"{"sync_mode": "relaxed"}"#, TESSERA_INVALID_JSON),
-            (r#"{"sync_mode": {"relaxed_ms": -1}}"#, TESSERA_INVALID_JSON),
-            (r#"{"sync_mode": {"relaxed": 5}}"#, TESSERA_INVALID_JSON),
+            // Well-formed, with a value not allowed: an unknown mode, a negative interval.
+            (r#"{"sync_mode": "relaxed"}"#, TESSERA_INVALID_ARGUMENT),
+            (
+                r#"{"sync_mode": {"relaxed_ms": -1}}"#,
+                TESSERA_INVALID_ARGUMENT,
+            ),
+            (r#"{"sync_mode": {"relaxed": 5}}"#, TESSERA_INVALID_ARGUMENT),
+            // Not the shape of a mode.
+            (r#"{"sync_mode": 5}"#, TESSERA_INVALID_JSON),
+            (
+                r#"{"sync_mode": {"relaxed_ms": "5"}}"#,
+                TESSERA_INVALID_JSON,
+            ),
         ] {
             assert_eq!(open(dir.as_str(), bad), st, "{bad}");
         }

@@ -4,15 +4,10 @@ use std::ffi::c_char;
 use std::ptr::addr_of_mut;
 
 use super::engine::{engine, tessera_engine};
-use super::io::{fill_array, str_in, text_capacity, text_out};
+use super::io::fill_array;
 use super::status::tessera_status;
 use super::user::{user_id_in, TESSERA_USER_ID_BUF_SIZE};
 use crate::session_token::SESSION_TOKEN_MAX_LEN;
-
-/// Longest possible session token, in bytes. A buffer for any session token needs
-/// `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
-pub const TESSERA_SESSION_TOKEN_MAX_LEN: usize = 168;
-const _: () = assert!(TESSERA_SESSION_TOKEN_MAX_LEN == SESSION_TOKEN_MAX_LEN);
 
 /// Size of the `key_id` array of `tessera_verified_session`: 1..=3 characters plus the NUL.
 pub const TESSERA_KEY_ID_BUF_SIZE: usize = 4;
@@ -49,6 +44,8 @@ pub struct tessera_verified_session {
 ///
 /// Hot path: allocates nothing for the caller. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `token_buf` valid for `token_cap` bytes;
 /// `out_token_len` valid for one write; `out_expires_at_ms` NULL or valid for one write;
@@ -68,10 +65,11 @@ pub unsafe extern "C" fn tessera_session_token_issue(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        unsafe { text_capacity(token_buf, token_cap, out_token_len, SESSION_TOKEN_MAX_LEN) }?;
+        let token_out = text_out!(token_buf, token_cap, out_token_len);
+        unsafe { token_out.reserve(SESSION_TOKEN_MAX_LEN) }?;
         let expiry = (expires_at_ms != TESSERA_SESSION_DEFAULT_EXPIRY).then_some(expires_at_ms);
         let token = e.issue_session_token(id, expiry)?;
-        unsafe { text_out(token.as_str(), token_buf, token_cap, out_token_len) }?;
+        unsafe { token_out.write(token.as_str()) }?;
         if !out_expires_at_ms.is_null() {
             unsafe { out_expires_at_ms.write(token.expires_at_ms()) };
         }
@@ -87,6 +85,8 @@ pub unsafe extern "C" fn tessera_session_token_issue(
 /// `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
 /// Thread-safe; verifications never block one another.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
 #[no_mangle]
@@ -99,7 +99,7 @@ pub unsafe extern "C" fn tessera_session_token_verify(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let token = unsafe { str_in(token, token_len, "token") }?;
+        let token = unsafe { str_in!(token, token_len) }?;
         let v = e.verify_session_token(token)?;
         if !out.is_null() {
             unsafe {
@@ -116,6 +116,8 @@ pub unsafe extern "C" fn tessera_session_token_verify(
 
 /// Revokes every session token of a user issued before this call returns (tokens issued after
 /// it verify; access tokens are untouched). A `sessions_revoked` event is queued. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `engine` a live handle.
@@ -136,6 +138,8 @@ pub unsafe extern "C" fn tessera_session_token_revoke(
 /// Emergency: invalidates every session token of every user by replacing all signing keys with
 /// one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `engine` must be a live handle.

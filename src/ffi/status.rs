@@ -92,8 +92,10 @@ pub enum tessera_status {
     TESSERA_PANIC = 103,
     /// An input is longer than the C ABI accepts (`TESSERA_MAX_INPUT_LEN`). Nothing was changed.
     TESSERA_INPUT_TOO_LARGE = 104,
-    /// A JSON argument does not parse, or does not have the documented shape. Nothing was
-    /// changed.
+    /// A JSON argument does not parse, or does not have the documented shape (not an object, an
+    /// unknown or missing field, a value of the wrong JSON type). A well-formed record with a
+    /// value that is not allowed (an unknown enum value) is `TESSERA_INVALID_ARGUMENT`.
+    /// Nothing was changed.
     TESSERA_INVALID_JSON = 105,
 }
 

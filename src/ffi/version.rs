@@ -9,7 +9,7 @@ use std::ffi::c_char;
 /// The C ABI version. It changes only when a change would break a program compiled against an
 /// earlier header (a function removed or its signature changed, a struct layout changed);
 /// adding functions or status codes does not change it.
-pub const TESSERA_ABI_VERSION: u32 = 1;
+pub const TESSERA_ABI_VERSION: u32 = 2;
 
 const fn parse_u32(s: &str) -> u32 {
     let b = s.as_bytes();

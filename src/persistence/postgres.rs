@@ -737,6 +737,24 @@ fn put_token(client: &mut Client, handle: i64, t: &AccessTokenEntry) -> Result<(
     Ok(())
 }
 
+fn issue_token(
+    client: &mut Client,
+    handle: u64,
+    entry: &AccessTokenEntry,
+    evicted: &[u64],
+) -> Result<()> {
+    if !evicted.is_empty() {
+        let ids: Vec<i64> = evicted.iter().map(|&id| id as i64).collect();
+        client
+            .execute(
+                "DELETE FROM tessera_access_tokens WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .map_err(|e| pg_error("evicting access tokens", e))?;
+    }
+    put_token(client, handle as i64, entry)
+}
+
 fn put_device(client: &mut Client, handle: i64, pos: u64, d: &Device) -> Result<()> {
     let json = serde_json::to_value(d)
         .map_err(|e| Error::new(ErrorKind::Internal, format!("serialising a device: {e}")))?;
@@ -838,16 +856,12 @@ fn project(client: &mut Client, pos: u64, m: &Mutation) -> Result<()> {
             handle,
             entry,
             evicted,
-        } => {
-            if let Some(e) = evicted {
-                exec(
-                    client,
-                    "DELETE FROM tessera_access_tokens WHERE id = $1",
-                    &[&(*e as i64)],
-                )?;
-            }
-            put_token(client, *handle as i64, entry)
-        }
+        } => issue_token(client, *handle, entry, evicted.as_slice()),
+        Mutation::AccessTokenIssuedEvicting {
+            handle,
+            entry,
+            evicted,
+        } => issue_token(client, *handle, entry, evicted),
         Mutation::AccessTokenRevoked { token_id, .. } => exec(
             client,
             "DELETE FROM tessera_access_tokens WHERE id = $1",

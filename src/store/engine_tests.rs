@@ -631,3 +631,34 @@ fn reopening_right_after_a_drop_never_finds_the_directory_locked() {
     let after = newest_snapshot(dir.path()).unwrap();
     assert!(after >= before + CYCLES, "{before} -> {after}");
 }
+
+/// A journal written before issues could evict several tokens holds the old record form; it
+/// must replay exactly as it did (golden bytes: `mutation::tests::OLD_ISSUED`).
+#[test]
+fn a_journal_record_of_the_old_issue_form_replays() {
+    let dir = TestDir::new("engine-old-issue");
+    let (first, second) = {
+        let e = Engine::open(dir.path()).unwrap();
+        e.create_user(NewUser::new("u", "")).unwrap();
+        let first = e.issue_access_token("u", None).unwrap();
+        let second = e.issue_access_token("u", None).unwrap();
+        (first, second)
+    };
+    // The golden record: user handle 1 gets token 3 and loses token 1.
+    assert_eq!((first.info.id, second.info.id), (1, 2));
+    {
+        let (store, _) = super::Store::open(dir.path(), false, |_, _| Ok(())).unwrap();
+        let old = crate::mutation::tests::OLD_ISSUED;
+        store.wait(store.append(old).unwrap()).unwrap();
+    }
+    let e = Engine::open(dir.path()).unwrap();
+    let tokens = e.list_access_tokens("u").unwrap();
+    let ids: Vec<u64> = tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(tokens[1].label.as_deref(), Some("phone"));
+    assert_eq!(tokens[1].created_at_ms, 1_700_000_000_000);
+    assert!(e.verify_access_token(first.token.as_str()).is_err());
+    assert!(e.verify_access_token(second.token.as_str()).is_ok());
+    // The token-id counter moved past the replayed token.
+    assert_eq!(e.issue_access_token("u", None).unwrap().info.id, 4);
+}

@@ -88,12 +88,20 @@ int main() {
 
     // Access tokens.
     tessera::IssuedAccessToken a = engine.issue_access_token("bob", "laptop");
-    CHECK(a.token.size() == TESSERA_ACCESS_TOKEN_LEN && !a.evicted_token_id);
+    CHECK(a.token.size() == TESSERA_ACCESS_TOKEN_LEN && a.evicted_token_ids.empty());
     CHECK(engine.verify_access_token(a.token).token_id == a.token_id);
     CHECK(engine.list_access_tokens("bob").find("laptop") != std::string::npos);
     engine.revoke_access_token("bob", a.token_id);
     CHECK(code_of([&] { engine.verify_access_token(a.token); }) == TESSERA_INVALID_TOKEN);
     CHECK(engine.revoke_all_access_tokens("bob") == 0);
+    {
+        // At the limit, each issue evicts the oldest, reported by id.
+        tessera::Engine two = tessera::Engine::in_memory(R"({"access_tokens_per_user": 2})");
+        two.create_user(R"({"user_id": "c"})");
+        uint64_t first = two.issue_access_token("c").token_id;
+        CHECK(two.issue_access_token("c").evicted_token_ids.empty());
+        CHECK(two.issue_access_token("c").evicted_token_ids == std::vector<uint64_t>{first});
+    }
 
     // Devices and images.
     engine.add_device("bob", R"({"device_type": "web", "push_token": "w1"})");

@@ -18,6 +18,14 @@ static int has(const tessera_string *s, const char *needle) {
     return s != NULL && strstr(tessera_string_ptr(s), needle) != NULL;
 }
 
+/* Whether the calling thread's last error message contains `needle`. */
+static int last_error_has(const char *needle) {
+    char msg[512];
+    size_t len = 0;
+    return tessera_last_error_message(msg, sizeof msg, &len) == TESSERA_OK &&
+           strstr(msg, needle) != NULL;
+}
+
 static size_t user_count(const tessera_engine *e) {
     size_t n = (size_t)-1;
     CHECK_OK(tessera_engine_user_count(e, &n));
@@ -71,6 +79,18 @@ static void test_engine_open(void) {
     CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"no_such_field\": 1}"), &e),
              TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open_in_memory_with_config(S("{"), &e), TESSERA_INVALID_JSON);
+    /* Unknown enum values and negative counts are invalid arguments (well-formed JSON); a
+     * value of the wrong JSON type is malformed. */
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_policy\": \"lax\"}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_case\": \"upper\"}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"tags_max\": -1}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_policy\": 1}"), &e),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"tags_max\": \"many\"}"), &e),
+             TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open_in_memory_with_config(BAD_UTF8, sizeof BAD_UTF8, &e),
              TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_engine_open_in_memory_with_config(NULL, 5, &e), TESSERA_NULL_POINTER);
@@ -123,6 +143,7 @@ static void test_users(tessera_engine *e) {
     CHECK_ST(tessera_user_create(e, BAD_UTF8, sizeof BAD_UTF8, NULL), TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\"}  trailing"), NULL),
              TESSERA_INVALID_JSON);
+    CHECK(last_error_has("user_json: "));
     CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\", \"nickname\": \"X\", \"bogus\": 1}"),
                                  NULL),
              TESSERA_INVALID_JSON);
@@ -277,7 +298,16 @@ static void test_devices(tessera_engine *e) {
     tessera_string_free(s);
     CHECK_OK(tessera_device_add(
         e, S("alice"), S("{\"device_type\": \"android\", \"push_token\": \"fcm-1\"}"), NULL));
-    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"fridge\", \"push_token\": \"x\"}"),
+    /* A well-formed record with an unknown enum value is an invalid argument, as the header
+     * says; a value of the wrong JSON type is malformed JSON. */
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"fax\", \"push_token\": \"x\"}"),
+                                NULL),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_device_add(e, S("alice"),
+                                S("{\"device_type\": \"web\", \"push_token\": \"x\", \"mode\": \"dev\"}"),
+                                NULL),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": 3, \"push_token\": \"x\"}"),
                                 NULL),
              TESSERA_INVALID_JSON);
     CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"web\", \"push_token\": \"\"}"),
@@ -358,15 +388,17 @@ static void test_access_tokens(tessera_engine *e) {
     char tok[TESSERA_ACCESS_TOKEN_LEN + 1];
     char small[TESSERA_ACCESS_TOKEN_LEN];
     size_t len = 0;
-    uint64_t id = 0, evicted = 99, id2 = 0;
+    uint64_t id = 0, id2 = 0;
+    uint64_t evicted[TESSERA_ACCESS_TOKENS_PER_USER_MAX];
+    size_t n_evicted = 99;
     tessera_verified_access_token v;
     tessera_string *list = NULL;
     size_t count = 0;
 
     CHECK_OK(tessera_access_token_issue(e, S("bob"), S("phone"), tok, sizeof tok, &len, &id,
-                                        &evicted));
+                                        evicted, TESSERA_ACCESS_TOKENS_PER_USER_MAX, &n_evicted));
     CHECK(len == TESSERA_ACCESS_TOKEN_LEN && strlen(tok) == len && strncmp(tok, "tsat_", 5) == 0);
-    CHECK(id >= 1 && evicted == 0);
+    CHECK(id >= 1 && n_evicted == 0);
     CHECK_OK(tessera_access_token_verify(e, tok, len, &v));
     CHECK(strcmp(v.user_id, "bob") == 0 && v.user_id_len == 3 && v.token_id == id);
     CHECK_OK(tessera_access_token_verify(e, tok, len, NULL));
@@ -376,23 +408,41 @@ static void test_access_tokens(tessera_engine *e) {
     CHECK(has(list, "\"label\":\"phone\""));
     tessera_string_free(list);
     CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, small, sizeof small, &len, NULL,
-                                        NULL),
+                                        NULL, 0, NULL),
              TESSERA_BUFFER_TOO_SMALL);
     CHECK(len == TESSERA_ACCESS_TOKEN_LEN);
-    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 0, &len, NULL, NULL),
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 0, &len, NULL, NULL, 0, NULL),
              TESSERA_BUFFER_TOO_SMALL);
-    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, NULL, NULL, NULL),
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, NULL, NULL, NULL,
+                                        0, NULL),
+             TESSERA_NULL_POINTER);
+    /* Messages name arguments as this header does. */
+    CHECK(last_error_has("out_token_len is NULL"));
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 8, &len, NULL, NULL, 0, NULL),
+             TESSERA_NULL_POINTER);
+    CHECK(last_error_has("token_buf is NULL"));
+    /* The evicted-ids buffer too: it must hold the most one issue can evict. */
+    n_evicted = 0;
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, NULL,
+                                        evicted, TESSERA_ACCESS_TOKENS_PER_USER_MAX - 1,
+                                        &n_evicted),
+             TESSERA_BUFFER_TOO_SMALL);
+    CHECK(n_evicted == TESSERA_ACCESS_TOKENS_PER_USER_MAX);
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, NULL, NULL,
+                                        1, NULL),
              TESSERA_NULL_POINTER);
     CHECK_ST(tessera_access_token_issue(e, S("bob"), BAD_UTF8, 3, tok, sizeof tok, &len, NULL,
-                                        NULL),
+                                        NULL, 0, NULL),
              TESSERA_INVALID_UTF8);
-    CHECK_ST(tessera_access_token_issue(e, S("zed"), NULL, 0, tok, sizeof tok, &len, NULL, NULL),
+    CHECK_ST(tessera_access_token_issue(e, S("zed"), NULL, 0, tok, sizeof tok, &len, NULL, NULL,
+                                        0, NULL),
              TESSERA_USER_NOT_FOUND);
     count = 99;
     CHECK_OK(tessera_access_token_revoke_all(e, S("bob"), &count));
     CHECK(count == 1); /* only the first token was ever issued */
 
-    CHECK_OK(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, &id2, NULL));
+    CHECK_OK(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, &id2, NULL,
+                                        0, NULL));
     CHECK(id2 > id);
     /* Tampered, truncated, empty and non-UTF-8 tokens. */
     tok[10] = (char)(tok[10] == 'A' ? 'B' : 'A');
@@ -420,7 +470,8 @@ static void test_session_tokens(tessera_engine *e) {
 
     CHECK_OK(tessera_session_token_issue(e, S("alice"), TESSERA_SESSION_DEFAULT_EXPIRY, tok,
                                          sizeof tok, &len, &exp));
-    CHECK(len >= 119 && len <= TESSERA_SESSION_TOKEN_MAX_LEN && strlen(tok) == len);
+    CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN &&
+          strlen(tok) == len);
     CHECK(exp > 0);
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     CHECK(strcmp(v.user_id, "alice") == 0 && v.user_id_len == 5);
@@ -443,7 +494,7 @@ static void test_session_tokens(tessera_engine *e) {
         size_t at_len;
         uint64_t at_id;
         CHECK_OK(tessera_access_token_issue(e, S("alice"), NULL, 0, at, sizeof at, &at_len,
-                                            &at_id, NULL));
+                                            &at_id, NULL, 0, NULL));
         CHECK_OK(tessera_user_authenticate(e, S("alice"), at, at_len, &a));
         CHECK(a.method == TESSERA_AUTH_ACCESS_TOKEN && a.token_id == at_id);
     }
@@ -454,6 +505,7 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK(len == TESSERA_SESSION_TOKEN_MAX_LEN);
     CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, NULL, NULL),
              TESSERA_NULL_POINTER);
+    CHECK(last_error_has("out_token_len is NULL"));
     CHECK_ST(tessera_session_token_issue(e, S("alice"), 1000, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_EXPIRY);
     CHECK_ST(tessera_session_token_issue(e, S("zed"), 0, tok, sizeof tok, &len, NULL),
@@ -680,7 +732,8 @@ static void test_durable(void) {
     CHECK_ST(tessera_engine_open(BAD_UTF8, sizeof BAD_UTF8, NULL, 0, &other),
              TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": \"sometimes\"}"), &other),
-             TESSERA_INVALID_JSON);
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": 1}"), &other), TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": {\"relaxed_ms\": 0}}"), &other),
              TESSERA_INVALID_ARGUMENT);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 0}"), &other),
@@ -701,7 +754,7 @@ static void test_durable(void) {
     }
     CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"dora\", \"nickname\": \"Dora\"}"), NULL));
     CHECK_OK(tessera_access_token_issue(e, S("dora"), S("laptop"), at, sizeof at, &at_len, NULL,
-                                        NULL));
+                                        NULL, 0, NULL));
     CHECK_OK(tessera_session_token_issue(e, S("dora"), 0, tok, sizeof tok, &tok_len, NULL));
     CHECK_OK(tessera_engine_store_stats(e, &s));
     CHECK(has(s, "\"records_synced\":") && has(s, "\"syncs\":") && has(s, "\"bytes_written\":"));
@@ -863,6 +916,123 @@ static void test_durable(void) {
     CHECK(access(root, F_OK) != 0);
 }
 
+/* Opens an in-memory engine with `{"<field>": value}`; returns the status. */
+static tessera_status open_with(const char *field, unsigned long value, tessera_engine **e) {
+    char json[128];
+    snprintf(json, sizeof json, "{\"%s\": %lu}", field, value);
+    return tessera_engine_open_in_memory_with_config(S(json), e);
+}
+
+/* The limits of tessera.h hold at their edges: the maximum passes, one more fails. */
+static void test_limits(void) {
+    tessera_engine *e = NULL;
+    char id[TESSERA_USER_ID_MAX_CHARS + 2];
+    char json[TESSERA_USER_ID_MAX_CHARS + 64];
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    size_t len = 0;
+
+    CHECK(TESSERA_USER_ID_BUF_SIZE == TESSERA_USER_ID_MAX_CHARS * 4 + 1);
+    CHECK(TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT >= 1 &&
+          TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT <= TESSERA_ACCESS_TOKENS_PER_USER_MAX);
+    CHECK(TESSERA_SESSION_TOKEN_MIN_LEN <= TESSERA_SESSION_TOKEN_MAX_LEN);
+    CHECK(TESSERA_SESSION_EPOCH_MAX >= 1);
+
+    CHECK_ST(open_with("access_tokens_per_user", TESSERA_ACCESS_TOKENS_PER_USER_MAX + 1, &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(e == NULL);
+    CHECK_OK(open_with("access_tokens_per_user", TESSERA_ACCESS_TOKENS_PER_USER_MAX, &e));
+    tessera_engine_free(e);
+    e = NULL;
+    CHECK_ST(open_with("user_id_max_chars", TESSERA_USER_ID_MAX_CHARS + 1, &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(e == NULL);
+    CHECK_OK(open_with("user_id_max_chars", TESSERA_USER_ID_MAX_CHARS, &e));
+    if (e == NULL) {
+        return;
+    }
+    memset(id, 'u', sizeof id);
+    id[TESSERA_USER_ID_MAX_CHARS + 1] = '\0';
+    snprintf(json, sizeof json, "{\"user_id\": \"%s\"}", id);
+    CHECK_ST(tessera_user_create(e, S(json), NULL), TESSERA_INVALID_USER_ID);
+    id[TESSERA_USER_ID_MAX_CHARS] = '\0';
+    snprintf(json, sizeof json, "{\"user_id\": \"%s\"}", id);
+    CHECK_OK(tessera_user_create(e, S(json), NULL));
+    CHECK_OK(tessera_session_token_issue(e, S(id), 0, tok, sizeof tok, &len, NULL));
+    CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN);
+    tessera_engine_free(e);
+}
+
+/* Lowering access_tokens_per_user takes effect at the next issue: every token beyond the limit
+ * is evicted, oldest first, each one reported and with its own event. */
+static void test_lowered_access_token_limit(void) {
+    char root[] = "/tmp/tessera-c-limit-XXXXXX";
+    char dir[256];
+    char toks[5][TESSERA_ACCESS_TOKEN_LEN + 1];
+    char fresh[TESSERA_ACCESS_TOKEN_LEN + 1];
+    char needle[64];
+    size_t lens[5], fresh_len = 0, n = 99, i;
+    uint64_t ids[5], fresh_id = 0, evicted[TESSERA_ACCESS_TOKENS_PER_USER_MAX];
+    tessera_engine *e = NULL;
+    tessera_string *ev = NULL;
+    const char *p;
+
+    if (mkdtemp(root) == NULL) {
+        CHECK(!"mkdtemp failed");
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/data", root);
+    CHECK_OK(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 5}"), &e));
+    if (e == NULL) {
+        remove_tree(root);
+        return;
+    }
+    CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"u\"}"), NULL));
+    for (i = 0; i < 5; i++) {
+        CHECK_OK(tessera_access_token_issue(e, S("u"), NULL, 0, toks[i], sizeof toks[i], &lens[i],
+                                            &ids[i], NULL, 0, &n));
+        CHECK(n == 0);
+    }
+    tessera_engine_free(e);
+    e = NULL;
+
+    CHECK_OK(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 2}"), &e));
+    if (e == NULL) {
+        remove_tree(root);
+        return;
+    }
+    CHECK_OK(tessera_access_token_issue(e, S("u"), NULL, 0, fresh, sizeof fresh, &fresh_len,
+                                        &fresh_id, evicted, TESSERA_ACCESS_TOKENS_PER_USER_MAX,
+                                        &n));
+    CHECK(n == 4);
+    for (i = 0; i < 4 && i < n; i++) {
+        CHECK(evicted[i] == ids[i]);
+        CHECK_ST(tessera_access_token_verify(e, toks[i], lens[i], NULL), TESSERA_INVALID_TOKEN);
+    }
+    CHECK_OK(tessera_access_token_verify(e, toks[4], lens[4], NULL));
+    CHECK_OK(tessera_access_token_verify(e, fresh, fresh_len, NULL));
+    /* One access_token_evicted event per evicted token, oldest first, and nothing else. */
+    CHECK_OK(tessera_event_drain(e, 100, &ev));
+    p = ev != NULL ? tessera_string_ptr(ev) : "";
+    for (i = 0; i < 4; i++) {
+        snprintf(needle, sizeof needle, "\"token_id\":%llu,", (unsigned long long)ids[i]);
+        p = strstr(p, needle);
+        CHECK(p != NULL);
+        if (p == NULL) {
+            break;
+        }
+    }
+    CHECK(p != NULL && strstr(p + 1, "\"seq\"") == NULL);
+    for (i = 0, p = ev != NULL ? tessera_string_ptr(ev) : ""; (p = strstr(p, "\"kind\":")) != NULL;
+         i++, p++) {
+        static const char kind[] = "\"kind\":\"access_token_evicted\"";
+        CHECK(strncmp(p, kind, sizeof kind - 1) == 0);
+    }
+    CHECK(i == 4);
+    tessera_string_free(ev);
+    tessera_engine_free(e);
+    remove_tree(root);
+}
+
 static void test_owned_objects(void) {
     CHECK(tessera_string_ptr(NULL) == NULL);
     CHECK(tessera_string_len(NULL) == 0);
@@ -876,6 +1046,8 @@ int main(void) {
     test_engine_open();
     test_durable();
     test_owned_objects();
+    test_limits();
+    test_lowered_access_token_limit();
     CHECK_OK(tessera_engine_open_in_memory(&e));
     if (e == NULL) {
         return tt_finish("test_tessera");

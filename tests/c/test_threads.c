@@ -59,7 +59,7 @@ static void *worker(void *arg) {
                                                sizeof g_tokens[t][u], &g_token_lens[t][u],
                                                NULL) == TESSERA_OK);
         T_CHECK(r, tessera_access_token_issue(g_engine, id, strlen(id), NULL, 0, access,
-                                              sizeof access, &access_len, NULL,
+                                              sizeof access, &access_len, NULL, NULL, 0,
                                               NULL) == TESSERA_OK);
         T_CHECK(r, tessera_access_token_verify(g_engine, access, access_len, &va) == TESSERA_OK &&
                        strcmp(va.user_id, id) == 0);

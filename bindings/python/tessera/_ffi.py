@@ -37,12 +37,22 @@ from . import _library
 from .errors import AbiVersionMismatch, LibraryNotFound, TesseraError, error_class
 
 #: The C ABI version this binding was written for (``TESSERA_ABI_VERSION`` in the header).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
-# Constants of include/tessera.h.
+# Constants of include/tessera.h (the name there is TESSERA_ + the name here; test_ffi checks
+# that every one of them equals the header's #define). Mirrored rather than read from the
+# library at load time: they are plain numbers known before any library is loaded, the ones
+# the C ABI has no function for would need new exports that only Python used, and a library
+# whose limits differ from its header is refused anyway, since a C program built against the
+# old header breaks too (TESSERA_ABI_VERSION).
 OK = 0
 BUFFER_TOO_SMALL = 102
 ACCESS_TOKEN_LEN = 65
+USER_ID_MAX_CHARS = 191
+ACCESS_TOKENS_PER_USER_DEFAULT = 10
+ACCESS_TOKENS_PER_USER_MAX = 100
+SESSION_EPOCH_MAX = 9_999_999
+SESSION_TOKEN_MIN_LEN = 119
 SESSION_TOKEN_MAX_LEN = 168
 USER_ID_BUF_SIZE = 765
 KEY_ID_BUF_SIZE = 4
@@ -146,7 +156,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_access_token_issue": (
         status,
         [ENGINE_P, text, c_size_t, text, c_size_t, c_void_p, c_size_t, size_p,
-         POINTER(c_uint64), POINTER(c_uint64)],
+         POINTER(c_uint64), POINTER(c_uint64), c_size_t, size_p],
     ),
     "tessera_access_token_verify": (
         status, [ENGINE_P, text, c_size_t, POINTER(tessera_verified_access_token)]

@@ -392,6 +392,8 @@ class Engine:
                 continue
             if value is None and name not in _CLEARABLE:
                 raise TypeError(f"{name} cannot be None (it cannot be cleared)")
+            if value is not None:
+                _check_user_field(name, value)
             patch[name] = _plain(value)
         u = _ffi.utf8(user_id, "user_id")
         body = _json(patch)
@@ -533,17 +535,20 @@ class Engine:
 
     def issue_access_token(self, user_id: str, label: Optional[str] = None) -> IssuedAccessToken:
         """Issues a permanent access token (``tsat_…``, 65 characters). If the user already
-        holds the maximum (default 10), the oldest is revoked and its id is in ``revoked``."""
+        holds ``access_tokens_per_user`` tokens (default 10), the oldest are revoked so that it
+        holds exactly that many afterwards, and their ids are in ``evicted``, oldest first: one
+        normally, more when the limit was lowered since they were issued."""
         u = _ffi.utf8(user_id, "user_id")
         lb = _ffi.utf8(label, "label") if label is not None else None
-        token_id, evicted = c_uint64(0), c_uint64(0)
+        token_id, n_evicted = c_uint64(0), c_size_t(0)
+        evicted = (c_uint64 * _ffi.ACCESS_TOKENS_PER_USER_MAX)()
         ptr = self._h.enter()
         try:
             st, raw = _ffi.read_buffer(
                 lib.tessera_access_token_issue,
                 (ptr, u, len(u), lb, len(lb) if lb is not None else 0),
                 _ffi.ACCESS_TOKEN_LEN + 1,
-                tail=(byref(token_id), byref(evicted)),
+                tail=(byref(token_id), evicted, len(evicted), byref(n_evicted)),
                 wipe=True,
             )
             if st:
@@ -551,7 +556,7 @@ class Engine:
         finally:
             self._h.leave()
         return IssuedAccessToken(
-            raw.decode("ascii"), token_id.value, label, evicted.value or None
+            raw.decode("ascii"), token_id.value, label, list(evicted[: n_evicted.value])
         )
 
     def verify_access_token(self, token: str) -> VerifiedAccessToken:
@@ -787,9 +792,36 @@ def _plain(v: Any) -> Any:
     return v
 
 
+# The Python types of the user record's fields (``NewUser``, ``UserPatch``), checked before the
+# JSON is built so that a wrong type raises TypeError, as for every other argument, rather than
+# InvalidJson from the library or a TypeError from the json module.
+_USER_TEXT_FIELDS = frozenset(
+    {"user_id", "nickname", "profile_url", "role", "status_message", "link", "email",
+     "mobile_number"}
+)
+_USER_LIST_FIELDS = frozenset({"tags", "discovery_keys"})
+
+
+def _check_user_field(name: str, value: Any) -> None:
+    if name in _USER_TEXT_FIELDS:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    elif name in _USER_LIST_FIELDS:
+        if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+            isinstance(item, str) for item in value
+        ):
+            raise TypeError(f"{name} must be a sequence of str, not {type(value).__name__}")
+    elif name == "metadata" and not isinstance(value, Mapping):
+        raise TypeError(f"metadata must be a mapping, not {type(value).__name__}")
+
+
 def _new_user(args: Mapping[str, Any]) -> bytes:
-    d = {k: _plain(v) for k, v in args.items() if k != "self" and v is not None}
-    return _json(d)
+    d = {k: v for k, v in args.items() if k != "self"}
+    # The id and nickname are required strings; None is not a way to leave them out.
+    for name, value in d.items():
+        if value is not None or name in ("user_id", "nickname"):
+            _check_user_field(name, value)
+    return _json({k: _plain(v) for k, v in d.items() if v is not None})
 
 
 def _u64(v: int, what: str) -> int:

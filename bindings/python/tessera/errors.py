@@ -306,7 +306,9 @@ class InputTooLarge(AbiError, ValueError):
 
 
 class InvalidJson(AbiError, ValueError):
-    """105: a JSON argument does not parse or has the wrong shape."""
+    """105: a JSON argument does not parse or has the wrong shape (an unknown field, a value of
+    the wrong JSON type). A well-formed value that is not allowed (an unknown enum value)
+    raises :class:`InvalidArgument` instead."""
 
     CODE = 105
 

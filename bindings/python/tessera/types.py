@@ -214,8 +214,9 @@ class IssuedAccessToken:
     token: str = field(repr=False)
     token_id: int
     label: Optional[str]
-    #: Id of the user's oldest token, revoked to stay within the per-user limit.
-    revoked: Optional[int]
+    #: Ids of the user's tokens revoked to stay within the per-user limit, oldest first: empty
+    #: below it, one at it, more when the limit was lowered since they were issued.
+    evicted: List[int]
 
 
 # The results of the hot paths (verify, authenticate) are slotted, non-frozen dataclasses: a

@@ -21,7 +21,7 @@ def test_access_token_issue_verify_list_revoke(engine: tessera.Engine, alice: st
     t = engine.issue_access_token(alice, label="phone")
     assert t.token.startswith(tessera.ACCESS_TOKEN_PREFIX) and len(t.token) == tessera.ACCESS_TOKEN_LEN == 65
     assert t.token not in repr(t)  # the secret stays out of logs
-    assert (t.token_id, t.label, t.revoked) == (1, "phone", None)
+    assert (t.token_id, t.label, t.evicted) == (1, "phone", [])
     v = engine.verify_access_token(t.token)
     assert (v.user_id, v.token_id) == (alice, t.token_id)
     assert engine.verify_access_token(t.token.encode()).user_id == alice  # bytes accepted
@@ -49,12 +49,32 @@ def test_access_token_limit_evicts_oldest() -> None:
         a = e.issue_access_token("u")
         b = e.issue_access_token("u")
         c = e.issue_access_token("u")
-        assert c.revoked == a.token_id and b.revoked is None
+        assert c.evicted == [a.token_id] and b.evicted == []
         with pytest.raises(tessera.InvalidToken):
             e.verify_access_token(a.token)
         assert [i.id for i in e.list_access_tokens("u")] == [b.token_id, c.token_id]
         [ev] = e.drain_events()
         assert (ev.kind, ev.user_id, ev.token_id) == (EventKind.ACCESS_TOKEN_EVICTED, "u", a.token_id)
+
+
+def test_a_lowered_access_token_limit_evicts_down_to_it(tmp_path) -> None:
+    with tessera.Engine.open(tmp_path, access_tokens_per_user=5) as e:
+        e.create_user("u")
+        old = [e.issue_access_token("u") for _ in range(5)]
+    with tessera.Engine.open(tmp_path, access_tokens_per_user=2) as e:
+        new = e.issue_access_token("u")
+        assert new.evicted == [t.token_id for t in old[:4]]
+        events = e.drain_events()
+        assert [(ev.kind, ev.token_id) for ev in events] == [
+            (EventKind.ACCESS_TOKEN_EVICTED, t.token_id) for t in old[:4]
+        ]
+        valid = []
+        for t in old + [new]:
+            try:
+                valid.append(e.verify_access_token(t.token).token_id)
+            except tessera.InvalidToken:
+                pass
+        assert valid == [old[4].token_id, new.token_id]
 
 
 def test_access_token_label_limit(engine: tessera.Engine, alice: str) -> None:

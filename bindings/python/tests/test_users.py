@@ -246,6 +246,27 @@ def test_input_too_large_changes_nothing(engine: tessera.Engine) -> None:
     assert e.value.code == 104
 
 
+@pytest.mark.parametrize("bad", [None, 42, b"alice", ["alice"]])
+def test_create_and_upsert_type_check_the_id(engine: tessera.Engine, bad: object) -> None:
+    for method in (engine.create_user, engine.upsert_user):
+        with pytest.raises(TypeError, match="user_id must be str"):
+            method(bad)  # type: ignore[arg-type]
+    assert engine.user_count() == 0
+
+
+def test_create_and_update_type_check_the_fields(engine: tessera.Engine) -> None:
+    for kwargs in ({"nickname": None}, {"nickname": 5}, {"role": 1}, {"tags": "abc"},
+                   {"tags": [1]}, {"discovery_keys": [b"k"]}, {"metadata": [("k", "v")]}):
+        with pytest.raises(TypeError):
+            engine.create_user("u", **kwargs)  # type: ignore[arg-type]
+    assert engine.user_count() == 0
+    engine.create_user("u", "U", tags=("a", "b"), metadata={"k": 1})
+    for kwargs in ({"nickname": 5}, {"email": b"a@b.io"}, {"tags": "abc"}):
+        with pytest.raises(TypeError):
+            engine.update_user("u", **kwargs)
+    assert engine.get_user("u").nickname == "U"
+
+
 def test_non_str_arguments_are_rejected_before_the_call(engine: tessera.Engine) -> None:
     with pytest.raises(TypeError):
         engine.get_user(42)  # type: ignore[arg-type]
