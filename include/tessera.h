@@ -787,6 +787,64 @@ tessera_status tessera_engine_store_stats(const struct tessera_engine *engine,
                                           struct tessera_string **out_stats);
 
 /**
+ * Opens a cluster node on a PostgreSQL database shared by every node of the chat service.
+ *
+ * `conninfo` (UTF-8, `conninfo_len` bytes) is a libpq connection string, `host=… port=…
+ * user=… dbname=…`, or a `postgresql://` URL. The schema is created on first use; the whole
+ * state is loaded into memory, and the node then follows what other nodes commit (within
+ * milliseconds; revocation events are raised on every node). Every write returns only after
+ * its transaction committed in PostgreSQL; verification is served from memory.
+ *
+ * `config_json` is as for `tessera_engine_open_in_memory_with_config` (NULL, 0 for the
+ * defaults), plus one optional object, `cluster`:
+ * - `max_staleness_ms` (default 5000): past this long without confirming it is caught up with
+ *   the database, the node refuses verification with `TESSERA_UNAVAILABLE` rather than accept
+ *   a token that may have been revoked on another node. `null` keeps verifying from memory
+ *   through a partition (available, but blind to revocations made elsewhere until it heals).
+ * - `poll_interval_ms` (default 100): how often the node polls when no notification arrives.
+ * - `log_retention` (default 100000): change-log entries kept behind the slowest node.
+ *
+ * Fails with `TESSERA_UNAVAILABLE` when the database cannot be reached (or, in a library built
+ * without the `postgres` feature, always); `TESSERA_UNSUPPORTED_FORMAT` when the database
+ * holds a newer schema than this library knows; `TESSERA_INVALID_ARGUMENT` for a malformed
+ * `conninfo` or an out-of-range option.
+ *
+ * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
+ * failure leaves it untouched. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+ *
+ * # Safety
+ * `conninfo` must be valid for `conninfo_len` bytes and `config_json` for `config_len` bytes
+ * (or NULL with 0); `out_engine`, unless NULL, valid for one pointer write.
+ */
+tessera_status tessera_engine_open_postgres(const char *conninfo,
+                                            size_t conninfo_len,
+                                            const char *config_json,
+                                            size_t config_len,
+                                            struct tessera_engine **out_engine);
+
+/**
+ * Copies the whole state of `source` into `engine`, which must be new (no user was ever
+ * created in it): users with their access tokens, devices, session epochs and profile
+ * images, the signing keys (issued session tokens keep verifying) and the id counters. This
+ * moves a single node's data directory into a cluster (`engine` from
+ * `tessera_engine_open_postgres`, `source` from `tessera_engine_open`) and backs a cluster up
+ * into a data directory (the other way round). Writes the number of users to `*out_users`
+ * unless it is NULL.
+ *
+ * Fails with `TESSERA_INVALID_ARGUMENT` when `engine` already had users. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `source` is NULL.
+ *
+ * # Safety
+ * `engine` and `source` must be live handles; `out_users`, unless NULL, valid for one write.
+ */
+tessera_status tessera_engine_import_from(const struct tessera_engine *engine,
+                                          const struct tessera_engine *source,
+                                          size_t *out_users);
+
+/**
  * Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
  *
  * A durable engine first waits for a background compaction it started to finish, syncs what a

@@ -158,6 +158,27 @@ public:
         return Engine(e);
     }
 
+    /// A cluster node on the PostgreSQL database `conninfo` ("host=... dbname=..." or a
+    /// postgresql:// URL), shared by every node of the service. `config_json` as for
+    /// in_memory, plus an optional "cluster": {"max_staleness_ms": N or null,
+    /// "poll_interval_ms": N, "log_retention": N}. Throws Error with TESSERA_UNAVAILABLE when
+    /// the database cannot be reached.
+    static Engine open_postgres(std::string_view conninfo, std::string_view config_json = {}) {
+        tessera_engine *e = nullptr;
+        detail::check(tessera_engine_open_postgres(conninfo.data(), conninfo.size(),
+                                                   config_json.data(), config_json.size(), &e));
+        return Engine(e);
+    }
+
+    /// Copies the whole state of `source` (users, tokens, devices, images, keys, counters)
+    /// into this engine, which must be new; returns the number of users. Moves a data
+    /// directory into a cluster, or backs a cluster up into a data directory.
+    size_t import_from(const Engine &source) const {
+        size_t users = 0;
+        detail::check(tessera_engine_import_from(e_, source.e_, &users));
+        return users;
+    }
+
     /// A read-only engine on a damaged data directory, holding every record before the
     /// damage; its writes throw TESSERA_READ_ONLY. The second member is the damage as JSON
     /// ({"code": 51, "message": ...}), or nullopt when the directory was intact.

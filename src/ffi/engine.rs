@@ -54,6 +54,7 @@ unsafe fn give(engine: Engine, out_engine: NonNull<*mut tessera_engine>) -> Resu
 #[serde(deny_unknown_fields)]
 struct ConfigJson {
     sync_mode: Option<SyncJson>,
+    cluster: Option<ClusterJson>,
     user_id_max_chars: Option<usize>,
     user_id_policy: Option<PolicyJson>,
     user_id_case: Option<CaseJson>,
@@ -89,6 +90,22 @@ struct ConfigJson {
 enum SyncJson {
     Durable,
     RelaxedMs(u64),
+}
+
+/// Cluster options (`tessera_engine_open_postgres` only); every field optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterJson {
+    /// Milliseconds, or `null` to keep verifying through a partition.
+    #[serde(default, deserialize_with = "present")]
+    max_staleness_ms: Option<Option<u64>>,
+    poll_interval_ms: Option<u64>,
+    log_retention: Option<u64>,
+}
+
+/// Tells a present `null` (`Some(None)`) from an absent field (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 /// Longest relaxed sync interval accepted: beyond a minute "relaxed" is "unsynced".
@@ -133,8 +150,27 @@ impl ConfigJson {
         config_json: *const c_char,
         config_len: usize,
     ) -> Result<(Config, SyncMode), Failure> {
+        // SAFETY: forwarded contract.
+        let (config, sync, cluster) = unsafe { ConfigJson::parse_all(config_json, config_len) }?;
+        if cluster.is_some() {
+            return fail(
+                TESSERA_INVALID_ARGUMENT,
+                "cluster applies to tessera_engine_open_postgres only",
+            );
+        }
+        Ok((config, sync))
+    }
+
+    /// [`ConfigJson::parse`], with the cluster options.
+    ///
+    /// # Safety
+    /// As [`json_in`].
+    unsafe fn parse_all(
+        config_json: *const c_char,
+        config_len: usize,
+    ) -> Result<(Config, SyncMode, Option<ClusterJson>), Failure> {
         if config_json.is_null() && config_len == 0 {
-            return Ok((Config::default(), SyncMode::default()));
+            return Ok((Config::default(), SyncMode::default(), None));
         }
         // SAFETY: forwarded contract.
         let mut json: ConfigJson = unsafe { json_in!(config_json, config_len) }?;
@@ -142,7 +178,8 @@ impl ConfigJson {
             Some(s) => s.into_mode()?,
             None => SyncMode::default(),
         };
-        Ok((json.into_config(), sync))
+        let cluster = json.cluster.take();
+        Ok((json.into_config(), sync, cluster))
     }
 
     fn into_config(self) -> Config {
@@ -429,6 +466,130 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
             "torn_tail_records": s.torn_tail_records,
         });
         unsafe { tessera_string::give_json(&json, out_stats) }
+    })
+}
+
+/// Opens a cluster node on a PostgreSQL database shared by every node of the chat service.
+///
+/// `conninfo` (UTF-8, `conninfo_len` bytes) is a libpq connection string, `host=… port=…
+/// user=… dbname=…`, or a `postgresql://` URL. The schema is created on first use; the whole
+/// state is loaded into memory, and the node then follows what other nodes commit (within
+/// milliseconds; revocation events are raised on every node). Every write returns only after
+/// its transaction committed in PostgreSQL; verification is served from memory.
+///
+/// `config_json` is as for `tessera_engine_open_in_memory_with_config` (NULL, 0 for the
+/// defaults), plus one optional object, `cluster`:
+/// - `max_staleness_ms` (default 5000): past this long without confirming it is caught up with
+///   the database, the node refuses verification with `TESSERA_UNAVAILABLE` rather than accept
+///   a token that may have been revoked on another node. `null` keeps verifying from memory
+///   through a partition (available, but blind to revocations made elsewhere until it heals).
+/// - `poll_interval_ms` (default 100): how often the node polls when no notification arrives.
+/// - `log_retention` (default 100000): change-log entries kept behind the slowest node.
+///
+/// Fails with `TESSERA_UNAVAILABLE` when the database cannot be reached (or, in a library built
+/// without the `postgres` feature, always); `TESSERA_UNSUPPORTED_FORMAT` when the database
+/// holds a newer schema than this library knows; `TESSERA_INVALID_ARGUMENT` for a malformed
+/// `conninfo` or an out-of-range option.
+///
+/// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
+/// failure leaves it untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+///
+/// # Safety
+/// `conninfo` must be valid for `conninfo_len` bytes and `config_json` for `config_len` bytes
+/// (or NULL with 0); `out_engine`, unless NULL, valid for one pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_open_postgres(
+    conninfo: *const c_char,
+    conninfo_len: usize,
+    config_json: *const c_char,
+    config_len: usize,
+    out_engine: *mut *mut tessera_engine,
+) -> tessera_status {
+    ffi_boundary!({
+        let out_engine = non_null!(out_engine)?;
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let conninfo = unsafe { str_in!(conninfo, conninfo_len) }?;
+        let (config, sync, cluster) = unsafe { ConfigJson::parse_all(config_json, config_len) }?;
+        if !matches!(sync, SyncMode::Durable) {
+            return fail(
+                TESSERA_INVALID_ARGUMENT,
+                "sync_mode applies to tessera_engine_open only; a cluster write commits",
+            );
+        }
+        let engine = open_postgres(conninfo, config, cluster)?;
+        unsafe { give(engine, out_engine) }
+    })
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(
+    conninfo: &str,
+    config: Config,
+    cluster: Option<ClusterJson>,
+) -> Result<Engine, Failure> {
+    let mut options = crate::ClusterOptions::default();
+    if let Some(c) = cluster {
+        if let Some(max) = c.max_staleness_ms {
+            options = options.max_staleness(max.map(Duration::from_millis));
+        }
+        if let Some(ms) = c.poll_interval_ms {
+            options = options.poll_interval(Duration::from_millis(ms));
+        }
+        if let Some(n) = c.log_retention {
+            options = options.log_retention(n);
+        }
+    }
+    Ok(Engine::builder()
+        .config(config)
+        .open_postgres(conninfo, options)?)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(
+    _conninfo: &str,
+    _config: Config,
+    _cluster: Option<ClusterJson>,
+) -> Result<Engine, Failure> {
+    fail(
+        TESSERA_UNAVAILABLE,
+        "this library was built without the postgres feature (cluster mode)",
+    )
+}
+
+/// Copies the whole state of `source` into `engine`, which must be new (no user was ever
+/// created in it): users with their access tokens, devices, session epochs and profile
+/// images, the signing keys (issued session tokens keep verifying) and the id counters. This
+/// moves a single node's data directory into a cluster (`engine` from
+/// `tessera_engine_open_postgres`, `source` from `tessera_engine_open`) and backs a cluster up
+/// into a data directory (the other way round). Writes the number of users to `*out_users`
+/// unless it is NULL.
+///
+/// Fails with `TESSERA_INVALID_ARGUMENT` when `engine` already had users. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `source` is NULL.
+///
+/// # Safety
+/// `engine` and `source` must be live handles; `out_users`, unless NULL, valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_import_from(
+    engine: *const tessera_engine,
+    source: *const tessera_engine,
+    out_users: *mut usize,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract.
+        let e = unsafe { self::engine(engine) }?;
+        let source = non_null!(source)?;
+        // SAFETY: the caller's contract: a live handle, shared access only.
+        let source = unsafe { &source.as_ref().engine };
+        let users = e.import_from(source)?;
+        if let Some(out) = NonNull::new(out_users) {
+            // SAFETY: non-NULL; the caller's contract.
+            unsafe { out.as_ptr().write(users) };
+        }
+        Ok(())
     })
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tt.h"
@@ -1040,6 +1041,99 @@ static void test_owned_objects(void) {
     CHECK_ST(tessera_engine_user_count(NULL, NULL), TESSERA_NULL_POINTER);
 }
 
+/* Cluster mode: argument checks always; with TESSERA_PG_DSN (scripts/with-postgres.sh), two
+ * nodes on one database: a user created on one appears on the other, and a session revoked on
+ * one is refused by the other, which raises the revocation event too. */
+static int poll_status(tessera_status (*call)(tessera_engine *, const char *), tessera_engine *e,
+                       const char *arg, tessera_status want) {
+    for (int i = 0; i < 400; i++) { /* up to 2 s */
+        if (call(e, arg) == want) {
+            return 1;
+        }
+        struct timespec pause = {0, 5000000};
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
+
+static tessera_status get_user(tessera_engine *e, const char *id) {
+    tessera_string *u = NULL;
+    tessera_status st = tessera_user_get(e, id, strlen(id), &u);
+    tessera_string_free(u);
+    return st;
+}
+
+static tessera_status verify_session(tessera_engine *e, const char *token) {
+    tessera_verified_session v;
+    return tessera_session_token_verify(e, token, strlen(token), &v);
+}
+
+static void test_cluster(void) {
+    tessera_engine *a = NULL, *b = NULL;
+    size_t users = 0;
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1"), NULL, 0, NULL),
+             TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1 nonsense"), NULL, 0, &a),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(a == NULL);
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1"), S("{\"cluster\": {\"bogus\": 1}}"),
+                                          &a),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1"),
+                                          S("{\"sync_mode\": {\"relaxed_ms\": 5}}"), &a),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"cluster\": {}}"), &a),
+             TESSERA_INVALID_ARGUMENT);
+
+    /* import_from between two in-memory engines. */
+    CHECK_OK(tessera_engine_open_in_memory(&a));
+    CHECK_OK(tessera_engine_open_in_memory(&b));
+    CHECK_OK(tessera_user_create(a, S("{\"user_id\": \"moved\", \"nickname\": \"M\"}"), NULL));
+    CHECK_ST(tessera_engine_import_from(b, NULL, &users), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_import_from(NULL, a, &users), TESSERA_NULL_POINTER);
+    CHECK_OK(tessera_engine_import_from(b, a, &users));
+    CHECK(users == 1);
+    CHECK_OK(get_user(b, "moved"));
+    CHECK_ST(tessera_engine_import_from(b, a, NULL), TESSERA_INVALID_ARGUMENT);
+    tessera_engine_free(a);
+    tessera_engine_free(b);
+    a = b = NULL;
+
+    const char *dsn = getenv("TESSERA_PG_DSN");
+    if (dsn == NULL || dsn[0] == '\0') {
+        fprintf(stderr, "test_tessera: no TESSERA_PG_DSN, two-node cluster check skipped\n");
+        return;
+    }
+    CHECK_OK(tessera_engine_open_postgres(dsn, strlen(dsn), NULL, 0, &a));
+    CHECK_OK(tessera_engine_open_postgres(dsn, strlen(dsn), S("{\"cluster\": "
+                                          "{\"max_staleness_ms\": null}}"), &b));
+    if (a == NULL || b == NULL) {
+        tessera_engine_free(a);
+        tessera_engine_free(b);
+        return;
+    }
+    char id[64], body[160], token[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    snprintf(id, sizeof id, "c-node-%ld", (long)getpid());
+    snprintf(body, sizeof body, "{\"user_id\": \"%s\", \"nickname\": \"C\"}", id);
+    CHECK_OK(tessera_user_create(a, body, strlen(body), NULL));
+    CHECK(poll_status(get_user, b, id, TESSERA_OK));
+    size_t len = 0;
+    CHECK_OK(tessera_session_token_issue(a, id, strlen(id), TESSERA_SESSION_DEFAULT_EXPIRY, token,
+                                         sizeof token, &len, NULL));
+    token[len] = '\0';
+    CHECK_OK(verify_session(b, token));
+    (void)tessera_event_drain(b, 1000, NULL);
+    CHECK_OK(tessera_session_token_revoke(a, id, strlen(id)));
+    CHECK(poll_status(verify_session, b, token, TESSERA_TOKEN_REVOKED));
+    tessera_string *events = NULL;
+    CHECK_OK(tessera_event_drain(b, 100, &events));
+    CHECK(events != NULL && strstr(tessera_string_ptr(events), "sessions_revoked") != NULL);
+    tessera_string_free(events);
+    CHECK_ST(tessera_engine_import_from(b, a, NULL), TESSERA_INVALID_ARGUMENT);
+    tessera_engine_free(a);
+    tessera_engine_free(b);
+}
+
 int main(void) {
     tessera_engine *e = NULL;
     test_versions_and_status();
@@ -1048,6 +1142,7 @@ int main(void) {
     test_owned_objects();
     test_limits();
     test_lowered_access_token_limit();
+    test_cluster();
     CHECK_OK(tessera_engine_open_in_memory(&e));
     if (e == NULL) {
         return tt_finish("test_tessera");

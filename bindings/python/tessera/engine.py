@@ -247,6 +247,73 @@ class Engine:
         return cls(out)
 
     @classmethod
+    def open_postgres(
+        cls,
+        dsn: str,
+        *,
+        max_staleness_ms: Optional[int] = 5000,
+        poll_interval_ms: int = 100,
+        log_retention: int = 100_000,
+        **config: Any,
+    ) -> "Engine":
+        """Opens a cluster node on the PostgreSQL database ``dsn`` (``"host=... dbname=..."``
+        or a ``postgresql://`` URL), shared by every node of the service. Writes return once
+        committed in PostgreSQL; reads and verification are served from this node's memory,
+        which follows what other nodes commit within milliseconds.
+
+        ``max_staleness_ms``: past this long without confirming it is caught up with the
+        database, the node refuses verification with :class:`~tessera.Unavailable` rather
+        than accept a token that may have been revoked elsewhere; ``None`` keeps verifying
+        from memory through a partition. Other keywords are configuration fields, as for
+        :meth:`in_memory`.
+
+        Raises :class:`~tessera.Unavailable` when the database cannot be reached,
+        :class:`~tessera.UnsupportedFormat` for a newer schema, and
+        :class:`~tessera.InvalidArgument` for a malformed ``dsn`` or option."""
+        if not isinstance(dsn, str):
+            raise TypeError(f"dsn must be str, not {type(dsn).__name__}")
+        for name, value in (("poll_interval_ms", poll_interval_ms),
+                            ("log_retention", log_retention),
+                            ("max_staleness_ms", max_staleness_ms)):
+            if value is None and name == "max_staleness_ms":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be int, not {type(value).__name__}")
+            _u64(value, name)
+        unknown = sorted(set(config) - CONFIG_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown Tessera config field(s): {', '.join(unknown)}")
+        d = {k: (str(v) if k in ("user_id_policy", "user_id_case") else v)
+             for k, v in config.items()}
+        d["cluster"] = {
+            "max_staleness_ms": max_staleness_ms,
+            "poll_interval_ms": poll_interval_ms,
+            "log_retention": log_retention,
+        }
+        cfg = _json(d)
+        conninfo = dsn.encode("utf-8", "surrogatepass")
+        out = _ffi.ENGINE_P()
+        _ffi.check(lib.tessera_engine_open_postgres(
+            conninfo, len(conninfo), cfg, len(cfg), byref(out)))
+        return cls(out)
+
+    def import_from(self, source: "Engine") -> int:
+        """Copies the whole state of ``source`` (users, access tokens, devices, session epochs,
+        profile images, signing keys and id counters) into this engine, which must be new (no
+        user ever created: otherwise :class:`~tessera.InvalidArgument`). Returns the number of
+        users. ``Engine.open_postgres(dsn).import_from(Engine.open(path))`` moves a data
+        directory into a cluster; the other way round backs a cluster up."""
+        if not isinstance(source, Engine):
+            raise TypeError(f"source must be a tessera.Engine, not {type(source).__name__}")
+        users = c_size_t(0)
+        src = source._h.enter()
+        try:
+            self._call(lib.tessera_engine_import_from, src, byref(users))
+        finally:
+            source._h.leave()
+        return users.value
+
+    @classmethod
     def open_salvage(
         cls, path: Union[str, "os.PathLike[str]"], **config: Any
     ) -> Tuple["Engine", Optional[TesseraError]]:
