@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 
 use super::{Change, Persistence};
 use crate::access_token::AccessTokenEntry;
@@ -236,7 +237,7 @@ const INIT_LOCK: i64 = 0x7465_7373_6572_6131; // "tessera1"
 /// The connection writes use, with the state of its open transaction. Only ever used with the
 /// engine's writer mutex held, so its own mutex is never contended.
 struct WriterConn {
-    client: Option<Client>,
+    client: Option<Db>,
     /// A transaction is open (between `begin_write` and its append or `end_write`).
     in_txn: bool,
     /// The head position locked by the open transaction.
@@ -275,11 +276,11 @@ pub(crate) struct PgPersistence {
     shared: Arc<Shared>,
     writer: Mutex<WriterConn>,
     /// For blobs, which are stored and read outside the writer mutex.
-    blobs: Mutex<Option<Client>>,
+    blobs: Mutex<Option<Db>>,
 }
 
 impl PgPersistence {
-    fn connect(&self) -> Result<Client> {
+    fn connect(&self) -> Result<Db> {
         connect(&self.shared.conninfo, "tessera-writer")
     }
 
@@ -292,14 +293,14 @@ impl PgPersistence {
             conn.in_txn = false;
         }
         let result = f(&mut conn);
-        if result.is_err() && conn.client.as_ref().is_some_and(Client::is_closed) {
+        if result.is_err() && conn.client.as_ref().is_some_and(Db::is_closed) {
             conn.client = None;
             conn.in_txn = false;
         }
         result
     }
 
-    fn with_blobs<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+    fn with_blobs<T>(&self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         let mut conn = self.blobs.lock();
         if conn.is_none() {
             *conn = Some(connect(&self.shared.conninfo, "tessera-blobs")?);
@@ -320,7 +321,7 @@ impl PgPersistence {
     fn commit_entries(
         &self,
         count: u64,
-        write: impl FnOnce(&mut Client, u64) -> Result<()>,
+        write: impl FnOnce(&mut Db, u64) -> Result<()>,
     ) -> Result<u64> {
         self.with_writer(|conn| {
             if !conn.in_txn {
@@ -343,12 +344,15 @@ impl PgPersistence {
                 .ok_or_else(|| Error::new(ErrorKind::Internal, "no writer connection"))?;
             let result = (|| {
                 write(client, first)?;
+                // The head moves and the followers are woken in one statement; the
+                // notification is delivered when (and only if) the transaction commits.
                 client
-                    .execute("UPDATE tessera_head SET pos = $1", &[&(last as i64)])
+                    .execute(
+                        "UPDATE tessera_head SET pos = $1 \
+                         RETURNING pg_notify($2, pos::text)",
+                        &[&(last as i64), &CHANNEL],
+                    )
                     .map_err(|e| pg_error("advancing the head", e))?;
-                client
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()])
-                    .map_err(|e| pg_error("notifying", e))?;
                 #[cfg(feature = "fault-injection")]
                 crate::fault::before_cluster_commit();
                 client
@@ -382,14 +386,19 @@ impl PgPersistence {
             let _ = client.batch_execute("ROLLBACK");
             conn.in_txn = false;
         }
-        client
-            .batch_execute("BEGIN")
-            .map_err(|e| pg_error("starting a write", e))?;
+        // One round trip: the transaction starts and the head row is locked together.
         conn.in_txn = true;
-        conn.head = client
-            .query_one("SELECT pos FROM tessera_head FOR UPDATE", &[])
-            .map_err(|e| pg_error("locking the head", e))?
-            .get::<_, i64>(0) as u64;
+        let messages = client
+            .client
+            .simple_query("BEGIN; SELECT pos FROM tessera_head FOR UPDATE")
+            .map_err(|e| pg_error("locking the head", e))?;
+        conn.head = messages
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse::<u64>().ok(),
+                _ => None,
+            })
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "tessera_head has no row"))?;
         Ok(())
     }
 
@@ -406,7 +415,7 @@ impl PgPersistence {
 
     /// Reads what was committed after `applied`, or the whole state when the log no longer
     /// reaches back that far. Runs in one repeatable-read transaction: a consistent view.
-    fn read_changes(&self, client: &mut Client, applied: u64) -> Result<(u64, Vec<Change>)> {
+    fn read_changes(&self, client: &mut Db, applied: u64) -> Result<(u64, Vec<Change>)> {
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .map_err(|e| pg_error("starting a read", e))?;
@@ -416,7 +425,69 @@ impl PgPersistence {
     }
 }
 
-fn connect(conninfo: &str, app: &str) -> Result<Client> {
+/// A connection with its prepared statements: each statement is parsed once per connection,
+/// so a write costs one round trip per statement instead of two (parse, then execute).
+pub(crate) struct Db {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Db {
+    fn prepared(&mut self, sql: &'static str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, postgres::Error> {
+        let s = self.prepared(sql)?;
+        self.client.execute(&s, params)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, postgres::Error> {
+        let s = self.prepared(sql)?;
+        self.client.query(&s, params)
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Row, postgres::Error> {
+        let s = self.prepared(sql)?;
+        self.client.query_one(&s, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, postgres::Error> {
+        let s = self.prepared(sql)?;
+        self.client.query_opt(&s, params)
+    }
+
+    fn batch_execute(&mut self, sql: &str) -> std::result::Result<(), postgres::Error> {
+        self.client.batch_execute(sql)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+fn connect(conninfo: &str, app: &str) -> Result<Db> {
     let mut config: postgres::Config = conninfo.parse().map_err(|e| {
         Error::new(
             ErrorKind::InvalidArgument,
@@ -430,10 +501,16 @@ fn connect(conninfo: &str, app: &str) -> Result<Client> {
         config.connect_timeout(Duration::from_secs(5));
     }
     config.keepalives_idle(Duration::from_secs(10));
-    config.connect(NoTls).map_err(|e| pg_error("connecting", e))
+    let client = config
+        .connect(NoTls)
+        .map_err(|e| pg_error("connecting", e))?;
+    Ok(Db {
+        client,
+        prepared: HashMap::new(),
+    })
 }
 
-fn read_changes_in_txn(client: &mut Client, applied: u64) -> Result<(u64, Vec<Change>)> {
+fn read_changes_in_txn(client: &mut Db, applied: u64) -> Result<(u64, Vec<Change>)> {
     let head = read_head(client)?;
     if head.pos == applied {
         return Ok((head.pos, Vec::new()));
@@ -492,7 +569,7 @@ struct Head {
     next_token_id: u64,
 }
 
-fn read_head(client: &mut Client) -> Result<Head> {
+fn read_head(client: &mut Db) -> Result<Head> {
     let row = client
         .query_one(
             "SELECT pos, next_handle, next_token_id FROM tessera_head",
@@ -509,7 +586,7 @@ fn read_head(client: &mut Client) -> Result<Head> {
 /// The whole state as mutations (counters, then one `UserRestored` per user) and the key
 /// ring: what a snapshot holds in the embedded store. Call inside a repeatable-read
 /// transaction.
-fn load_state(client: &mut Client, head: &Head) -> Result<(Vec<Mutation>, StoredKeyRing)> {
+fn load_state(client: &mut Db, head: &Head) -> Result<(Vec<Mutation>, StoredKeyRing)> {
     let keys = load_keys(client)?;
     let mut tokens: HashMap<u64, Vec<AccessTokenEntry>> = HashMap::new();
     let mut devices: HashMap<u64, Vec<Device>> = HashMap::new();
@@ -519,6 +596,7 @@ fn load_state(client: &mut Client, head: &Head) -> Result<(Vec<Mutation>, Stored
     }];
     {
         let mut rows = client
+            .client
             .query_raw(
                 "SELECT handle, entry FROM tessera_access_tokens ORDER BY handle, id",
                 std::iter::empty::<i64>(),
@@ -537,6 +615,7 @@ fn load_state(client: &mut Client, head: &Head) -> Result<(Vec<Mutation>, Stored
     }
     {
         let mut rows = client
+            .client
             .query_raw(
                 "SELECT handle, entry FROM tessera_devices ORDER BY handle, added_pos",
                 std::iter::empty::<i64>(),
@@ -551,6 +630,7 @@ fn load_state(client: &mut Client, head: &Head) -> Result<(Vec<Mutation>, Stored
         }
     }
     let mut rows = client
+        .client
         .query_raw(
             "SELECT handle, session_epoch, token_required, record FROM tessera_users \
              ORDER BY handle",
@@ -573,7 +653,7 @@ fn load_state(client: &mut Client, head: &Head) -> Result<(Vec<Mutation>, Stored
     Ok((state, keys))
 }
 
-fn load_keys(client: &mut Client) -> Result<StoredKeyRing> {
+fn load_keys(client: &mut Db) -> Result<StoredKeyRing> {
     let next = client
         .query_one("SELECT next_key_number FROM tessera_head", &[])
         .map_err(|e| pg_error("loading keys", e))?
@@ -604,7 +684,7 @@ fn load_keys(client: &mut Client) -> Result<StoredKeyRing> {
 }
 
 /// Replaces the key rows with `ring` (in the caller's transaction).
-fn store_keys(client: &mut Client, ring: &StoredKeyRing) -> Result<()> {
+fn store_keys(client: &mut Db, ring: &StoredKeyRing) -> Result<()> {
     let err = |e| pg_error("storing keys", e);
     client
         .execute("DELETE FROM tessera_keys", &[])
@@ -634,7 +714,7 @@ fn store_keys(client: &mut Client, ring: &StoredKeyRing) -> Result<()> {
     Ok(())
 }
 
-fn insert_log(client: &mut Client, pos: u64, kind: i16, payload: &[u8]) -> Result<()> {
+fn insert_log(client: &mut Db, pos: u64, kind: i16, payload: &[u8]) -> Result<()> {
     client
         .execute(
             "INSERT INTO tessera_log (pos, kind, payload) VALUES ($1, $2, $3)",
@@ -657,7 +737,7 @@ fn record_columns(r: &UserRecord) -> (&str, &str, Option<&str>, bool, i64) {
     )
 }
 
-fn put_discovery_keys(client: &mut Client, handle: i64, record: &UserRecord) -> Result<()> {
+fn put_discovery_keys(client: &mut Db, handle: i64, record: &UserRecord) -> Result<()> {
     let err = |e| pg_error("storing discovery keys", e);
     client
         .execute(
@@ -677,7 +757,7 @@ fn put_discovery_keys(client: &mut Client, handle: i64, record: &UserRecord) -> 
 }
 
 fn put_user(
-    client: &mut Client,
+    client: &mut Db,
     handle: i64,
     record: &UserRecord,
     epoch: u32,
@@ -712,7 +792,7 @@ fn put_user(
     Ok(())
 }
 
-fn put_token(client: &mut Client, handle: i64, t: &AccessTokenEntry) -> Result<()> {
+fn put_token(client: &mut Db, handle: i64, t: &AccessTokenEntry) -> Result<()> {
     let err = |e| pg_error("storing an access token", e);
     client
         .execute(
@@ -738,7 +818,7 @@ fn put_token(client: &mut Client, handle: i64, t: &AccessTokenEntry) -> Result<(
 }
 
 fn issue_token(
-    client: &mut Client,
+    client: &mut Db,
     handle: u64,
     entry: &AccessTokenEntry,
     evicted: &[u64],
@@ -755,7 +835,7 @@ fn issue_token(
     put_token(client, handle as i64, entry)
 }
 
-fn put_device(client: &mut Client, handle: i64, pos: u64, d: &Device) -> Result<()> {
+fn put_device(client: &mut Db, handle: i64, pos: u64, d: &Device) -> Result<()> {
     let json = serde_json::to_value(d)
         .map_err(|e| Error::new(ErrorKind::Internal, format!("serialising a device: {e}")))?;
     client
@@ -778,8 +858,8 @@ fn put_device(client: &mut Client, handle: i64, pos: u64, d: &Device) -> Result<
 
 /// Projects a mutation onto the plain tables, in the writer's transaction. Every statement
 /// follows from the mutation's facts; no rule is decided here.
-fn project(client: &mut Client, pos: u64, m: &Mutation) -> Result<()> {
-    let exec = |client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]| {
+fn project(client: &mut Db, pos: u64, m: &Mutation) -> Result<()> {
+    let exec = |client: &mut Db, sql: &'static str, params: &[&(dyn ToSql + Sync)]| {
         client
             .execute(sql, params)
             .map(|_| ())
@@ -1019,7 +1099,7 @@ impl Persistence for PgPersistence {
 
 /// Deletes log entries every live node has applied, keeping `log_retention` of them; a node
 /// not seen for ten minutes no longer holds the log back (it reloads when it returns).
-fn prune(client: &mut Client, shared: &Shared) -> Result<()> {
+fn prune(client: &mut Db, shared: &Shared) -> Result<()> {
     client
         .execute(
             "DELETE FROM tessera_log WHERE pos < LEAST( \
@@ -1039,7 +1119,7 @@ impl Drop for PgPersistence {
 }
 
 /// Creates or checks the schema and the key ring; returns the ring to use.
-fn initialise(client: &mut Client, fresh_ring: &StoredKeyRing) -> Result<StoredKeyRing> {
+fn initialise(client: &mut Db, fresh_ring: &StoredKeyRing) -> Result<StoredKeyRing> {
     client
         .batch_execute("BEGIN")
         .map_err(|e| pg_error("starting initialisation", e))?;
@@ -1055,7 +1135,7 @@ fn initialise(client: &mut Client, fresh_ring: &StoredKeyRing) -> Result<StoredK
     result
 }
 
-fn initialise_in_txn(txn: &mut Client, fresh_ring: &StoredKeyRing) -> Result<StoredKeyRing> {
+fn initialise_in_txn(txn: &mut Db, fresh_ring: &StoredKeyRing) -> Result<StoredKeyRing> {
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
         .map_err(|e| pg_error("locking initialisation", e))?;
     let exists = txn
@@ -1210,11 +1290,11 @@ fn start_threads(shared: &Arc<Shared>, engine: WeakEngine) -> Result<()> {
 /// The follower: waits for a notification (or the poll interval), then applies everything
 /// committed since this node's position. Reconnects after any failure.
 fn follow(shared: &Shared, engine: &WeakEngine) {
-    let mut listener: Option<Client> = None;
+    let mut listener: Option<Db> = None;
     let mut backoff = Duration::from_millis(20);
     let mut last_heartbeat = Instant::now() - Duration::from_secs(3600);
     while !shared.stop.load(Ordering::Acquire) {
-        if listener.as_ref().is_none_or(Client::is_closed) {
+        if listener.as_ref().is_none_or(Db::is_closed) {
             match connect(&shared.conninfo, "tessera-follower").and_then(|mut c| {
                 c.batch_execute(&format!("LISTEN {CHANNEL}"))
                     .map_err(|e| pg_error("listening", e))?;
@@ -1257,12 +1337,13 @@ fn follow(shared: &Shared, engine: &WeakEngine) {
         }
         // Wait for a wake-up; several queued notifications are one catch-up.
         let woke = client
+            .client
             .notifications()
             .timeout_iter(shared.options.poll_interval)
             .next();
         match woke {
             Ok(Some(_)) => {
-                let _ = client.notifications().iter().count();
+                let _ = client.client.notifications().iter().count();
             }
             Ok(None) => {}
             Err(_) => listener = None,
@@ -1308,9 +1389,7 @@ mod bulk {
     use std::fmt::Write as _;
     use std::io::Write as _;
 
-    use postgres::Client;
-
-    use super::{encode, pg_error, project, KIND_MUTATION};
+    use super::{encode, pg_error, project, Db, KIND_MUTATION};
     use crate::error::{Error, ErrorKind, Result};
     use crate::mutation::Mutation;
 
@@ -1341,9 +1420,9 @@ mod bulk {
         }
     }
 
-    fn copy(client: &mut Client, sql: &str, rows: &str) -> Result<()> {
+    fn copy(client: &mut Db, sql: &str, rows: &str) -> Result<()> {
         let err = |e| pg_error("bulk-loading", e);
-        let mut w = client.copy_in(sql).map_err(err)?;
+        let mut w = client.client.copy_in(sql).map_err(err)?;
         w.write_all(rows.as_bytes()).map_err(|e| {
             Error::new(
                 ErrorKind::Unavailable,
@@ -1355,7 +1434,7 @@ mod bulk {
 
     /// Writes `mutations` at positions `first..`; falls back to a statement per row unless
     /// the batch is a state (counters and whole users).
-    pub(super) fn write(client: &mut Client, first: u64, mutations: &[Mutation]) -> Result<()> {
+    pub(super) fn write(client: &mut Db, first: u64, mutations: &[Mutation]) -> Result<()> {
         let state_only = mutations
             .iter()
             .all(|m| matches!(m, Mutation::Counters { .. } | Mutation::UserRestored { .. }));
