@@ -30,9 +30,7 @@ use crate::key_ring::{KeyId, KeyInfo, KeyRing, KeySecret, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::{MemoryPersistence, Persistence};
 use crate::profile_image::{self, ProfileImage};
-use crate::session_token::{
-    self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
-};
+use crate::session_token::{self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE};
 use crate::user::{check_text, normalize_user_id, NewUser, User, UserPatch, UserRecord};
 use crate::user_table::UserTable;
 
@@ -1163,23 +1161,12 @@ impl Engine {
     ) -> Result<SessionToken> {
         let config = &self.inner.config;
         let now = self.now();
-        let exp_ms = expires_at_ms.unwrap_or(now.saturating_add(config.session_ttl_ms));
-        let exp_s = exp_ms.div_euclid(1000);
-        if exp_s * 1000 <= now {
-            return Err(Error::new(
-                ErrorKind::InvalidExpiry,
-                "expiry is not in the future (it is rounded down to whole seconds)",
-            ));
-        }
-        if exp_ms > now.saturating_add(config.session_max_ttl_ms) || exp_s > MAX_SECONDS {
-            return Err(Error::new(
-                ErrorKind::InvalidExpiry,
-                format!(
-                    "expiry is more than {} ms from now",
-                    config.session_max_ttl_ms
-                ),
-            ));
-        }
+        let exp_s = session_token::expiry_seconds(
+            now,
+            expires_at_ms,
+            config.session_ttl_ms,
+            config.session_max_ttl_ms,
+        )?;
         let (handle, id) = self.handle_of(user_id)?;
         let (active, epoch, required) = self
             .with_slot(handle, |s| (s.record.active, s.epoch, s.token_required))
@@ -1220,7 +1207,7 @@ impl Engine {
         let keys = self.inner.keys.load();
         let (claims, key_id) = session_token::verify(&keys, token)?;
         drop(keys);
-        if claims.exp_s * 1000 + self.inner.config.clock_skew_ms < self.now() {
+        if !session_token::accepted_at(claims.exp_s, self.inner.config.clock_skew_ms, self.now()) {
             return Err(Error::new(ErrorKind::TokenExpired, "session token expired"));
         }
         self.with_slot(claims.handle, |s| {
@@ -1232,8 +1219,8 @@ impl Engine {
             }
             Ok(VerifiedSession {
                 user_id: String::from(&*s.record.id),
-                issued_at_ms: claims.iat_s * 1000,
-                expires_at_ms: claims.exp_s * 1000,
+                issued_at_ms: claims.iat_ms(),
+                expires_at_ms: claims.exp_ms(),
                 key_id,
             })
         })

@@ -86,6 +86,85 @@ pub(crate) struct Claims {
     pub exp_s: i64,
 }
 
+impl Claims {
+    /// `iat` in milliseconds.
+    pub fn iat_ms(&self) -> i64 {
+        seconds_to_ms(self.iat_s)
+    }
+
+    /// `exp` in milliseconds.
+    pub fn exp_ms(&self) -> i64 {
+        seconds_to_ms(self.exp_s)
+    }
+}
+
+/// Seconds to milliseconds. Token times are 0..=[`MAX_SECONDS`] (parsing and [`expiry_seconds`]
+/// guarantee it), where this is exact; anything else saturates instead of wrapping.
+fn seconds_to_ms(s: i64) -> i64 {
+    s.saturating_mul(1000)
+}
+
+/// The `exp` claim, in seconds, of a token issued at `now_ms` (which is not negative):
+/// `requested_ms` rounded down to whole seconds, or `now_ms + ttl_ms` when none is requested.
+/// Fails with [`ErrorKind::InvalidExpiry`] unless the expiry is after `now_ms`, at most
+/// `max_ttl_ms` after it, and no later than [`MAX_SECONDS`]. Every step is checked: no input,
+/// `i64::MIN` and `i64::MAX` included, can wrap into a valid-looking expiry.
+pub(crate) fn expiry_seconds(
+    now_ms: i64,
+    requested_ms: Option<i64>,
+    ttl_ms: i64,
+    max_ttl_ms: i64,
+) -> Result<i64> {
+    let past = || {
+        Error::new(
+            ErrorKind::InvalidExpiry,
+            "expiry is not in the future (it is rounded down to whole seconds)",
+        )
+    };
+    let too_far = || {
+        Error::new(
+            ErrorKind::InvalidExpiry,
+            format!("expiry is more than {max_ttl_ms} ms from now, or after the year 2286"),
+        )
+    };
+    let exp_ms = match requested_ms {
+        Some(ms) => ms,
+        None => now_ms.checked_add(ttl_ms).ok_or_else(too_far)?,
+    };
+    let exp_s = exp_ms.div_euclid(1000);
+    // The range check comes first, so the multiplication after it cannot overflow.
+    if exp_s < 0 {
+        return Err(past());
+    }
+    if exp_s > MAX_SECONDS {
+        return Err(too_far());
+    }
+    let whole_ms = exp_s.checked_mul(1000).ok_or_else(too_far)?;
+    if whole_ms <= now_ms {
+        return Err(past());
+    }
+    // A limit beyond i64::MAX cannot be exceeded.
+    if now_ms
+        .checked_add(max_ttl_ms)
+        .is_some_and(|limit| exp_ms > limit)
+    {
+        return Err(too_far());
+    }
+    Ok(exp_s)
+}
+
+/// Whether a token expiring at `exp_s` is still accepted at `now_ms` with `leeway_ms` of clock
+/// skew. RFC 7519 §4.1.4: it MUST NOT be accepted on or after `exp`, so the bound is
+/// exclusive — accepted up to `exp + leeway - 1 ms`. A bound that would overflow accepts
+/// nothing.
+#[inline]
+pub(crate) fn accepted_at(exp_s: i64, leeway_ms: i64, now_ms: i64) -> bool {
+    exp_s
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(leeway_ms))
+        .is_some_and(|limit| now_ms < limit)
+}
+
 /// A small stack buffer writer, so encoding allocates only the returned string.
 struct Buf<const N: usize> {
     bytes: [u8; N],
@@ -123,10 +202,18 @@ impl<const N: usize> Buf<N> {
 
 /// Signs `claims` with `key`. The claims must be within the documented ranges.
 pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> {
-    debug_assert!(claims.handle >= 1 && claims.handle <= MAX_HANDLE);
-    debug_assert!(claims.epoch <= MAX_EPOCH);
-    debug_assert!((0..=MAX_SECONDS).contains(&claims.iat_s));
-    debug_assert!((0..=MAX_SECONDS).contains(&claims.exp_s));
+    // The engine checks each of these first; a value outside them would break the length
+    // bounds (or, negative, could not be written), so it is refused rather than clamped.
+    if !((1..=MAX_HANDLE).contains(&claims.handle)
+        && claims.epoch <= MAX_EPOCH
+        && (0..=MAX_SECONDS).contains(&claims.iat_s)
+        && (0..=MAX_SECONDS).contains(&claims.exp_s))
+    {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            "session token claims out of range",
+        ));
+    }
     let mut header = Buf::<32>::new();
     header.push(HEADER_PREFIX);
     header.push(key.id.as_str().as_bytes());
@@ -137,9 +224,9 @@ pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> 
     payload.push(br#","rv":"#);
     payload.push_u64(u64::from(claims.epoch));
     payload.push(br#","iat":"#);
-    payload.push_u64(claims.iat_s.max(0) as u64);
+    payload.push_u64(claims.iat_s.unsigned_abs());
     payload.push(br#","exp":"#);
-    payload.push_u64(claims.exp_s.max(0) as u64);
+    payload.push_u64(claims.exp_s.unsigned_abs());
     payload.push(b"}");
 
     // Assembled in a stack buffer with slice encoders (the string-appending encoder costs
@@ -165,7 +252,7 @@ pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> 
     let text = std::str::from_utf8(&buf[..n]).map_err(|_| internal())?;
     Ok(SessionToken {
         token: Zeroizing::new(String::from(text)),
-        expires_at_ms: claims.exp_s * 1000,
+        expires_at_ms: claims.exp_ms(),
     })
 }
 

@@ -537,8 +537,8 @@ fn session_token_expiry_default_custom_and_bounds() {
     assert_eq!(v.expires_at_ms, T0 + 7 * DAY_MS);
     assert_eq!(v.key_id.as_str(), "1");
 
-    // Expiry with the 5 s leeway.
-    clock.set(T0 + 7 * DAY_MS + 5_000);
+    // Expiry with the 5 s leeway (the bound itself: session_expiry_bound_is_exclusive).
+    clock.set(T0 + 7 * DAY_MS + 4_999);
     assert!(e.verify_session_token(t.as_str()).is_ok());
     clock.advance(1);
     assert_eq!(
@@ -563,6 +563,132 @@ fn session_token_expiry_default_custom_and_bounds() {
         kind(e.issue_session_token("a", Some(T0 + max + 1))),
         ErrorKind::InvalidExpiry
     );
+}
+
+#[test]
+fn session_expiry_bound_is_exclusive() {
+    // RFC 7519 §4.1.4: a token MUST NOT be accepted on or after `exp` (+ the leeway).
+    for leeway in [0, 1, 5_000, 3_600_000] {
+        let (e, clock) = engine_with(Config {
+            clock_skew_ms: leeway,
+            ..Config::default()
+        });
+        e.create_user(NewUser::new("a", "")).unwrap();
+        let exp = T0 + 60_000;
+        let t = e.issue_session_token("a", Some(exp)).unwrap();
+        assert_eq!(t.expires_at_ms(), exp);
+        clock.set(exp + leeway - 1);
+        assert!(
+            e.verify_session_token(t.as_str()).is_ok(),
+            "leeway {leeway}"
+        );
+        assert!(e.authenticate("a", Some(t.as_str())).is_ok());
+        clock.set(exp + leeway);
+        assert_eq!(
+            kind(e.verify_session_token(t.as_str())),
+            ErrorKind::TokenExpired,
+            "leeway {leeway}"
+        );
+        assert_eq!(
+            kind(e.authenticate("a", Some(t.as_str()))),
+            ErrorKind::TokenExpired
+        );
+    }
+}
+
+#[test]
+fn session_expiry_arithmetic_is_checked_at_every_extreme() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let mut refused = vec![
+        i64::MAX,
+        i64::MAX - 999,
+        i64::MAX / 1000,
+        i64::MAX / 1000 * 1000,
+        0,
+        -1,
+        -999,
+        -1_000,
+        -1_001,
+        i64::MIN / 1000,
+        i64::MIN / 1000 * 1000,
+        T0,
+        T0 - 1,
+        T0 + 999,           // rounds down to T0
+        10_000_000_000_000, // after 9 999 999 999 s, the largest `exp` a token can hold
+    ];
+    refused.extend((0..=1_000).map(|d| i64::MIN + d));
+    for exp in refused {
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(exp))),
+            ErrorKind::InvalidExpiry,
+            "{exp}"
+        );
+    }
+    assert_eq!(
+        e.issue_session_token("a", Some(T0 + 1_000))
+            .unwrap()
+            .expires_at_ms(),
+        T0 + 1_000
+    );
+
+    // The latest expiry a token can carry, 9 999 999 999 s (the year 2286), is the edge.
+    let last = 9_999_999_999_000;
+    let (far, far_clock) = engine_with(Config {
+        session_max_ttl_ms: 100 * 365 * DAY_MS,
+        ..Config::default()
+    });
+    far.create_user(NewUser::new("a", "")).unwrap();
+    far_clock.set(last - DAY_MS);
+    let t = far.issue_session_token("a", Some(last + 999)).unwrap();
+    assert_eq!(t.expires_at_ms(), last);
+    assert_eq!(
+        far.verify_session_token(t.as_str()).unwrap().expires_at_ms,
+        last
+    );
+    assert_eq!(
+        kind(far.issue_session_token("a", Some(last + 1_000))),
+        ErrorKind::InvalidExpiry
+    );
+    // The default lifetime would end past it.
+    assert_eq!(
+        kind(far.issue_session_token("a", None)),
+        ErrorKind::InvalidExpiry
+    );
+
+    // A clock at the ends of time: nothing panics or wraps.
+    let token = e.issue_session_token("a", None).unwrap();
+    for now in [i64::MAX, i64::MAX - 1, last + 1_000] {
+        clock.set(now);
+        assert_eq!(
+            kind(e.issue_session_token("a", None)),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(i64::MAX))),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(e.verify_session_token(token.as_str())),
+            ErrorKind::TokenExpired
+        );
+    }
+    // A clock before 1970 reads as the epoch itself.
+    for now in [i64::MIN, i64::MIN + 1, -1] {
+        clock.set(now);
+        let t = e.issue_session_token("a", Some(1_000)).unwrap();
+        assert_eq!(t.expires_at_ms(), 1_000);
+        let v = e.verify_session_token(t.as_str()).unwrap();
+        assert_eq!((v.issued_at_ms, v.expires_at_ms), (0, 1_000));
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(0))),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(i64::MIN))),
+            ErrorKind::InvalidExpiry
+        );
+    }
 }
 
 #[test]
