@@ -94,12 +94,6 @@
 #define TESSERA_KEY_ID_BUF_SIZE 4
 
 /**
- * Pass as `expires_at_ms` to `tessera_session_token_issue` for the configured default
- * lifetime (7 days unless configured otherwise).
- */
-#define TESSERA_SESSION_DEFAULT_EXPIRY 0
-
-/**
  * Size of the `user_id` arrays in result structs: the longest user id any configuration allows
  * (191 characters of up to 4 UTF-8 bytes each) plus the terminating NUL.
  */
@@ -108,9 +102,11 @@
 /**
  * The C ABI version. It changes only when a change would break a program compiled against an
  * earlier header (a function removed or its signature changed, a struct layout changed);
- * adding functions or status codes does not change it.
+ * adding functions or status codes does not change it. 2: `tessera_session_token_issue` takes
+ * every expiry literally (0 no longer means the default; see
+ * `tessera_session_token_issue_default`) and `TESSERA_SESSION_DEFAULT_EXPIRY` is gone.
  */
-#define TESSERA_ABI_VERSION 1
+#define TESSERA_ABI_VERSION 2
 
 /**
  * The result of every fallible Tessera function.
@@ -893,12 +889,15 @@ tessera_status tessera_profile_image_get(const struct tessera_engine *engine,
                                          const char **out_content_type);
 
 /**
- * Issues a session token (an HS256 JWT of 119..=168 characters) for a user and writes it,
- * NUL-terminated, into `token_buf`.
+ * Issues a session token (an HS256 JWT of 119..=168 characters) for a user, expiring at
+ * `expires_at_ms`, and writes it, NUL-terminated, into `token_buf`.
  *
- * `expires_at_ms` is the expiry in ms since the Unix epoch (rounded down to whole seconds), or
- * `TESSERA_SESSION_DEFAULT_EXPIRY` (0) for the configured default; one in the past or beyond
- * the configured maximum fails with `TESSERA_INVALID_EXPIRY`. `token_cap` must be at least
+ * `expires_at_ms` is the expiry in ms since the Unix epoch, rounded down to whole seconds.
+ * Every value is taken literally: one not in the future (0 and every negative value
+ * included), more than the configured maximum from now, or past the year 2286 fails with
+ * `TESSERA_INVALID_EXPIRY` — so an expiry computed by mistake as 0 or as a wrapped sum is
+ * an error, never a token. For the configured default lifetime call
+ * `tessera_session_token_issue_default`. `token_cap` must be at least
  * `TESSERA_SESSION_TOKEN_MAX_LEN + 1`; this is checked before anything happens
  * (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_SESSION_TOKEN_MAX_LEN`).
  * `*out_token_len` receives the token length; `*out_expires_at_ms` (if not NULL) the expiry.
@@ -918,6 +917,23 @@ tessera_status tessera_session_token_issue(const struct tessera_engine *engine,
                                            size_t token_cap,
                                            size_t *out_token_len,
                                            int64_t *out_expires_at_ms);
+
+/**
+ * Issues a session token with the configured default lifetime (7 days unless configured
+ * otherwise); otherwise exactly `tessera_session_token_issue`.
+ *
+ * Hot path: allocates nothing for the caller. Thread-safe.
+ *
+ * # Safety
+ * As `tessera_session_token_issue`.
+ */
+tessera_status tessera_session_token_issue_default(const struct tessera_engine *engine,
+                                                   const char *user_id,
+                                                   size_t user_id_len,
+                                                   char *token_buf,
+                                                   size_t token_cap,
+                                                   size_t *out_token_len,
+                                                   int64_t *out_expires_at_ms);
 
 /**
  * Verifies a session token: format and signature first (any failure there is

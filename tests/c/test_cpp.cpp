@@ -63,6 +63,12 @@ int main() {
     CHECK(v.user_id == "alice" && v.expires_at_ms == s.expires_at_ms && !v.key_id.empty());
     CHECK(engine.authenticate("alice", s.token).method == TESSERA_AUTH_SESSION_TOKEN);
     CHECK(code_of([&] { engine.authenticate("alice"); }) == TESSERA_TOKEN_REQUIRED);
+    // An explicit expiry is literal: 0 is not "the default".
+    CHECK(engine.issue_session_token("alice", s.expires_at_ms - 1000).expires_at_ms ==
+          s.expires_at_ms - 1000);
+    CHECK(code_of([&] { engine.issue_session_token("alice", 0); }) == TESSERA_INVALID_EXPIRY);
+    CHECK(code_of([&] { engine.issue_session_token("alice", INT64_MIN); }) ==
+          TESSERA_INVALID_EXPIRY);
 
     // Concurrent verification through one const Engine.
     {

@@ -418,8 +418,7 @@ static void test_session_tokens(tessera_engine *e) {
     tessera_verified_session v;
     tessera_authenticated a;
 
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), TESSERA_SESSION_DEFAULT_EXPIRY, tok,
-                                         sizeof tok, &len, &exp));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, &exp));
     CHECK(len >= 119 && len <= TESSERA_SESSION_TOKEN_MAX_LEN && strlen(tok) == len);
     CHECK(exp > 0);
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
@@ -449,20 +448,48 @@ static void test_session_tokens(tessera_engine *e) {
     }
 
     /* Buffer checked before issuing. */
-    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, small, sizeof small, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("alice"), small, sizeof small, &len, NULL),
              TESSERA_BUFFER_TOO_SMALL);
     CHECK(len == TESSERA_SESSION_TOKEN_MAX_LEN);
-    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, NULL, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, NULL, NULL),
              TESSERA_NULL_POINTER);
     CHECK_ST(tessera_session_token_issue(e, S("alice"), 1000, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_EXPIRY);
-    CHECK_ST(tessera_session_token_issue(e, S("zed"), 0, tok, sizeof tok, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("zed"), tok, sizeof tok, &len, NULL),
              TESSERA_USER_NOT_FOUND);
-    CHECK_ST(tessera_session_token_issue(e, BAD_UTF8, 3, 0, tok, sizeof tok, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, BAD_UTF8, 3, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_UTF8);
 
+    /* An explicit expiry is taken literally: 0 is the distant past, not "the default", and no
+     * extreme value wraps into a valid-looking one. A failure writes no expiry. */
+    {
+        static const int64_t refused[] = {0,         -1,        -1000,         1000,
+                                          INT64_MIN, INT64_MAX, INT64_MAX - 999};
+        int64_t got = 42;
+        int64_t d;
+        size_t i;
+        for (i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+            CHECK_ST(tessera_session_token_issue(e, S("alice"), refused[i], tok, sizeof tok, &len,
+                                                 &got),
+                     TESSERA_INVALID_EXPIRY);
+        }
+        for (d = 1; d <= 1000; d++) {
+            CHECK_ST(tessera_session_token_issue(e, S("alice"), INT64_MIN + d, tok, sizeof tok,
+                                                 &len, &got),
+                     TESSERA_INVALID_EXPIRY);
+        }
+        CHECK(got == 42);
+        CHECK_OK(tessera_session_token_issue(e, S("alice"), exp - 1000, tok, sizeof tok, &len,
+                                             &got));
+        CHECK(got == exp - 1000);
+        CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+        CHECK(v.expires_at_ms == exp - 1000);
+        CHECK_ST(tessera_session_token_issue(NULL, S("alice"), exp, tok, sizeof tok, &len, NULL),
+                 TESSERA_NULL_POINTER);
+    }
+
     /* Tampering. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     tok[len - 2] = (char)(tok[len - 2] == 'A' ? 'B' : 'A');
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
     CHECK_ST(tessera_session_token_verify(e, BAD_UTF8, 3, &v), TESSERA_INVALID_UTF8);
@@ -470,14 +497,14 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK_ST(tessera_session_token_verify(NULL, tok, len, &v), TESSERA_NULL_POINTER);
 
     /* Revocation of one user's sessions. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_revoke(e, S("alice")));
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_session_token_revoke(e, S("zed")), TESSERA_USER_NOT_FOUND);
     CHECK_ST(tessera_session_token_revoke(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
 
     /* Deactivation stops verification without revoking. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_user_deactivate(e, S("alice"), NULL));
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_USER_DEACTIVATED);
     CHECK_OK(tessera_user_reactivate(e, S("alice"), NULL));
@@ -497,7 +524,7 @@ static void test_keys(tessera_engine *e) {
     tessera_verified_session v;
     char old_kid[TESSERA_KEY_ID_BUF_SIZE];
 
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     memcpy(old_kid, v.key_id, sizeof old_kid);
     CHECK_OK(tessera_key_rotate(e, &k));
@@ -630,7 +657,7 @@ static void active_key_id(tessera_engine *e, const char *user, char kid[TESSERA_
     size_t len = 0;
     tessera_verified_session v;
     kid[0] = '\0';
-    CHECK_OK(tessera_session_token_issue(e, user, strlen(user), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, user, strlen(user), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     memcpy(kid, v.key_id, TESSERA_KEY_ID_BUF_SIZE);
 }
@@ -690,7 +717,7 @@ static void test_durable(void) {
     CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"dora\", \"nickname\": \"Dora\"}"), NULL));
     CHECK_OK(tessera_access_token_issue(e, S("dora"), S("laptop"), at, sizeof at, &at_len, NULL,
                                         NULL));
-    CHECK_OK(tessera_session_token_issue(e, S("dora"), 0, tok, sizeof tok, &tok_len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("dora"), tok, sizeof tok, &tok_len, NULL));
     CHECK_OK(tessera_engine_store_stats(e, &s));
     CHECK(has(s, "\"records_synced\":") && has(s, "\"syncs\":") && has(s, "\"bytes_written\":"));
     CHECK(!has(s, "\"records_synced\":0"));

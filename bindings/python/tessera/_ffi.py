@@ -37,7 +37,7 @@ from . import _library
 from .errors import AbiVersionMismatch, LibraryNotFound, TesseraError, error_class
 
 #: The C ABI version this binding was written for (``TESSERA_ABI_VERSION`` in the header).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # Constants of include/tessera.h.
 OK = 0
@@ -49,7 +49,6 @@ KEY_ID_BUF_SIZE = 4
 KEY_SECRET_LEN = 32
 EVENT_DRAIN_MAX = 65536
 MAX_INPUT_LEN = 16 * 1024 * 1024
-SESSION_DEFAULT_EXPIRY = 0
 AUTH_USER_ID_ONLY = 1
 AUTH_ACCESS_TOKEN = 2
 AUTH_SESSION_TOKEN = 3
@@ -194,6 +193,9 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_session_token_issue": (
         status,
         [ENGINE_P, text, c_size_t, c_int64, c_void_p, c_size_t, size_p, POINTER(c_int64)],
+    ),
+    "tessera_session_token_issue_default": (
+        status, [ENGINE_P, text, c_size_t, c_void_p, c_size_t, size_p, POINTER(c_int64)]
     ),
     "tessera_session_token_verify": (
         status, [ENGINE_P, text, c_size_t, POINTER(tessera_verified_session)]

@@ -604,22 +604,22 @@ class Engine:
         self, user_id: str, expires_at_ms: Optional[int] = None
     ) -> SessionToken:
         """Issues a session token expiring at ``expires_at_ms`` (ms since the Unix epoch,
-        rounded down to whole seconds) or after the configured default (7 days). Raises
-        :class:`~tessera.InvalidExpiry` for an expiry in the past or beyond the maximum."""
-        if expires_at_ms is None:
-            exp = _ffi.SESSION_DEFAULT_EXPIRY
-        else:
-            exp = int(expires_at_ms)
-            if exp == _ffi.SESSION_DEFAULT_EXPIRY:
-                # 0 means "default" in C; as an explicit expiry it is the distant past.
-                exp = -1
+        rounded down to whole seconds) or, when it is ``None``, after the configured default
+        (7 days). An explicit value is taken literally: :class:`~tessera.InvalidExpiry` for
+        one not in the future (``0`` included) or beyond the maximum; ``ValueError`` for one
+        outside the 64-bit range (it would otherwise be wrapped into a valid-looking one)."""
         u = _ffi.utf8(user_id, "user_id")
+        if expires_at_ms is None:
+            fn, args = lib.tessera_session_token_issue_default, (u, len(u))
+        else:
+            exp = _i64(expires_at_ms, "expires_at_ms")
+            fn, args = lib.tessera_session_token_issue, (u, len(u), exp)
         out_exp = c_int64(0)
         ptr = self._h.enter()
         try:
             st, raw = _ffi.read_buffer(
-                lib.tessera_session_token_issue,
-                (ptr, u, len(u), exp),
+                fn,
+                (ptr, *args),
                 _ffi.SESSION_TOKEN_MAX_LEN + 1,
                 tail=(byref(out_exp),),
                 wipe=True,
@@ -795,6 +795,13 @@ def _u64(v: int, what: str) -> int:
     v = int(v)
     if not 0 <= v < 1 << 64:
         raise ValueError(f"{what} must be 0..2**64-1, got {v}")
+    return v
+
+
+def _i64(v: int, what: str) -> int:
+    v = int(v)
+    if not -(1 << 63) <= v < 1 << 63:
+        raise ValueError(f"{what} must be -2**63..2**63-1, got {v}")
     return v
 
 

@@ -147,7 +147,7 @@ def test_config_type_errors() -> None:
 
 
 def test_version_information() -> None:
-    assert tessera.ABI_VERSION == 1
+    assert tessera.ABI_VERSION == 2
     major, minor, patch = (int(x) for x in tessera.LIBRARY_VERSION.split("."))
     assert tessera.LIBRARY_VERSION_NUMBER == major * 1_000_000 + minor * 1000 + patch
     assert os.path.isfile(tessera.LIBRARY_PATH)

@@ -127,10 +127,17 @@ def test_session_explicit_expiry_and_bounds(engine: tessera.Engine, alice: str) 
     assert engine.verify_session_token(s.token).expires_at_ms == s.expires_at_ms
     year = 365 * 24 * 3600 * 1000
     engine.issue_session_token(alice, expires_at_ms=now_ms() + year - 10_000)
-    for bad in (now_ms() - 1000, 0, -5, now_ms() + year + 60_000):
+    i64_min, i64_max = -(2**63), 2**63 - 1
+    refused = [now_ms() - 1000, 0, -5, now_ms() + year + 60_000, i64_max, i64_max - 999]
+    refused += [i64_min + d for d in range(1001)]  # 0 is the C ABI's old "default" spelling
+    for bad in refused:
         with pytest.raises(tessera.InvalidExpiry) as e:
             engine.issue_session_token(alice, expires_at_ms=bad)
         assert e.value.code == 23
+    # Outside int64 ctypes would wrap it (2**64 + exp is exp); it is refused before the call.
+    for bad in (2**64 + exp, 2**63, i64_min - 1, -(2**64) + exp, 2**200):
+        with pytest.raises(ValueError, match="expires_at_ms"):
+            engine.issue_session_token(alice, expires_at_ms=bad)
 
 
 def test_session_expiry() -> None:
