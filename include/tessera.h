@@ -1031,6 +1031,21 @@ tessera_status tessera_user_get(const struct tessera_engine *engine,
                                 struct tessera_string **out_user);
 
 /**
+ * Gets a user by its handle (the `"handle"` field of every user JSON, and the `sub` claim of
+ * its session tokens, as a decimal string) and writes it as a JSON `tessera_string` to
+ * `*out_user` (required; free with `tessera_string_free`). A service that verified a session
+ * token with an exported key (`tessera_key_export`) resolves its subject this way. Fails with
+ * `TESSERA_USER_NOT_FOUND` for a handle no live user has; handles are never reused, so a
+ * deleted user's handle finds nobody even when a new user has its id. Thread-safe.
+ *
+ * # Safety
+ * `out_user` valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_user_get_by_handle(const struct tessera_engine *engine,
+                                          uint64_t handle,
+                                          struct tessera_string **out_user);
+
+/**
  * Changes the fields a JSON patch sets, all or nothing. The patch has the optional fields
  * `nickname`, `profile_url`, `metadata`, `tags`, `role`, `status_message`, `link`, `email`,
  * `mobile_number`, `discovery_keys`; a field set to `null` is cleared, a missing field is kept.

@@ -30,7 +30,9 @@ use crate::key_ring::{KeyId, KeyInfo, KeyRing, KeySecret, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::{MemoryPersistence, Persistence};
 use crate::profile_image::{self, ProfileImage};
-use crate::session_token::{self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE};
+use crate::session_token::{
+    self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, SEALED_EPOCH,
+};
 use crate::user::{check_text, normalize_user_id, NewUser, User, UserPatch, UserRecord};
 use crate::user_table::UserTable;
 
@@ -688,7 +690,7 @@ impl Engine {
         let mut w = self.lock_writer();
         if let Some(handle) = self.handle_of_normalized(&id) {
             if upsert {
-                let user = self.slot_clone(handle)?.record.to_user();
+                let user = self.slot_clone(handle)?.record.to_user(handle);
                 return Ok(Upserted {
                     user,
                     created: false,
@@ -704,7 +706,7 @@ impl Engine {
         if handle > MAX_HANDLE {
             return Err(Error::new(ErrorKind::Exhausted, "user handles exhausted"));
         }
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserCreated { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -734,7 +736,23 @@ impl Engine {
 
     /// Gets a user by id.
     pub fn get_user(&self, user_id: &str) -> Result<User> {
-        self.with_user(user_id, |s| Ok(s.record.to_user()))
+        let (handle, id) = self.handle_of(user_id)?;
+        self.with_slot(handle, |s| s.record.to_user(handle))
+            .ok_or_else(|| not_found(&id))
+    }
+
+    /// Gets a user by its [`User::handle`], the `sub` claim of its session tokens: a service
+    /// that verified a token with an [exported key](Engine::export_key) finds its user here.
+    /// Handles are never reused, so a deleted user's handle finds nobody
+    /// ([`ErrorKind::UserNotFound`]), even when a new user has taken its id.
+    pub fn get_user_by_handle(&self, handle: u64) -> Result<User> {
+        self.with_slot(handle, |s| s.record.to_user(handle))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UserNotFound,
+                    format!("no user has handle {handle}"),
+                )
+            })
     }
 
     /// Changes the fields a patch sets; all-or-nothing.
@@ -744,7 +762,7 @@ impl Engine {
         let mut record = self.live_record(handle, user_id)?;
         record.apply_patch(&self.inner.config, patch)?;
         self.check_discovery_keys(record.discovery_keys(), Some(handle))?;
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -785,10 +803,10 @@ impl Engine {
         let mut w = self.lock_writer();
         let mut record = self.live_record(handle, &id)?;
         if record.active == active {
-            return Ok(record.to_user());
+            return Ok(record.to_user(handle));
         }
         record.active = active;
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         if !active {
@@ -857,7 +875,7 @@ impl Engine {
         let mut more = false;
         let mut consider = |handle: u64, users: &mut Vec<User>| -> bool {
             // Returns false when the page is full and one more match exists.
-            let hit = self.with_slot(handle, |s| matches(s).then(|| s.record.to_user()));
+            let hit = self.with_slot(handle, |s| matches(s).then(|| s.record.to_user(handle)));
             if let Some(Some(u)) = hit {
                 if users.len() == query.limit {
                     return false;
@@ -897,7 +915,7 @@ impl Engine {
     pub fn find_user_by_discovery_key(&self, key: &str) -> Result<User> {
         let handle = self.inner.discovery.read().get(key).copied();
         handle
-            .and_then(|h| self.with_slot(h, |s| s.record.to_user()))
+            .and_then(|h| self.with_slot(h, |s| s.record.to_user(h)))
             .ok_or_else(|| Error::new(ErrorKind::UserNotFound, "no user has this discovery key"))
     }
 
@@ -913,7 +931,7 @@ impl Engine {
         let mut w = self.lock_writer();
         let mut record = self.live_record(handle, &id)?;
         record.profile_url = Some(url.into_boxed_str());
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -1020,7 +1038,7 @@ impl Engine {
     pub fn find_user_by_push_token(&self, push_token: &str) -> Result<User> {
         let handle = self.inner.push_tokens.read().get(push_token).copied();
         handle
-            .and_then(|h| self.with_slot(h, |s| s.record.to_user()))
+            .and_then(|h| self.with_slot(h, |s| s.record.to_user(h)))
             .ok_or_else(|| Error::new(ErrorKind::DeviceNotFound, "no user has this push token"))
     }
 
@@ -1174,10 +1192,12 @@ impl Engine {
         if !active {
             return Err(deactivated(&id));
         }
-        if epoch > MAX_EPOCH {
+        if epoch > MAX_EPOCH || handle > MAX_HANDLE {
+            // A handle past the token budget can only come from data of an older release.
             return Err(Error::new(
                 ErrorKind::Exhausted,
-                "this user's session revocations are exhausted; re-create the user",
+                "this user's session revocations (or handle) exceed what a session token can \
+                 carry; re-create the user",
             ));
         }
         if !required {
@@ -1240,9 +1260,10 @@ impl Engine {
         let epoch = self
             .with_slot(handle, |s| s.epoch)
             .ok_or_else(|| not_found(&id))?;
-        // Past MAX_EPOCH no token can carry the epoch: the user is sealed, with every session
-        // revoked, rather than wrapping around and reviving old tokens.
-        let next = epoch.saturating_add(1).min(MAX_EPOCH + 1);
+        // Past MAX_EPOCH no new token can carry the epoch, and SEALED_EPOCH is in no token of
+        // any format: the user ends sealed, with every session revoked, rather than wrapping
+        // around and reviving old tokens.
+        let next = epoch.saturating_add(1).min(SEALED_EPOCH);
         let ticket = self.commit(
             &mut w,
             Mutation::SessionsRevoked {
@@ -1302,7 +1323,9 @@ impl Engine {
     }
 
     /// The secret of a live signing key, so another service can verify session tokens with
-    /// any HS256 JWT library. Whoever holds it can mint tokens: treat it like a password.
+    /// any HS256 JWT library; the token's `sub` claim, a decimal string, is the
+    /// [`User::handle`] that [`Engine::get_user_by_handle`] resolves. Whoever holds the secret
+    /// can mint tokens: treat it like a password.
     pub fn export_key(&self, key_id: &str) -> Result<KeySecret> {
         let missing = || Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}"));
         let id = KeyId::parse(key_id).ok_or_else(missing)?;
@@ -1456,6 +1479,54 @@ mod tests {
             panic!("counters first")
         };
         assert_eq!(next_handle, 5);
+    }
+
+    /// State an older release could leave: a handle or an epoch past what the current token
+    /// format carries. Issuing is refused (never a token that breaks the length bounds) and
+    /// the old tokens stay revocable.
+    #[test]
+    fn handles_and_epochs_past_the_token_budget_are_refused_not_truncated() {
+        let e = Engine::in_memory().unwrap();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        let record = e.slot_clone(1).unwrap().record;
+        let mut big = record.clone();
+        big.id = "big".into();
+        e.replay(Mutation::UserCreated {
+            handle: MAX_HANDLE + 1,
+            record: big,
+        })
+        .unwrap();
+        let user = e.get_user("big").unwrap();
+        assert_eq!(user.handle, MAX_HANDLE + 1);
+        assert_eq!(e.get_user_by_handle(MAX_HANDLE + 1).unwrap(), user);
+        assert_eq!(
+            e.issue_session_token("big", None).unwrap_err().kind(),
+            ErrorKind::Exhausted
+        );
+        assert_eq!(
+            e.create_user(NewUser::new("c", "")).unwrap_err().kind(),
+            ErrorKind::Exhausted
+        );
+
+        // Format 1 carried epochs up to 9 999 999: revoking must move past the one a token
+        // holds, so it increments up to SEALED_EPOCH, which no token of any format carries.
+        for (epoch, after) in [
+            (MAX_EPOCH, MAX_EPOCH + 1),
+            (150_000, 150_001),
+            (SEALED_EPOCH - 1, SEALED_EPOCH),
+            (SEALED_EPOCH, SEALED_EPOCH),
+        ] {
+            e.replay(Mutation::SessionsRevoked { handle: 1, epoch })
+                .unwrap();
+            let issued = e.issue_session_token("a", None);
+            if epoch == MAX_EPOCH {
+                assert!(issued.is_ok());
+            } else {
+                assert_eq!(issued.unwrap_err().kind(), ErrorKind::Exhausted, "{epoch}");
+            }
+            e.revoke_sessions("a").unwrap();
+            assert_eq!(e.with_slot(1, |s| s.epoch), Some(after), "{epoch}");
+        }
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! Stateless session tokens: HS256 JWTs (RFC 7515 compact serialisation, RFC 7519 claims)
 //! that any JWT library holding the key can verify.
 //!
-//! Header `{"alg":"HS256","kid":"<kid>"}`; payload `{"u":<handle>,"rv":<epoch>,"iat":<s>,"exp":<s>}`.
-//! The user is named by its internal numeric handle, never its id, so the length does not
-//! depend on the id: with kid ≤ 3 characters, handle ≤ 12 digits, epoch ≤ 7 digits and times
-//! ≤ 10 digits every token is 119..=168 characters (the bounds Sendbird documents).
+//! Header `{"alg":"HS256","kid":"<kid>"}`; payload
+//! `{"sub":"<handle>","rv":<epoch>,"iat":<s>,"exp":<s>}`. The subject is the user's internal
+//! numeric handle as a decimal string (`sub` is a StringOrURI, RFC 7519 §4.1.2), never its
+//! id, so the length does not depend on the id, and a verifier holding an exported key can
+//! resolve it with `Engine::get_user_by_handle`. With kid ≤ 3 characters, handle ≤ 10
+//! digits, epoch ≤ 5 digits and times ≤ 10 digits every token is 125..=168 characters,
+//! within the 119..=168 Sendbird documents.
+//!
+//! Format 1, written before `sub`, had `{"u":<handle>,...}` with handle ≤ 12 digits and
+//! epoch ≤ 7 digits (119..=168 characters). Tokens in it keep verifying until they expire:
+//! both shapes are signed by the same keys, neither is a prefix of the other, and each is
+//! parsed exactly, so a format-1 token means what it meant when it was issued.
 //!
 //! Verification accepts only the exact bytes Tessera writes: that header, that claim order,
 //! canonical numbers, strict unpadded base64url with no stray bits. Everything that fails
@@ -19,14 +27,21 @@ use crate::constant_time;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key_ring::{KeyId, KeyRing, SigningKey};
 
-/// Shortest possible session token, in characters.
+/// Shortest possible session token, in characters. Tokens issued now are at least 125; 119
+/// is the shortest of the previous format, which still verifies.
 pub const SESSION_TOKEN_MIN_LEN: usize = 119;
 /// Longest possible session token, in characters.
 pub const SESSION_TOKEN_MAX_LEN: usize = 168;
-/// Largest user handle a token can carry (12 digits).
-pub(crate) const MAX_HANDLE: u64 = 999_999_999_999;
-/// Largest session epoch a token can carry (7 digits).
-pub(crate) const MAX_EPOCH: u32 = 9_999_999;
+/// Shortest token the current format writes (1-character kid, 1-digit handle, epoch and times).
+#[cfg(test)]
+const ISSUED_MIN_LEN: usize = 125;
+/// Largest user handle a token can carry (10 digits).
+pub(crate) const MAX_HANDLE: u64 = 9_999_999_999;
+/// Largest session epoch a token can carry (5 digits).
+pub(crate) const MAX_EPOCH: u32 = 99_999;
+/// An epoch no token of any format carries (format 1 allowed 7 digits): a user whose epoch
+/// reaches it has every session revoked and can be issued no more.
+pub(crate) const SEALED_EPOCH: u32 = 10_000_000;
 /// Largest timestamp, in seconds (10 digits: year 2286).
 pub(crate) const MAX_SECONDS: i64 = 9_999_999_999;
 
@@ -35,6 +50,12 @@ const HEADER_PREFIX: &[u8] = br#"{"alg":"HS256","kid":""#;
 const HEADER_PREFIX_B64: &[u8] = b"eyJhbGciOiJIUzI1NiIsImtpZCI6";
 const HEADER_SUFFIX: &[u8] = br#""}"#;
 const SIG_B64_LEN: usize = 43;
+/// The payload's start up to the subject's digits, and what follows them.
+const SUB: &[u8] = br#"{"sub":""#;
+const RV_AFTER_SUB: &[u8] = br#"","rv":"#;
+/// The same two pieces in format 1.
+const V1_U: &[u8] = br#"{"u":"#;
+const V1_RV: &[u8] = br#","rv":"#;
 
 /// A freshly issued session token. `Debug` is redacted; the text is wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
@@ -219,9 +240,9 @@ pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> 
     header.push(key.id.as_str().as_bytes());
     header.push(HEADER_SUFFIX);
     let mut payload = Buf::<72>::new();
-    payload.push(br#"{"u":"#);
+    payload.push(SUB);
     payload.push_u64(claims.handle);
-    payload.push(br#","rv":"#);
+    payload.push(RV_AFTER_SUB);
     payload.push_u64(u64::from(claims.epoch));
     payload.push(br#","iat":"#);
     payload.push_u64(claims.iat_s.unsigned_abs());
@@ -322,7 +343,8 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
     Ok((claims, key.id))
 }
 
-/// Parses `{"u":N,"rv":N,"iat":N,"exp":N}` with canonical decimal numbers.
+/// Parses `{"sub":"N","rv":N,"iat":N,"exp":N}` (or format 1's `{"u":N,"rv":N,...}`) with
+/// canonical decimal numbers.
 fn parse_payload(p: &[u8]) -> Option<Claims> {
     /// Reads `name` then a canonical number of at most `max_digits` digits.
     #[inline(always)]
@@ -348,18 +370,24 @@ fn parse_payload(p: &[u8]) -> Option<Claims> {
         Some(v)
     }
     let mut at = 0;
-    let handle = field(p, &mut at, br#"{"u":"#, 12)?;
-    let epoch = field(p, &mut at, br#","rv":"#, 7)?;
+    let (handle, epoch) = if p.starts_with(SUB) {
+        let handle = field(p, &mut at, SUB, 10)?;
+        (handle, field(p, &mut at, RV_AFTER_SUB, 5)?)
+    } else {
+        let handle = field(p, &mut at, V1_U, 12)?;
+        (handle, field(p, &mut at, V1_RV, 7)?)
+    };
     let iat = field(p, &mut at, br#","iat":"#, 10)?;
     let exp = field(p, &mut at, br#","exp":"#, 10)?;
     if &p[at..] != b"}" || handle == 0 {
         return None;
     }
+    // At most 12, 7 and 10 digits: every value fits its type.
     Some(Claims {
         handle,
-        epoch: epoch as u32,
-        iat_s: iat as i64,
-        exp_s: exp as i64,
+        epoch: u32::try_from(epoch).ok()?,
+        iat_s: i64::try_from(iat).ok()?,
+        exp_s: i64::try_from(exp).ok()?,
     })
 }
 
@@ -387,16 +415,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn shortest_and_longest_tokens_hit_the_documented_bounds() {
-        let short_ring = ring_with_keys(1);
-        let t = encode(short_ring.active(), &claims(1, 0, 0, 0)).unwrap();
-        assert_eq!(t.as_str().len(), SESSION_TOKEN_MIN_LEN);
-        assert_eq!(
-            verify(&short_ring, t.as_str()).unwrap().0,
-            claims(1, 0, 0, 0)
+    /// Signs any header and payload with `r`'s active key, as a JWT library would.
+    fn sign(r: &KeyRing, header: &str, payload: &str) -> String {
+        let mut s = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
         );
+        let mut m = r.active().mac.clone();
+        m.update(s.as_bytes());
+        s.push('.');
+        s.push_str(&URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
+        s
+    }
 
+    /// A ring whose only key is the last possible one (`zzz`, the longest key id).
+    fn longest_kid_ring() -> KeyRing {
         let stored = crate::key_ring::StoredKeyRing {
             keys: vec![crate::key_ring::StoredKey {
                 number: crate::key_ring::MAX_KEY_NUMBER,
@@ -405,17 +439,68 @@ mod tests {
             }],
             next_number: crate::key_ring::MAX_KEY_NUMBER + 1,
         };
-        let long_ring = KeyRing::from_stored(&stored).unwrap();
+        KeyRing::from_stored(&stored).unwrap()
+    }
+
+    #[test]
+    fn shortest_and_longest_tokens_hit_the_documented_bounds() {
+        let short_ring = ring_with_keys(1);
+        let t = encode(short_ring.active(), &claims(1, 0, 0, 0)).unwrap();
+        assert_eq!(t.as_str().len(), ISSUED_MIN_LEN);
+        const { assert!(ISSUED_MIN_LEN >= SESSION_TOKEN_MIN_LEN) };
+        assert_eq!(
+            verify(&short_ring, t.as_str()).unwrap().0,
+            claims(1, 0, 0, 0)
+        );
+
+        let long_ring = longest_kid_ring();
         let c = claims(MAX_HANDLE, MAX_EPOCH, MAX_SECONDS, MAX_SECONDS);
         let t = encode(long_ring.active(), &c).unwrap();
         assert_eq!(t.as_str().len(), SESSION_TOKEN_MAX_LEN);
         assert_eq!(verify(&long_ring, t.as_str()).unwrap().0, c);
+
+        // One past each field's budget cannot be written.
+        for over in [
+            claims(MAX_HANDLE + 1, 0, 0, 0),
+            claims(1, MAX_EPOCH + 1, 0, 0),
+            claims(1, 0, MAX_SECONDS + 1, 0),
+            claims(1, 0, 0, MAX_SECONDS + 1),
+            claims(1, 0, -1, 0),
+            claims(1, 0, 0, i64::MIN),
+            claims(0, 0, 0, 0),
+        ] {
+            assert_eq!(
+                encode(long_ring.active(), &over).unwrap_err().kind(),
+                ErrorKind::Internal,
+                "{over:?}"
+            );
+        }
     }
 
     #[test]
-    fn golden_token_stays_byte_identical() {
-        // Pins the wire format: a token issued by this release must verify in the next one.
-        // If this fails, the format changed; that needs a new key-id scheme, not a new literal.
+    fn format_1_tokens_keep_verifying_at_both_length_bounds() {
+        let short_ring = ring_with_keys(1);
+        let t = sign(
+            &short_ring,
+            r#"{"alg":"HS256","kid":"1"}"#,
+            r#"{"u":1,"rv":0,"iat":0,"exp":0}"#,
+        );
+        assert_eq!(t.len(), SESSION_TOKEN_MIN_LEN);
+        assert_eq!(verify(&short_ring, &t).unwrap().0, claims(1, 0, 0, 0));
+
+        let long_ring = longest_kid_ring();
+        let t = sign(
+            &long_ring,
+            r#"{"alg":"HS256","kid":"zzz"}"#,
+            r#"{"u":999999999999,"rv":9999999,"iat":9999999999,"exp":9999999999}"#,
+        );
+        assert_eq!(t.len(), SESSION_TOKEN_MAX_LEN);
+        let c = claims(999_999_999_999, 9_999_999, MAX_SECONDS, MAX_SECONDS);
+        assert_eq!(verify(&long_ring, &t).unwrap().0, c);
+        const { assert!(SEALED_EPOCH > 9_999_999 && SEALED_EPOCH > MAX_EPOCH) };
+    }
+
+    fn golden_ring() -> KeyRing {
         let stored = crate::key_ring::StoredKeyRing {
             keys: vec![crate::key_ring::StoredKey {
                 number: 1,
@@ -424,15 +509,31 @@ mod tests {
             }],
             next_number: 2,
         };
-        let r = KeyRing::from_stored(&stored).unwrap();
+        KeyRing::from_stored(&stored).unwrap()
+    }
+
+    #[test]
+    fn golden_token_stays_byte_identical() {
+        // Pins the wire format: a token issued by this release must verify in the next one.
+        // If this fails, the format changed; keep verifying the old one (GOLDEN_V1 below).
+        let r = golden_ring();
         let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
         let t = encode(r.active(), &c).unwrap();
         assert_eq!(t.as_str(), GOLDEN);
         assert_eq!(verify(&r, GOLDEN).unwrap().0, c);
     }
 
+    #[test]
+    fn golden_format_1_token_still_verifies() {
+        // Issued by the release before `sub`: the same claims, read the same way.
+        let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
+        assert_eq!(verify(&golden_ring(), GOLDEN_V1).unwrap().0, c);
+    }
+
     /// Computed independently with Python's hmac module (HS256 over the signing input).
-    const GOLDEN: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJ1Ijo0MiwicnYiOjMsImlhdCI6MTc2MzAwMDAwMCwiZXhwIjoxNzYzNjA0ODAwfQ.dCd7pqjXAY4dOB2Lz8-Lwq7QMm4lKJhsed7PE_HuBZ0";
+    const GOLDEN: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiI0MiIsInJ2IjozLCJpYXQiOjE3NjMwMDAwMDAsImV4cCI6MTc2MzYwNDgwMH0.73e7pI-TOup0s6puZLR586IfirjAwGUYwAMHfgKxvak";
+    /// The same claims in format 1 (`"u":42`), as the previous release issued them.
+    const GOLDEN_V1: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJ1Ijo0MiwicnYiOjMsImlhdCI6MTc2MzAwMDAwMCwiZXhwIjoxNzYzNjA0ODAwfQ.dCd7pqjXAY4dOB2Lz8-Lwq7QMm4lKJhsed7PE_HuBZ0";
 
     #[test]
     fn header_prefix_constant_is_the_encoding_of_the_fixed_part() {
@@ -451,7 +552,10 @@ mod tests {
         let h = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
         let p = URL_SAFE_NO_PAD.decode(parts[1]).unwrap();
         assert_eq!(h, br#"{"alg":"HS256","kid":"1"}"#);
-        assert_eq!(p, br#"{"u":42,"rv":3,"iat":1700000000,"exp":1700604800}"#);
+        assert_eq!(
+            p,
+            br#"{"sub":"42","rv":3,"iat":1700000000,"exp":1700604800}"#
+        );
     }
 
     #[test]
@@ -461,12 +565,13 @@ mod tests {
         let t = encode(r.active(), &claims(7, 0, 1_700_000_000, 4_000_000_000)).unwrap();
         #[derive(serde::Deserialize)]
         struct C {
-            u: u64,
+            sub: String,
             rv: u32,
             exp: u64,
         }
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.required_spec_claims.clear();
+        v.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
+        v.sub = Some("7".into());
         let d = jsonwebtoken::decode::<C>(
             t.as_str(),
             &jsonwebtoken::DecodingKey::from_secret(&secret),
@@ -474,8 +579,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (d.claims.u, d.claims.rv, d.claims.exp),
-            (7, 0, 4_000_000_000)
+            (d.claims.sub.as_str(), d.claims.rv, d.claims.exp),
+            ("7", 0, 4_000_000_000)
         );
         assert_eq!(d.header.kid.as_deref(), Some("1"));
     }
@@ -484,62 +589,87 @@ mod tests {
     fn foreign_but_validly_signed_shapes_are_rejected() {
         // Tokens a JWT library would accept with the same key, but Tessera never writes.
         let r = ring_with_keys(1);
-        let sign = |header: &str, payload: &str| {
-            let mut s = format!(
-                "{}.{}",
-                URL_SAFE_NO_PAD.encode(header),
-                URL_SAFE_NO_PAD.encode(payload)
-            );
-            let mut m = r.active().mac.clone();
-            m.update(s.as_bytes());
-            s.push('.');
-            s.push_str(&URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
-            s
-        };
-        let good = sign(
-            r#"{"alg":"HS256","kid":"1"}"#,
+        const H: &str = r#"{"alg":"HS256","kid":"1"}"#;
+        for good in [
+            r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
+            r#"{"sub":"9999999999","rv":99999,"iat":1700000000,"exp":1700000001}"#,
             r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
-        );
-        assert!(verify(&r, &good).is_ok());
+            r#"{"u":999999999999,"rv":9999999,"iat":1700000000,"exp":1700000001}"#,
+        ] {
+            assert!(verify(&r, &sign(&r, H, good)).is_ok(), "{good}");
+        }
         for (h, p) in [
             (
                 r#"{"alg":"none","kid":"1"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
                 r#"{"kid":"1","alg":"HS256"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
                 r#"{"alg":"HS256","kid":"1","typ":"JWT"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
                 r#"{"alg":"HS256","kid":"01"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":01,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"sub":"01","rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (H, r#"{"sub":"0","rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"sub":"","rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"sub":1,"rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (
+                H,
+                r#"{"sub":"1 ","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":0,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"sub":"\u0031","rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            // One digit past the format's budget: handle, epoch.
+            (
+                H,
+                r#"{"sub":"10000000000","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"rv":0,"u":1,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"sub":"1","rv":100000,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001,"x":1}"#,
+                H,
+                r#"{"u":1000000000000,"rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":1, "rv":0,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"u":1,"rv":10000000,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                H,
+                r#"{"sub":"1","rv":0,"iat":17000000000,"exp":1700000001}"#,
+            ),
+            // The two formats do not mix.
+            (H, r#"{"u":"1","rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (
+                H,
+                r#"{"sub":"1","u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (H, r#"{"u":01,"rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"u":0,"rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"rv":0,"sub":"1","iat":1700000000,"exp":1700000001}"#),
+            (
+                H,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001,"x":1}"#,
+            ),
+            (
+                H,
+                r#"{"sub":"1", "rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
         ] {
-            let t = sign(h, p);
+            let t = sign(&r, h, p);
             assert!(verify(&r, &t).is_err(), "{h} {p}");
         }
     }

@@ -756,6 +756,34 @@ fn key_rotation_retirement_and_emergency_revocation() {
     );
 }
 
+/// What a service holding an exported key sees: jsonwebtoken verifies the token, and its
+/// `sub` resolves, through `get_user_by_handle`, to the user it was issued to.
+fn external_subject(e: &Engine, token: &str) -> User {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: String,
+        iat: i64,
+        exp: i64,
+    }
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let secret = e.export_key(&kid).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.validate_exp = false; // the test clock is in the past of the library's wall clock
+    v.required_spec_claims = ["exp", "sub"].iter().map(|c| c.to_string()).collect();
+    let d = jsonwebtoken::decode::<Claims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &v,
+    )
+    .unwrap();
+    let verified = e.verify_session_token(token).unwrap();
+    assert_eq!(
+        (d.claims.iat * 1000, d.claims.exp * 1000),
+        (verified.issued_at_ms, verified.expires_at_ms)
+    );
+    e.get_user_by_handle(d.claims.sub.parse().unwrap()).unwrap()
+}
+
 #[test]
 fn exported_key_verifies_session_tokens_with_a_standard_jwt_library() {
     let (e, _) = engine();
@@ -763,29 +791,61 @@ fn exported_key_verifies_session_tokens_with_a_standard_jwt_library() {
     let t = e.issue_session_token("a", None).unwrap();
     let secret = e.export_key("1").unwrap();
     assert_eq!(format!("{secret:?}"), "KeySecret(<redacted>)");
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        u: u64,
-        rv: u32,
-        iat: i64,
-        exp: i64,
-    }
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    v.validate_exp = false; // the test clock is in the past of the library's wall clock
-    v.required_spec_claims.clear();
-    let d = jsonwebtoken::decode::<Claims>(
-        t.as_str(),
-        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
-        &v,
-    )
-    .unwrap();
-    assert_eq!((d.claims.u, d.claims.rv), (1, 0));
-    assert_eq!(
-        (d.claims.iat * 1000, d.claims.exp * 1000),
-        (T0, t.expires_at_ms())
-    );
+    let a = external_subject(&e, t.as_str());
+    assert_eq!((a.user_id.as_str(), a.handle), ("a", 1));
+    assert_eq!(a, e.get_user("a").unwrap());
     assert_eq!(kind(e.export_key("2")), ErrorKind::KeyNotFound);
     assert_eq!(kind(e.export_key("")), ErrorKind::KeyNotFound);
+}
+
+#[test]
+fn session_token_subjects_resolve_to_their_users() {
+    let (e, _) = engine_with(Config {
+        user_id_max_chars: 191,
+        ..Config::default()
+    });
+    let long = "é".repeat(191);
+    let ids = ["a", "bob", "Zoë", long.as_str(), "x-1_2"];
+    for id in ids {
+        e.create_user(NewUser::new(id, "")).unwrap();
+    }
+    e.rotate_key().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let u = e.get_user(id).unwrap();
+        assert_eq!(u.handle, i as u64 + 1);
+        assert_eq!(e.get_user_by_handle(u.handle).unwrap(), u);
+        let t = e.issue_session_token(id, None).unwrap();
+        let len = t.as_str().len();
+        assert!(
+            (SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&len),
+            "{len}"
+        );
+        assert_eq!(external_subject(&e, t.as_str()), u);
+    }
+    // The handle names one user forever: after a delete it finds nobody, even when the id is
+    // taken again (the new user gets a new handle).
+    let old = e.get_user("bob").unwrap();
+    let t = e.issue_session_token("bob", None).unwrap();
+    e.delete_user("bob").unwrap();
+    let new = e.create_user(NewUser::new("bob", "")).unwrap();
+    assert_ne!(new.handle, old.handle);
+    assert_eq!(
+        kind(e.get_user_by_handle(old.handle)),
+        ErrorKind::UserNotFound
+    );
+    assert_eq!(
+        external_subject(&e, e.issue_session_token("bob", None).unwrap().as_str()),
+        new
+    );
+    assert!(e.verify_session_token(t.as_str()).is_err());
+    for nobody in [0, 999, u64::MAX, u64::MAX / 64, 1 << 63] {
+        assert_eq!(kind(e.get_user_by_handle(nobody)), ErrorKind::UserNotFound);
+    }
+    // Every way of reading a user reports the same handle.
+    let page = e.list_users(&UserQuery::default()).unwrap();
+    for u in &page.users {
+        assert_eq!(e.get_user_by_handle(u.handle).unwrap(), *u);
+    }
 }
 
 #[test]
@@ -979,7 +1039,8 @@ mod props {
             let t = e.issue_session_token(&id, Some(T0 + ttl)).unwrap();
             let len = t.as_str().len();
             prop_assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&len), "{len}");
-            prop_assert_eq!(e.verify_session_token(t.as_str()).unwrap().user_id, id);
+            prop_assert_eq!(e.verify_session_token(t.as_str()).unwrap().user_id, id.as_str());
+            prop_assert_eq!(e.get_user_by_handle(1).unwrap().user_id, id);
         }
 
         #[test]

@@ -232,6 +232,18 @@ public:
         return detail::take(out);
     }
 
+    /// The user with this handle (the "handle" of its JSON, the `sub` of its session tokens)
+    /// as JSON, or nullopt when no live user has it.
+    std::optional<std::string> get_user_by_handle(uint64_t handle) const {
+        tessera_string *out = nullptr;
+        tessera_status st = tessera_user_get_by_handle(e_, handle, &out);
+        if (st == TESSERA_USER_NOT_FOUND) {
+            return std::nullopt;
+        }
+        detail::check(st);
+        return detail::take(out);
+    }
+
     std::string update_user(std::string_view user_id, std::string_view patch_json) const {
         tessera_string *out = nullptr;
         detail::check(tessera_user_update(e_, user_id.data(), user_id.size(), patch_json.data(),

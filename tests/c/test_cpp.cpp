@@ -43,6 +43,9 @@ int main() {
     CHECK(engine.user_count() == 2);
     CHECK(engine.get_user("alice").has_value());
     CHECK(!engine.get_user("nobody").has_value());
+    CHECK(engine.get_user_by_handle(1).value() == engine.get_user("alice").value());
+    CHECK(engine.get_user("bob").value().find("\"handle\":2") != std::string::npos);
+    CHECK(!engine.get_user_by_handle(3).has_value());
     CHECK(code_of([&] { engine.create_user(R"({"user_id": "alice", "nickname": "A"})"); }) ==
           TESSERA_USER_ALREADY_EXISTS);
     try {

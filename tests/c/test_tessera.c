@@ -176,6 +176,24 @@ static void test_users(tessera_engine *e) {
     CHECK_ST(tessera_user_get(NULL, S("alice"), &s), TESSERA_NULL_POINTER);
     CHECK_ST(tessera_user_get(e, NULL, 0, &s), TESSERA_INVALID_USER_ID); /* empty id */
 
+    /* get by handle: the "handle" of the user JSON, the `sub` of its session tokens. alice
+     * was created first, bob second; handle 3 ("long") was deleted and is never reused. */
+    s = NULL;
+    CHECK_OK(tessera_user_get(e, S("bob"), &s));
+    CHECK(has(s, "\"handle\":2"));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_OK(tessera_user_get_by_handle(e, 1, &s));
+    CHECK(has(s, "\"user_id\":\"alice\"") && has(s, "\"handle\":1"));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_ST(tessera_user_get_by_handle(e, 3, &s), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_get_by_handle(e, 0, &s), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_get_by_handle(e, UINT64_MAX, &s), TESSERA_USER_NOT_FOUND);
+    CHECK(s == NULL);
+    CHECK_ST(tessera_user_get_by_handle(e, 1, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_get_by_handle(NULL, 1, &s), TESSERA_NULL_POINTER);
+
     /* update */
     s = NULL;
     CHECK_OK(tessera_user_update(e, S("alice"),

@@ -204,6 +204,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_session_token_revoke_everyone": (status, [ENGINE_P]),
     "tessera_status_str": (c_void_p, [c_uint32]),  # static string
     "tessera_user_create": (status, [ENGINE_P, text, c_size_t, POINTER(STRING_P)]),
+    "tessera_user_get_by_handle": (status, [ENGINE_P, c_uint64, POINTER(STRING_P)]),
     "tessera_user_upsert": (
         status, [ENGINE_P, text, c_size_t, POINTER(c_bool), POINTER(STRING_P)]
     ),

@@ -364,6 +364,16 @@ class Engine:
         u = _ffi.utf8(user_id, "user_id")
         return User.from_json(self._call_string(lib.tessera_user_get, u, len(u)))
 
+    def get_user_by_handle(self, handle: int) -> User:
+        """The user with this :attr:`~tessera.User.handle`, which is the ``sub`` claim of its
+        session tokens (as a decimal string): a service that verified a token with an
+        exported key (:meth:`export_key`) resolves its subject here. Handles are never
+        reused: :class:`~tessera.UserNotFound` for a deleted user's handle, even when a new
+        user has its id. ``ValueError`` for a value outside 0..2**64-1."""
+        return User.from_json(
+            self._call_string(lib.tessera_user_get_by_handle, _u64(handle, "handle"))
+        )
+
     def update_user(
         self,
         user_id: str,
