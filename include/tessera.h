@@ -141,7 +141,7 @@ enum tessera_status
      */
     TESSERA_USER_ALREADY_EXISTS = 3,
     /**
-     * No user has this id (or the user was deleted).
+     * No user has this id or handle. Never returned by a token check (see docs/ERRORS.md).
      */
     TESSERA_USER_NOT_FOUND = 4,
     /**
@@ -181,7 +181,8 @@ enum tessera_status
      */
     TESSERA_IMAGE_NOT_FOUND = 13,
     /**
-     * The token is malformed, forged, signed by an unknown or retired key, or unknown.
+     * The token is not one of ours: malformed, forged, signed by a key id never issued, an
+     * unknown or revoked access token, or another user's valid token given to authenticate.
      */
     TESSERA_INVALID_TOKEN = 20,
     /**
@@ -189,7 +190,8 @@ enum tessera_status
      */
     TESSERA_TOKEN_EXPIRED = 21,
     /**
-     * The token was genuine but has been revoked.
+     * The session token was genuine but is revoked: its user's sessions revoked, its key
+     * retired (or all keys, by `tessera_session_token_revoke_everyone`), or its user deleted.
      */
     TESSERA_TOKEN_REVOKED = 22,
     /**
@@ -750,8 +752,8 @@ tessera_status tessera_key_rotate(const struct tessera_engine *engine,
                                   struct tessera_string **out_key);
 
 /**
- * Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
- * is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
+ * Retires a signing key by id: session tokens it signed stop verifying and are reported as
+ * `TESSERA_TOKEN_REVOKED` (a `key_retired` event is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
  * (rotate first). Thread-safe.
  *
  * # Safety
@@ -936,10 +938,11 @@ tessera_status tessera_session_token_issue_default(const struct tessera_engine *
                                                    int64_t *out_expires_at_ms);
 
 /**
- * Verifies a session token: format and signature first (any failure there is
- * `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), the user's existence
- * (`TESSERA_USER_NOT_FOUND`), revocation (`TESSERA_TOKEN_REVOKED`) and state
- * (`TESSERA_USER_DEACTIVATED`).
+ * Verifies a session token: format and signature first (any failure there, including a key
+ * id never issued, is `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), then
+ * revocation — of the user's sessions, by retiring its key, or by deleting its user, even
+ * when the id has been taken again (`TESSERA_TOKEN_REVOKED`; never `TESSERA_USER_NOT_FOUND`)
+ * — and the user's state (`TESSERA_USER_DEACTIVATED`). See docs/ERRORS.md.
  *
  * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
  * Thread-safe; verifications never block one another.
@@ -965,7 +968,8 @@ tessera_status tessera_session_token_revoke(const struct tessera_engine *engine,
 
 /**
  * Emergency: invalidates every session token of every user by replacing all signing keys with
- * one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
+ * one fresh key; the old tokens are `TESSERA_TOKEN_REVOKED` (`key_retired` events and one
+ * `all_sessions_revoked` event are queued).
  * Thread-safe.
  *
  * # Safety
@@ -1145,8 +1149,10 @@ tessera_status tessera_user_find_by_push_token(const struct tessera_engine *engi
  * Logs a user in (Sendbird's rule). With no token (`token` NULL and `token_len` 0), succeeds
  * only when the engine allows id-only login and the user was never issued a token (else
  * `TESSERA_TOKEN_REQUIRED`). With a token, it must be a valid access or session token *of
- * this user* (else `TESSERA_INVALID_TOKEN`, `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`,
- * `TESSERA_USER_DEACTIVATED`, ...).
+ * this user*: a failing token gets its own verify status (`TESSERA_INVALID_TOKEN`,
+ * `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`, `TESSERA_USER_DEACTIVATED`), and a valid
+ * token of anyone else `TESSERA_INVALID_TOKEN` — whether or not `user_id` exists, so a token
+ * never reveals that (only a malformed id fails first, `TESSERA_INVALID_USER_ID`).
  *
  * Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
  * Thread-safe.

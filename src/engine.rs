@@ -1221,18 +1221,33 @@ impl Engine {
         )
     }
 
-    /// Verifies a session token: its format and signature first (any failure there is
-    /// [`ErrorKind::InvalidToken`]), then expiry, the user's existence, revocation and state.
+    /// Verifies a session token. In this order: format and signature (any failure, including
+    /// a key id never issued, is [`ErrorKind::InvalidToken`]); expiry
+    /// ([`ErrorKind::TokenExpired`]); revocation, by [`revoke_sessions`](Engine::revoke_sessions),
+    /// by retiring its key ([`retire_key`](Engine::retire_key),
+    /// [`revoke_all_sessions`](Engine::revoke_all_sessions)) or by deleting its user
+    /// ([`ErrorKind::TokenRevoked`], never `UserNotFound`, even when another user now has
+    /// the id); the user's state ([`ErrorKind::UserDeactivated`]). See docs/ERRORS.md.
     pub fn verify_session_token(&self, token: &str) -> Result<VerifiedSession> {
         let keys = self.inner.keys.load();
-        let (claims, key_id) = session_token::verify(&keys, token)?;
+        let genuine = session_token::verify(&keys, token)?;
         drop(keys);
+        let claims = genuine.claims;
         if !session_token::accepted_at(claims.exp_s, self.inner.config.clock_skew_ms, self.now()) {
             return Err(Error::new(ErrorKind::TokenExpired, "session token expired"));
         }
+        let revoked = |why: &str| {
+            Error::new(
+                ErrorKind::TokenRevoked,
+                format!("session token revoked: {why}"),
+            )
+        };
+        if genuine.key_retired {
+            return Err(revoked("its signing key was retired"));
+        }
         self.with_slot(claims.handle, |s| {
             if s.epoch != claims.epoch {
-                return Err(Error::new(ErrorKind::TokenRevoked, "session token revoked"));
+                return Err(revoked("the user's sessions were revoked"));
             }
             if !s.record.active {
                 return Err(deactivated(&s.record.id));
@@ -1241,15 +1256,11 @@ impl Engine {
                 user_id: String::from(&*s.record.id),
                 issued_at_ms: claims.iat_ms(),
                 expires_at_ms: claims.exp_ms(),
-                key_id,
+                key_id: genuine.key_id,
             })
         })
-        .unwrap_or_else(|| {
-            Err(Error::new(
-                ErrorKind::UserNotFound,
-                "the session token's user no longer exists",
-            ))
-        })
+        // Handles are never reused: whoever now has the id, this token's user is gone.
+        .unwrap_or_else(|| Err(revoked("its user was deleted")))
     }
 
     /// Revokes every session token of the user issued before this call returns; tokens issued
@@ -1277,7 +1288,7 @@ impl Engine {
     }
 
     /// Emergency: invalidates every session token of every user by replacing the whole key
-    /// ring with one fresh key.
+    /// ring with one fresh key; the old tokens are [`ErrorKind::TokenRevoked`].
     pub fn revoke_all_sessions(&self) -> Result<()> {
         let _w = self.lock_writer();
         let (ring, retired) = self
@@ -1310,7 +1321,9 @@ impl Engine {
         info.ok_or_else(|| Error::new(ErrorKind::Internal, "empty key ring"))
     }
 
-    /// Retires a key: session tokens it signed stop verifying. The active key cannot be retired.
+    /// Retires a key: session tokens it signed stop verifying ([`ErrorKind::TokenRevoked`]; the
+    /// key's secret is kept only to tell them from forgeries, never to sign or export). The
+    /// active key cannot be retired.
     pub fn retire_key(&self, key_id: &str) -> Result<()> {
         let id = KeyId::parse(key_id)
             .ok_or_else(|| Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}")))?;
@@ -1341,16 +1354,19 @@ impl Engine {
 
     /// Sendbird's login rule. With no token, the login succeeds only if
     /// [`Config::allow_id_only_login`] is set and the user was never issued a token. With a
-    /// token, it must be a valid access or session token *of this user*.
+    /// token, it must be a valid access or session token *of this user*: the token's own
+    /// verdict ([`Engine::verify_session_token`], [`Engine::verify_access_token`]) is the
+    /// answer, and a valid token of anyone else is [`ErrorKind::InvalidToken`] — so with a
+    /// token the answer never depends on whether `user_id` exists.
     pub fn authenticate(&self, user_id: &str, token: Option<&str>) -> Result<Authenticated> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let (active, required) = self
-            .with_slot(handle, |s| (s.record.active, s.token_required))
-            .ok_or_else(|| not_found(&id))?;
-        if !active {
-            return Err(deactivated(&id));
-        }
         let Some(token) = token else {
+            let (handle, id) = self.handle_of(user_id)?;
+            let (active, required) = self
+                .with_slot(handle, |s| (s.record.active, s.token_required))
+                .ok_or_else(|| not_found(&id))?;
+            if !active {
+                return Err(deactivated(&id));
+            }
             if self.inner.config.allow_id_only_login && !required {
                 return Ok(Authenticated {
                     user_id: id,
@@ -1362,6 +1378,8 @@ impl Engine {
                 "a token is required to log in",
             ));
         };
+        // The id's shape is checked (that reveals nothing); its existence is not looked up.
+        let id = normalize_user_id(&self.inner.config, user_id)?;
         let (owner, method) = if token.starts_with(ACCESS_TOKEN_PREFIX) {
             let v = self.verify_access_token(token)?;
             (
@@ -1385,7 +1403,7 @@ impl Engine {
             return Err(Error::invalid_token());
         }
         Ok(Authenticated {
-            user_id: id,
+            user_id: owner,
             method,
         })
     }

@@ -20,12 +20,13 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::Mac;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::constant_time;
 use crate::error::{Error, ErrorKind, Result};
-use crate::key_ring::{KeyId, KeyRing, SigningKey};
+use crate::key_ring::{KeyId, KeyRef, KeyRing, SigningKey};
 
 /// Shortest possible session token, in characters. Tokens issued now are at least 125; 119
 /// is the shortest of the previous format, which still verifies.
@@ -290,9 +291,19 @@ fn decode<'a>(input: &[u8], out: &'a mut [u8]) -> Result<&'a [u8]> {
     }
 }
 
-/// Checks a token's format and MAC and returns its claims and key id. Expiry, revocation and
-/// the user's state are the engine's to check.
-pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
+/// A token whose MAC one of our keys verified.
+#[derive(Debug)]
+pub(crate) struct Genuine {
+    pub claims: Claims,
+    pub key_id: KeyId,
+    /// Signed by a retired key: genuine, but revoked.
+    pub key_retired: bool,
+}
+
+/// Checks a token's format and MAC and returns its claims and key. Expiry, revocation and the
+/// user's state are the engine's to check. A token signed by a retired key is returned too
+/// (marked), since only after its MAC is checked may it be called revoked rather than invalid.
+pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
     let bytes = token.as_bytes();
     if !(SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&bytes.len()) {
         return Err(Error::invalid_token());
@@ -322,11 +333,18 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
         .and_then(|t| t.strip_suffix(HEADER_SUFFIX))
         .ok_or_else(Error::invalid_token)?;
     let number = KeyId::parse_number(kid).ok_or_else(Error::invalid_token)?;
-    let key = ring.get(number).ok_or_else(Error::invalid_token)?;
+    let (mut mac, key_retired) = match ring.lookup(number).ok_or_else(Error::invalid_token)? {
+        KeyRef::Live(key) => (key.mac.clone(), false),
+        // Rare (only revoked tokens come here): derive the HMAC state from the kept secret.
+        KeyRef::Retired(secret) => (
+            <Hmac<Sha256> as Mac>::new_from_slice(secret)
+                .map_err(|_| Error::new(ErrorKind::Internal, "HMAC takes any key length"))?,
+            true,
+        ),
+    };
 
     // Encode the expected MAC and compare text in constant time: cheaper than decoding the
     // presented one, and equally strict, since only the canonical encoding can be equal.
-    let mut mac = key.mac.clone();
     mac.update(&bytes[..d2]);
     let expected = mac.finalize().into_bytes();
     let mut expected_b64 = [0u8; SIG_B64_LEN];
@@ -340,7 +358,11 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
     let mut payload_buf = [0u8; 72];
     let payload = decode(payload_b64, &mut payload_buf)?;
     let claims = parse_payload(payload).ok_or_else(Error::invalid_token)?;
-    Ok((claims, key.id))
+    Ok(Genuine {
+        claims,
+        key_id: KeyId::from_number(number),
+        key_retired,
+    })
 }
 
 /// Parses `{"sub":"N","rv":N,"iat":N,"exp":N}` (or format 1's `{"u":N,"rv":N,...}`) with
@@ -438,6 +460,7 @@ mod tests {
                 secret: [1; 32],
             }],
             next_number: crate::key_ring::MAX_KEY_NUMBER + 1,
+            ..Default::default()
         };
         KeyRing::from_stored(&stored).unwrap()
     }
@@ -449,7 +472,7 @@ mod tests {
         assert_eq!(t.as_str().len(), ISSUED_MIN_LEN);
         const { assert!(ISSUED_MIN_LEN >= SESSION_TOKEN_MIN_LEN) };
         assert_eq!(
-            verify(&short_ring, t.as_str()).unwrap().0,
+            verify(&short_ring, t.as_str()).unwrap().claims,
             claims(1, 0, 0, 0)
         );
 
@@ -457,7 +480,7 @@ mod tests {
         let c = claims(MAX_HANDLE, MAX_EPOCH, MAX_SECONDS, MAX_SECONDS);
         let t = encode(long_ring.active(), &c).unwrap();
         assert_eq!(t.as_str().len(), SESSION_TOKEN_MAX_LEN);
-        assert_eq!(verify(&long_ring, t.as_str()).unwrap().0, c);
+        assert_eq!(verify(&long_ring, t.as_str()).unwrap().claims, c);
 
         // One past each field's budget cannot be written.
         for over in [
@@ -486,7 +509,7 @@ mod tests {
             r#"{"u":1,"rv":0,"iat":0,"exp":0}"#,
         );
         assert_eq!(t.len(), SESSION_TOKEN_MIN_LEN);
-        assert_eq!(verify(&short_ring, &t).unwrap().0, claims(1, 0, 0, 0));
+        assert_eq!(verify(&short_ring, &t).unwrap().claims, claims(1, 0, 0, 0));
 
         let long_ring = longest_kid_ring();
         let t = sign(
@@ -496,7 +519,7 @@ mod tests {
         );
         assert_eq!(t.len(), SESSION_TOKEN_MAX_LEN);
         let c = claims(999_999_999_999, 9_999_999, MAX_SECONDS, MAX_SECONDS);
-        assert_eq!(verify(&long_ring, &t).unwrap().0, c);
+        assert_eq!(verify(&long_ring, &t).unwrap().claims, c);
         const { assert!(SEALED_EPOCH > 9_999_999 && SEALED_EPOCH > MAX_EPOCH) };
     }
 
@@ -508,6 +531,7 @@ mod tests {
                 secret: *b"tessera-golden-vector-secret-32b",
             }],
             next_number: 2,
+            ..Default::default()
         };
         KeyRing::from_stored(&stored).unwrap()
     }
@@ -520,14 +544,14 @@ mod tests {
         let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
         let t = encode(r.active(), &c).unwrap();
         assert_eq!(t.as_str(), GOLDEN);
-        assert_eq!(verify(&r, GOLDEN).unwrap().0, c);
+        assert_eq!(verify(&r, GOLDEN).unwrap().claims, c);
     }
 
     #[test]
     fn golden_format_1_token_still_verifies() {
         // Issued by the release before `sub`: the same claims, read the same way.
         let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
-        assert_eq!(verify(&golden_ring(), GOLDEN_V1).unwrap().0, c);
+        assert_eq!(verify(&golden_ring(), GOLDEN_V1).unwrap().claims, c);
     }
 
     /// Computed independently with Python's hmac module (HS256 over the signing input).
@@ -693,18 +717,47 @@ mod tests {
     }
 
     #[test]
-    fn retired_or_unknown_key_is_invalid() {
+    fn retired_keys_are_recognised_only_through_the_mac() {
         let rng = SystemRandom::new();
         let r1 = KeyRing::generate(&rng, 0).unwrap();
-        let t = encode(r1.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001)).unwrap();
+        let c = claims(1, 0, 1_700_000_000, 1_700_000_001);
+        let t = encode(r1.active(), &c).unwrap();
         let r2 = r1.rotated(&rng, 0).unwrap();
-        assert!(verify(&r2, t.as_str()).is_ok(), "old keys keep verifying");
+        let live = verify(&r2, t.as_str()).unwrap();
+        assert!(!live.key_retired, "old keys keep verifying");
+        // Retired: still genuine (MAC checked with the kept secret), marked retired.
         let r3 = r2.retired(r1.active().id).unwrap();
-        assert!(verify(&r3, t.as_str()).is_err());
+        let g = verify(&r3, t.as_str()).unwrap();
+        assert_eq!((g.claims, g.key_id.as_str(), g.key_retired), (c, "1", true));
+        let (r4, _) = r3.replaced(&rng, 0).unwrap();
+        assert!(verify(&r4, t.as_str()).unwrap().key_retired);
+        // A forgery naming the retired key, or any tampering, is invalid, not revoked.
+        let forged = sign(
+            &ring_with_keys(1),
+            r#"{"alg":"HS256","kid":"1"}"#,
+            r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
+        );
+        assert_eq!(
+            verify(&r4, &forged).unwrap_err().kind(),
+            ErrorKind::InvalidToken
+        );
+        let mut tampered = t.as_str().to_owned();
+        tampered.pop();
+        tampered.push(if t.as_str().ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(
+            verify(&r4, &tampered).unwrap_err().kind(),
+            ErrorKind::InvalidToken
+        );
+        // A key id never issued, or the same id with another secret: invalid.
         let other = KeyRing::generate(&rng, 0).unwrap();
         assert!(
             verify(&other, t.as_str()).is_err(),
             "same kid, different secret"
+        );
+        let unissued = encode(ring_with_keys(9).active(), &c).unwrap();
+        assert_eq!(
+            verify(&r4, unissued.as_str()).unwrap_err().kind(),
+            ErrorKind::InvalidToken
         );
     }
 
@@ -730,7 +783,7 @@ mod tests {
             let c = claims(handle, epoch, iat, exp);
             let t = encode(r.active(), &c).unwrap();
             prop_assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&t.as_str().len()));
-            prop_assert_eq!(verify(&r, t.as_str()).unwrap().0, c);
+            prop_assert_eq!(verify(&r, t.as_str()).unwrap().claims, c);
         }
 
         #[test]

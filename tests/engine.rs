@@ -514,15 +514,219 @@ fn deleted_user_tokens_never_reach_a_recreated_user() {
         kind(e.verify_access_token(access.token.as_str())),
         ErrorKind::InvalidToken
     );
+    // Genuine, and its user is gone: revoked, never "not found" (which would hint at ids).
     assert_eq!(
         kind(e.verify_session_token(session.as_str())),
-        ErrorKind::UserNotFound
+        ErrorKind::TokenRevoked
     );
     assert_eq!(
         kind(e.authenticate("a", Some(session.as_str()))),
-        ErrorKind::UserNotFound
+        ErrorKind::TokenRevoked
     );
     assert_eq!(e.drain_events(10)[0].kind, EventKind::UserDeleted);
+}
+
+/// docs/ERRORS.md, "One failure, one error kind": every way a token can fail, with the one
+/// kind it gets from `verify_*` and from `authenticate` — for its own user, for another
+/// user, and for an id nobody has (the same answer: a token error never tells whether an id
+/// exists). Each case starts from a fresh engine with users "a" (the token's) and "b".
+#[test]
+fn every_token_failure_has_one_error_kind() {
+    type Make = fn(&Engine, &ManualClock) -> String;
+    use ErrorKind::*;
+    fn session(e: &Engine) -> String {
+        e.issue_session_token("a", Some(T0 + 60_000))
+            .unwrap()
+            .as_str()
+            .to_owned()
+    }
+    fn access(e: &Engine) -> String {
+        e.issue_access_token("a", None)
+            .unwrap()
+            .token
+            .as_str()
+            .to_owned()
+    }
+    fn stranger() -> Engine {
+        let e = Engine::in_memory().unwrap();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        e
+    }
+    let expired: Make = |e, c| {
+        let t = session(e);
+        c.set(T0 + 60_000 + Config::default().clock_skew_ms);
+        t
+    };
+    let cases: Vec<(&str, Make, Option<ErrorKind>)> = vec![
+        ("valid session", |e, _| session(e), None),
+        ("valid access", |e, _| access(e), None),
+        ("garbage", |_, _| "garbage".into(), Some(InvalidToken)),
+        (
+            "session, tampered signature",
+            |e, _| {
+                let mut t = session(e);
+                let last = t.pop().unwrap();
+                t.push(if last == 'A' { 'B' } else { 'A' });
+                t
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "session, signed by another engine's key 1",
+            |_, _| {
+                stranger()
+                    .issue_session_token("a", None)
+                    .unwrap()
+                    .as_str()
+                    .into()
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "session, key id never issued here",
+            |_, _| {
+                let other = stranger();
+                for _ in 0..4 {
+                    other.rotate_key().unwrap();
+                }
+                other
+                    .issue_session_token("a", None)
+                    .unwrap()
+                    .as_str()
+                    .into()
+            },
+            Some(InvalidToken),
+        ),
+        ("session, expired", expired, Some(TokenExpired)),
+        (
+            "session, expired and revoked",
+            |e, c| {
+                let t = session(e);
+                e.revoke_sessions("a").unwrap();
+                c.set(T0 + 3_600_000);
+                t
+            },
+            Some(TokenExpired),
+        ),
+        (
+            "session, user's sessions revoked",
+            |e, _| {
+                let t = session(e);
+                e.revoke_sessions("a").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, key retired",
+            |e, _| {
+                let t = session(e);
+                e.rotate_key().unwrap();
+                e.retire_key("1").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, all sessions revoked",
+            |e, _| {
+                let t = session(e);
+                e.revoke_all_sessions().unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, user deleted",
+            |e, _| {
+                let t = session(e);
+                e.delete_user("a").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, user deleted and the id re-created",
+            |e, _| {
+                let t = session(e);
+                e.delete_user("a").unwrap();
+                e.create_user(NewUser::new("a", "")).unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, user deactivated",
+            |e, _| {
+                let t = session(e);
+                e.deactivate_user("a").unwrap();
+                t
+            },
+            Some(UserDeactivated),
+        ),
+        (
+            "session, revoked and deactivated",
+            |e, _| {
+                let t = session(e);
+                e.revoke_sessions("a").unwrap();
+                e.deactivate_user("a").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        // Access tokens are not signed, only looked up: a revoked one is indistinguishable
+        // from one never issued, so every such failure is InvalidToken.
+        (
+            "access, revoked",
+            |e, _| {
+                let t = access(e);
+                e.revoke_all_access_tokens("a").unwrap();
+                t
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "access, user deleted and the id re-created",
+            |e, _| {
+                let t = access(e);
+                e.delete_user("a").unwrap();
+                e.create_user(NewUser::new("a", "")).unwrap();
+                t
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "access, user deactivated",
+            |e, _| {
+                let t = access(e);
+                e.deactivate_user("a").unwrap();
+                t
+            },
+            Some(UserDeactivated),
+        ),
+    ];
+    for (name, make, want) in cases {
+        let (e, clock) = engine();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        e.create_user(NewUser::new("b", "")).unwrap();
+        let token = make(&e, &clock);
+        let verified = if token.starts_with(ACCESS_TOKEN_PREFIX) {
+            e.verify_access_token(&token).map(|_| ())
+        } else {
+            e.verify_session_token(&token).map(|_| ())
+        };
+        assert_eq!(verified.err().map(|e| e.kind()), want, "{name}: verify");
+        let own = e.authenticate("a", Some(&token));
+        assert_eq!(own.err().map(|e| e.kind()), want, "{name}: authenticate a");
+        for other in ["b", "nobody"] {
+            let got = e.authenticate(other, Some(&token)).unwrap_err().kind();
+            assert_eq!(
+                got,
+                want.unwrap_or(InvalidToken),
+                "{name}: authenticate {other}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -732,7 +936,7 @@ fn key_rotation_retirement_and_emergency_revocation() {
     e.retire_key("1").unwrap();
     assert_eq!(
         kind(e.verify_session_token(t1.as_str())),
-        ErrorKind::InvalidToken
+        ErrorKind::TokenRevoked
     );
     assert!(e.verify_session_token(t2.as_str()).is_ok());
     let ev = e.drain_events(10);
@@ -744,7 +948,11 @@ fn key_rotation_retirement_and_emergency_revocation() {
     e.revoke_all_sessions().unwrap();
     assert_eq!(
         kind(e.verify_session_token(t2.as_str())),
-        ErrorKind::InvalidToken
+        ErrorKind::TokenRevoked
+    );
+    assert_eq!(
+        kind(e.verify_session_token(t1.as_str())),
+        ErrorKind::TokenRevoked
     );
     let t3 = e.issue_session_token("a", None).unwrap();
     assert!(e.verify_session_token(t3.as_str()).is_ok());

@@ -142,10 +142,11 @@ unsafe fn issue(
     Ok(())
 }
 
-/// Verifies a session token: format and signature first (any failure there is
-/// `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), the user's existence
-/// (`TESSERA_USER_NOT_FOUND`), revocation (`TESSERA_TOKEN_REVOKED`) and state
-/// (`TESSERA_USER_DEACTIVATED`).
+/// Verifies a session token: format and signature first (any failure there, including a key
+/// id never issued, is `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), then
+/// revocation — of the user's sessions, by retiring its key, or by deleting its user, even
+/// when the id has been taken again (`TESSERA_TOKEN_REVOKED`; never `TESSERA_USER_NOT_FOUND`)
+/// — and the user's state (`TESSERA_USER_DEACTIVATED`). See docs/ERRORS.md.
 ///
 /// `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
 /// Thread-safe; verifications never block one another.
@@ -197,7 +198,8 @@ pub unsafe extern "C" fn tessera_session_token_revoke(
 }
 
 /// Emergency: invalidates every session token of every user by replacing all signing keys with
-/// one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
+/// one fresh key; the old tokens are `TESSERA_TOKEN_REVOKED` (`key_retired` events and one
+/// `all_sessions_revoked` event are queued).
 /// Thread-safe.
 ///
 /// # Safety

@@ -330,8 +330,10 @@ pub struct tessera_authenticated {
 /// Logs a user in (Sendbird's rule). With no token (`token` NULL and `token_len` 0), succeeds
 /// only when the engine allows id-only login and the user was never issued a token (else
 /// `TESSERA_TOKEN_REQUIRED`). With a token, it must be a valid access or session token *of
-/// this user* (else `TESSERA_INVALID_TOKEN`, `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`,
-/// `TESSERA_USER_DEACTIVATED`, ...).
+/// this user*: a failing token gets its own verify status (`TESSERA_INVALID_TOKEN`,
+/// `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`, `TESSERA_USER_DEACTIVATED`), and a valid
+/// token of anyone else `TESSERA_INVALID_TOKEN` — whether or not `user_id` exists, so a token
+/// never reveals that (only a malformed id fails first, `TESSERA_INVALID_USER_ID`).
 ///
 /// Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
 /// Thread-safe.

@@ -454,7 +454,8 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 0, &a), TESSERA_TOKEN_REQUIRED);
     CHECK_ST(tessera_user_authenticate(e, S("alice"), BAD_UTF8, 3, &a), TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 3, &a), TESSERA_NULL_POINTER);
-    CHECK_ST(tessera_user_authenticate(e, S("zed"), tok, len, &a), TESSERA_USER_NOT_FOUND);
+    /* With a token the answer never depends on whether the id exists. */
+    CHECK_ST(tessera_user_authenticate(e, S("zed"), tok, len, &a), TESSERA_INVALID_TOKEN);
     {
         char at[TESSERA_ACCESS_TOKEN_LEN + 1];
         size_t at_len;
@@ -530,7 +531,7 @@ static void test_session_tokens(tessera_engine *e) {
 
     /* Engine-wide revocation. */
     CHECK_OK(tessera_session_token_revoke_everyone(e));
-    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_session_token_revoke_everyone(NULL), TESSERA_NULL_POINTER);
 }
 
@@ -556,7 +557,7 @@ static void test_keys(tessera_engine *e) {
     /* Old tokens verify until their key is retired. */
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     CHECK_OK(tessera_key_retire(e, old_kid, strlen(old_kid)));
-    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_key_retire(e, old_kid, strlen(old_kid)), TESSERA_KEY_NOT_FOUND);
     CHECK_ST(tessera_key_retire(e, S("zzzz")), TESSERA_KEY_NOT_FOUND);
     CHECK_ST(tessera_key_retire(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
@@ -869,6 +870,162 @@ static void test_durable(void) {
     CHECK(access(root, F_OK) != 0);
 }
 
+/* docs/ERRORS.md, "One failure, one error kind": each way a token can fail gets one status from
+ * verify and from authenticate - for its own user "a", another user "b", and an id nobody
+ * has (a token never reveals whether an id exists). Each case runs on a fresh engine. The
+ * expiry cases need a manual clock and are in tests/engine.rs. */
+enum token_case {
+    SESSION_VALID,
+    SESSION_GARBAGE,
+    SESSION_TAMPERED,
+    SESSION_FOREIGN_KEY,
+    SESSION_KID_NEVER_ISSUED,
+    SESSION_REVOKED,
+    SESSION_KEY_RETIRED,
+    SESSION_EVERYONE_REVOKED,
+    SESSION_USER_DELETED,
+    SESSION_ID_RECREATED,
+    SESSION_DEACTIVATED,
+    SESSION_REVOKED_AND_DEACTIVATED,
+    ACCESS_VALID,
+    ACCESS_REVOKED,
+    ACCESS_ID_RECREATED,
+    ACCESS_DEACTIVATED,
+    TOKEN_CASES
+};
+
+static const struct {
+    const char *name;
+    tessera_status want;
+} token_cases[TOKEN_CASES] = {
+    {"session, valid", TESSERA_OK},
+    {"session, garbage", TESSERA_INVALID_TOKEN},
+    {"session, tampered signature", TESSERA_INVALID_TOKEN},
+    {"session, another engine's key", TESSERA_INVALID_TOKEN},
+    {"session, key id never issued", TESSERA_INVALID_TOKEN},
+    {"session, sessions revoked", TESSERA_TOKEN_REVOKED},
+    {"session, key retired", TESSERA_TOKEN_REVOKED},
+    {"session, everyone revoked", TESSERA_TOKEN_REVOKED},
+    {"session, user deleted", TESSERA_TOKEN_REVOKED},
+    {"session, user deleted and id re-created", TESSERA_TOKEN_REVOKED},
+    {"session, user deactivated", TESSERA_USER_DEACTIVATED},
+    {"session, revoked and deactivated", TESSERA_TOKEN_REVOKED},
+    {"access, valid", TESSERA_OK},
+    {"access, revoked", TESSERA_INVALID_TOKEN},
+    {"access, user deleted and id re-created", TESSERA_INVALID_TOKEN},
+    {"access, user deactivated", TESSERA_USER_DEACTIVATED},
+};
+
+/* A session token of user "a" from a fresh engine that has rotated `rotations` times. */
+static size_t foreign_session(int rotations, char *tok, size_t cap) {
+    tessera_engine *f = NULL;
+    size_t len = 0;
+    int i;
+    CHECK_OK(tessera_engine_open_in_memory(&f));
+    CHECK_OK(tessera_user_create(f, S("{\"user_id\": \"a\"}"), NULL));
+    for (i = 0; i < rotations; i++) {
+        CHECK_OK(tessera_key_rotate(f, NULL));
+    }
+    CHECK_OK(tessera_session_token_issue_default(f, S("a"), tok, cap, &len, NULL));
+    tessera_engine_free(f);
+    return len;
+}
+
+static void test_token_error_table(void) {
+    int c;
+    for (c = 0; c < TOKEN_CASES; c++) {
+        tessera_engine *e = NULL;
+        char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+        size_t len = 0;
+        int access_token = c >= ACCESS_VALID;
+        tessera_status want = token_cases[c].want;
+        tessera_status got;
+        const char *others[] = {"b", "nobody"};
+        size_t o;
+
+        CHECK_OK(tessera_engine_open_in_memory(&e));
+        CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"a\"}"), NULL));
+        CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"b\"}"), NULL));
+        if (access_token) {
+            CHECK_OK(tessera_access_token_issue(e, S("a"), NULL, 0, tok, sizeof tok, &len, NULL,
+                                                NULL));
+        } else {
+            CHECK_OK(tessera_session_token_issue_default(e, S("a"), tok, sizeof tok, &len, NULL));
+        }
+        switch ((enum token_case)c) {
+        case SESSION_GARBAGE:
+            len = (size_t)snprintf(tok, sizeof tok, "garbage");
+            break;
+        case SESSION_TAMPERED:
+            tok[len - 1] = (char)(tok[len - 1] == 'A' ? 'B' : 'A');
+            break;
+        case SESSION_FOREIGN_KEY:
+            len = foreign_session(0, tok, sizeof tok);
+            break;
+        case SESSION_KID_NEVER_ISSUED:
+            len = foreign_session(4, tok, sizeof tok);
+            break;
+        case SESSION_REVOKED:
+            CHECK_OK(tessera_session_token_revoke(e, S("a")));
+            break;
+        case SESSION_KEY_RETIRED:
+            CHECK_OK(tessera_key_rotate(e, NULL));
+            CHECK_OK(tessera_key_retire(e, S("1")));
+            break;
+        case SESSION_EVERYONE_REVOKED:
+            CHECK_OK(tessera_session_token_revoke_everyone(e));
+            break;
+        case SESSION_USER_DELETED:
+            CHECK_OK(tessera_user_delete(e, S("a")));
+            break;
+        case SESSION_ID_RECREATED:
+        case ACCESS_ID_RECREATED:
+            CHECK_OK(tessera_user_delete(e, S("a")));
+            CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"a\"}"), NULL));
+            break;
+        case SESSION_DEACTIVATED:
+        case ACCESS_DEACTIVATED:
+            CHECK_OK(tessera_user_deactivate(e, S("a"), NULL));
+            break;
+        case SESSION_REVOKED_AND_DEACTIVATED:
+            CHECK_OK(tessera_session_token_revoke(e, S("a")));
+            CHECK_OK(tessera_user_deactivate(e, S("a"), NULL));
+            break;
+        case ACCESS_REVOKED:
+            CHECK_OK(tessera_access_token_revoke_all(e, S("a"), NULL));
+            break;
+        case SESSION_VALID:
+        case ACCESS_VALID:
+        case TOKEN_CASES:
+            break;
+        }
+
+        got = access_token ? tessera_access_token_verify(e, tok, len, NULL)
+                           : tessera_session_token_verify(e, tok, len, NULL);
+        CHECK(got == want);
+        if (got != want) {
+            fprintf(stderr, "  case \"%s\": verify returned %s\n", token_cases[c].name,
+                    tessera_status_str(got));
+        }
+        got = tessera_user_authenticate(e, S("a"), tok, len, NULL);
+        CHECK(got == want);
+        if (got != want) {
+            fprintf(stderr, "  case \"%s\": authenticate a returned %s\n", token_cases[c].name,
+                    tessera_status_str(got));
+        }
+        for (o = 0; o < sizeof others / sizeof others[0]; o++) {
+            tessera_status other_want = want == TESSERA_OK ? TESSERA_INVALID_TOKEN : want;
+            got = tessera_user_authenticate(e, S(others[o]), tok, len, NULL);
+            CHECK(got == other_want);
+            if (got != other_want) {
+                fprintf(stderr, "  case \"%s\": authenticate %s returned %s\n",
+                        token_cases[c].name, others[o], tessera_status_str(got));
+            }
+        }
+        tessera_engine_free(e);
+    }
+}
+
 static void test_owned_objects(void) {
     CHECK(tessera_string_ptr(NULL) == NULL);
     CHECK(tessera_string_len(NULL) == 0);
@@ -882,6 +1039,7 @@ int main(void) {
     test_engine_open();
     test_durable();
     test_owned_objects();
+    test_token_error_table();
     CHECK_OK(tessera_engine_open_in_memory(&e));
     if (e == NULL) {
         return tt_finish("test_tessera");

@@ -642,9 +642,9 @@ class Engine:
 
     def verify_session_token(self, token: str) -> VerifiedSession:
         """Verifies a session token: format and signature first (any failure there is
-        :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`,
-        :class:`~tessera.UserNotFound`, :class:`~tessera.TokenRevoked`,
-        :class:`~tessera.UserDeactivated`."""
+        :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`, then
+        :class:`~tessera.TokenRevoked` (sessions revoked, key retired, or user deleted - never
+        :class:`~tessera.UserNotFound`), then :class:`~tessera.UserDeactivated`."""
         # The hot path: _Handle.enter/leave inlined, module-level bindings, one unpack of the
         # result struct. See docs/BENCHMARKS.md ("Python binding") for what each step costs.
         t = token.encode() if type(token) is str else _ffi.utf8(token, "token")
@@ -682,7 +682,8 @@ class Engine:
         self._call(lib.tessera_session_token_revoke, u, len(u))
 
     def revoke_all_sessions(self) -> None:
-        """Emergency: invalidates every session token of every user (replaces all keys)."""
+        """Emergency: invalidates every session token of every user (replaces all keys); they
+        raise :class:`~tessera.TokenRevoked`."""
         self._call(lib.tessera_session_token_revoke_everyone)
 
     # ----- signing keys -------------------------------------------------------------------
@@ -692,8 +693,8 @@ class Engine:
         return KeyInfo.from_json(self._call_string(lib.tessera_key_rotate))
 
     def retire_key(self, key_id: str) -> None:
-        """Retires a key (its tokens stop verifying). Raises :class:`~tessera.KeyNotFound`,
-        or :class:`~tessera.KeyActive` for the active key."""
+        """Retires a key (its tokens raise :class:`~tessera.TokenRevoked`). Raises
+        :class:`~tessera.KeyNotFound`, or :class:`~tessera.KeyActive` for the active key."""
         k = _ffi.utf8(key_id, "key_id")
         self._call(lib.tessera_key_retire, k, len(k))
 
@@ -722,8 +723,10 @@ class Engine:
 
     def authenticate(self, user_id: str, token: Optional[str] = None) -> Authenticated:
         """Logs a user in (Sendbird's rule): with a token, it must be a valid access or
-        session token of this user; without one, only when the engine allows id-only login
-        and the user was never issued a token (else :class:`~tessera.TokenRequired`)."""
+        session token of this user - the token's own error if it fails, else
+        :class:`~tessera.InvalidToken` when it is anyone else's, whether or not ``user_id``
+        exists; without one, only when the engine allows id-only login and the user was never
+        issued a token (else :class:`~tessera.TokenRequired`)."""
         u = _ffi.utf8(user_id, "user_id")
         t = _ffi.utf8(token, "token") if token is not None else None
         out = _ffi.tessera_authenticated()
