@@ -619,6 +619,7 @@ class Engine:
         one not in the future (``0`` included) or beyond the maximum; ``ValueError`` for one
         outside the 64-bit range (it would otherwise be wrapped into a valid-looking one)."""
         u = _ffi.utf8(user_id, "user_id")
+        args: Tuple[Any, ...]
         if expires_at_ms is None:
             fn, args = lib.tessera_session_token_issue_default, (u, len(u))
         else:
