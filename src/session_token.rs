@@ -333,15 +333,17 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
         .and_then(|t| t.strip_suffix(HEADER_SUFFIX))
         .ok_or_else(Error::invalid_token)?;
     let number = KeyId::parse_number(kid).ok_or_else(Error::invalid_token)?;
-    let (mut mac, key_retired) = match ring.lookup(number).ok_or_else(Error::invalid_token)? {
-        KeyRef::Live(key) => (key.mac.clone(), false),
-        // Rare (only revoked tokens come here): derive the HMAC state from the kept secret.
-        KeyRef::Retired(secret) => (
-            <Hmac<Sha256> as Mac>::new_from_slice(secret)
-                .map_err(|_| Error::new(ErrorKind::Internal, "HMAC takes any key length"))?,
-            true,
-        ),
-    };
+    let (mut mac, key_id, key_retired) =
+        match ring.lookup(number).ok_or_else(Error::invalid_token)? {
+            KeyRef::Live(key) => (key.mac.clone(), key.id, false),
+            // Rare (only revoked tokens come here): derive the HMAC state from the kept secret.
+            KeyRef::Retired(secret) => (
+                <Hmac<Sha256> as Mac>::new_from_slice(secret)
+                    .map_err(|_| Error::new(ErrorKind::Internal, "HMAC takes any key length"))?,
+                KeyId::from_number(number),
+                true,
+            ),
+        };
 
     // Encode the expected MAC and compare text in constant time: cheaper than decoding the
     // presented one, and equally strict, since only the canonical encoding can be equal.
@@ -360,7 +362,7 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
     let claims = parse_payload(payload).ok_or_else(Error::invalid_token)?;
     Ok(Genuine {
         claims,
-        key_id: KeyId::from_number(number),
+        key_id,
         key_retired,
     })
 }
