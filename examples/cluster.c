@@ -51,8 +51,8 @@ int main(int argc, char **argv) {
         rc = fail("create on A", st);
         goto out;
     }
-    st = tessera_session_token_issue(a, id, strlen(id), TESSERA_SESSION_DEFAULT_EXPIRY, token,
-                                     sizeof token, &token_len, NULL);
+    st = tessera_session_token_issue_default(a, id, strlen(id), token, sizeof token, &token_len,
+                                             NULL);
     if (st != TESSERA_OK) {
         rc = fail("issue on A", st);
         goto out;

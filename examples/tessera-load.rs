@@ -252,11 +252,10 @@ impl Target for CAbi {
         let (mut len, mut exp) = (0usize, 0i64);
         // SAFETY: every pointer is valid for the length given with it.
         let s = unsafe {
-            ffi::tessera_session_token_issue(
+            ffi::tessera_session_token_issue_default(
                 self.0,
                 c(id),
                 id.len(),
-                0,
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 &mut len,

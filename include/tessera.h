@@ -89,7 +89,7 @@
  * session tokens still be issued; the revocation after that seals the user (every
  * session token fails and issuing one is `TESSERA_EXHAUSTED`).
  */
-#define TESSERA_SESSION_EPOCH_MAX 9999999
+#define TESSERA_SESSION_EPOCH_MAX 99999
 
 /**
  * Shortest possible session token, in bytes.
@@ -132,12 +132,6 @@
 #define TESSERA_KEY_ID_BUF_SIZE 4
 
 /**
- * Pass as `expires_at_ms` to `tessera_session_token_issue` for the configured default
- * lifetime (7 days unless configured otherwise).
- */
-#define TESSERA_SESSION_DEFAULT_EXPIRY 0
-
-/**
  * Size of the `user_id` arrays in result structs: the longest user id any configuration allows
  * (191 characters of up to 4 UTF-8 bytes each) plus the terminating NUL.
  */
@@ -146,7 +140,10 @@
 /**
  * The C ABI version. It changes only when a change would break a program compiled against an
  * earlier header (a function removed or its signature changed, a struct layout changed);
- * adding functions or status codes does not change it.
+ * adding functions or status codes does not change it. 2: `tessera_access_token_issue` reports
+ * every evicted token id (a caller buffer instead of one optional id);
+ * `tessera_session_token_issue` takes every expiry literally (0 no longer means the default;
+ * see `tessera_session_token_issue_default`) and `TESSERA_SESSION_DEFAULT_EXPIRY` is gone.
  */
 #define TESSERA_ABI_VERSION 2
 
@@ -183,7 +180,7 @@ enum tessera_status
      */
     TESSERA_USER_ALREADY_EXISTS = 3,
     /**
-     * No user has this id (or the user was deleted).
+     * No user has this id or handle. Never returned by a token check (see docs/ERRORS.md).
      */
     TESSERA_USER_NOT_FOUND = 4,
     /**
@@ -223,7 +220,8 @@ enum tessera_status
      */
     TESSERA_IMAGE_NOT_FOUND = 13,
     /**
-     * The token is malformed, forged, signed by an unknown or retired key, or unknown.
+     * The token is not one of ours: malformed, forged, signed by a key id never issued, an
+     * unknown or revoked access token, or another user's valid token given to authenticate.
      */
     TESSERA_INVALID_TOKEN = 20,
     /**
@@ -231,7 +229,8 @@ enum tessera_status
      */
     TESSERA_TOKEN_EXPIRED = 21,
     /**
-     * The token was genuine but has been revoked.
+     * The session token was genuine but is revoked: its user's sessions revoked, its key
+     * retired (or all keys, by `tessera_session_token_revoke_everyone`), or its user deleted.
      */
     TESSERA_TOKEN_REVOKED = 22,
     /**
@@ -916,8 +915,8 @@ tessera_status tessera_key_rotate(const struct tessera_engine *engine,
                                   struct tessera_string **out_key);
 
 /**
- * Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
- * is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
+ * Retires a signing key by id: session tokens it signed stop verifying and are reported as
+ * `TESSERA_TOKEN_REVOKED` (a `key_retired` event is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
  * (rotate first). Thread-safe.
  *
  * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
@@ -1065,12 +1064,15 @@ tessera_status tessera_profile_image_get(const struct tessera_engine *engine,
                                          const char **out_content_type);
 
 /**
- * Issues a session token (an HS256 JWT of 119..=168 characters) for a user and writes it,
- * NUL-terminated, into `token_buf`.
+ * Issues a session token (an HS256 JWT of 119..=168 characters) for a user, expiring at
+ * `expires_at_ms`, and writes it, NUL-terminated, into `token_buf`.
  *
- * `expires_at_ms` is the expiry in ms since the Unix epoch (rounded down to whole seconds), or
- * `TESSERA_SESSION_DEFAULT_EXPIRY` (0) for the configured default; one in the past or beyond
- * the configured maximum fails with `TESSERA_INVALID_EXPIRY`. `token_cap` must be at least
+ * `expires_at_ms` is the expiry in ms since the Unix epoch, rounded down to whole seconds.
+ * Every value is taken literally: one not in the future (0 and every negative value
+ * included), more than the configured maximum from now, or past the year 2286 fails with
+ * `TESSERA_INVALID_EXPIRY` — so an expiry computed by mistake as 0 or as a wrapped sum is
+ * an error, never a token. For the configured default lifetime call
+ * `tessera_session_token_issue_default`. `token_cap` must be at least
  * `TESSERA_SESSION_TOKEN_MAX_LEN + 1`; this is checked before anything happens
  * (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_SESSION_TOKEN_MAX_LEN`).
  * `*out_token_len` receives the token length; `*out_expires_at_ms` (if not NULL) the expiry.
@@ -1094,10 +1096,30 @@ tessera_status tessera_session_token_issue(const struct tessera_engine *engine,
                                            int64_t *out_expires_at_ms);
 
 /**
- * Verifies a session token: format and signature first (any failure there is
- * `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), the user's existence
- * (`TESSERA_USER_NOT_FOUND`), revocation (`TESSERA_TOKEN_REVOKED`) and state
- * (`TESSERA_USER_DEACTIVATED`).
+ * Issues a session token with the configured default lifetime (7 days unless configured
+ * otherwise); otherwise exactly `tessera_session_token_issue`.
+ *
+ * Hot path: allocates nothing for the caller. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+ *
+ * # Safety
+ * As `tessera_session_token_issue`.
+ */
+tessera_status tessera_session_token_issue_default(const struct tessera_engine *engine,
+                                                   const char *user_id,
+                                                   size_t user_id_len,
+                                                   char *token_buf,
+                                                   size_t token_cap,
+                                                   size_t *out_token_len,
+                                                   int64_t *out_expires_at_ms);
+
+/**
+ * Verifies a session token: format and signature first (any failure there, including a key
+ * id never issued, is `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), then
+ * revocation — of the user's sessions, by retiring its key, or by deleting its user, even
+ * when the id has been taken again (`TESSERA_TOKEN_REVOKED`; never `TESSERA_USER_NOT_FOUND`)
+ * — and the user's state (`TESSERA_USER_DEACTIVATED`). See docs/ERRORS.md.
  *
  * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
  * Thread-safe; verifications never block one another.
@@ -1127,7 +1149,8 @@ tessera_status tessera_session_token_revoke(const struct tessera_engine *engine,
 
 /**
  * Emergency: invalidates every session token of every user by replacing all signing keys with
- * one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
+ * one fresh key; the old tokens are `TESSERA_TOKEN_REVOKED` (`key_retired` events and one
+ * `all_sessions_revoked` event are queued).
  * Thread-safe.
  *
  * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
@@ -1199,6 +1222,23 @@ tessera_status tessera_user_get(const struct tessera_engine *engine,
                                 const char *user_id,
                                 size_t user_id_len,
                                 struct tessera_string **out_user);
+
+/**
+ * Gets a user by its handle (the `"handle"` field of every user JSON, and the `sub` claim of
+ * its session tokens, as a decimal string) and writes it as a JSON `tessera_string` to
+ * `*out_user` (required; free with `tessera_string_free`). A service that verified a session
+ * token with an exported key (`tessera_key_export`) resolves its subject this way. Fails with
+ * `TESSERA_USER_NOT_FOUND` for a handle no live user has; handles are never reused, so a
+ * deleted user's handle finds nobody even when a new user has its id. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+ *
+ * # Safety
+ * `out_user` valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_user_get_by_handle(const struct tessera_engine *engine,
+                                          uint64_t handle,
+                                          struct tessera_string **out_user);
 
 /**
  * Changes the fields a JSON patch sets, all or nothing. The patch has the optional fields
@@ -1314,8 +1354,10 @@ tessera_status tessera_user_find_by_push_token(const struct tessera_engine *engi
  * Logs a user in (Sendbird's rule). With no token (`token` NULL and `token_len` 0), succeeds
  * only when the engine allows id-only login and the user was never issued a token (else
  * `TESSERA_TOKEN_REQUIRED`). With a token, it must be a valid access or session token *of
- * this user* (else `TESSERA_INVALID_TOKEN`, `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`,
- * `TESSERA_USER_DEACTIVATED`, ...).
+ * this user*: a failing token gets its own verify status (`TESSERA_INVALID_TOKEN`,
+ * `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`, `TESSERA_USER_DEACTIVATED`), and a valid
+ * token of anyone else `TESSERA_INVALID_TOKEN` — whether or not `user_id` exists, so a token
+ * never reveals that (only a malformed id fails first, `TESSERA_INVALID_USER_ID`).
  *
  * Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
  * Thread-safe.

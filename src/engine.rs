@@ -31,7 +31,7 @@ use crate::mutation::Mutation;
 use crate::persistence::{Change, MemoryPersistence, Persistence, UserHandles};
 use crate::profile_image::{self, ProfileImage};
 use crate::session_token::{
-    self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
+    self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, SEALED_EPOCH,
 };
 use crate::user::{check_text, normalize_user_id, NewUser, User, UserPatch, UserRecord};
 use crate::user_table::UserTable;
@@ -1071,7 +1071,7 @@ impl Engine {
         let mut w = self.write_lock()?;
         if let Some(handle) = self.handle_of_normalized(&id) {
             if upsert {
-                let user = self.slot_clone(handle).map(|s| s.record.to_user());
+                let user = self.slot_clone(handle).map(|s| s.record.to_user(handle));
                 return self.leave(
                     w,
                     user.map(|user| Upserted {
@@ -1095,7 +1095,7 @@ impl Engine {
         if handle > MAX_HANDLE {
             return Err(Error::new(ErrorKind::Exhausted, "user handles exhausted"));
         }
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserCreated { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -1125,7 +1125,23 @@ impl Engine {
 
     /// Gets a user by id.
     pub fn get_user(&self, user_id: &str) -> Result<User> {
-        self.with_user(user_id, Durability::Read, |s| Ok(s.record.to_user()))
+        let (handle, id) = self.handle_of(user_id)?;
+        self.with_slot(handle, Durability::Read, |s| s.record.to_user(handle))?
+            .ok_or_else(|| not_found(&id))
+    }
+
+    /// Gets a user by its [`User::handle`], the `sub` claim of its session tokens: a service
+    /// that verified a token with an [exported key](Engine::export_key) finds its user here.
+    /// Handles are never reused, so a deleted user's handle finds nobody
+    /// ([`ErrorKind::UserNotFound`]), even when a new user has taken its id.
+    pub fn get_user_by_handle(&self, handle: u64) -> Result<User> {
+        self.with_slot(handle, Durability::Read, |s| s.record.to_user(handle))?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UserNotFound,
+                    format!("no user has handle {handle}"),
+                )
+            })
     }
 
     /// Changes the fields a patch sets; all-or-nothing.
@@ -1141,7 +1157,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
         };
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -1187,10 +1203,10 @@ impl Engine {
             Err(e) => return self.leave(w, Err(e)),
         };
         if record.active == active {
-            return self.leave(w, Ok(record.to_user()));
+            return self.leave(w, Ok(record.to_user(handle)));
         }
         record.active = active;
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         if !active {
@@ -1263,7 +1279,7 @@ impl Engine {
             // Returns false when the page is full and one more match exists.
             let hit = self.peek_slot(handle, |s| {
                 newest = newest.max(s.seq);
-                matches(s).then(|| s.record.to_user())
+                matches(s).then(|| s.record.to_user(handle))
             });
             if let Some(Some(u)) = hit {
                 if users.len() == query.limit {
@@ -1307,7 +1323,7 @@ impl Engine {
     pub fn find_user_by_discovery_key(&self, key: &str) -> Result<User> {
         let handle = self.inner.discovery.read().get(key).copied();
         let user = match handle {
-            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user())?,
+            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user(h))?,
             None => {
                 self.settle_miss()?;
                 None
@@ -1331,7 +1347,7 @@ impl Engine {
             Err(e) => return self.leave(w, Err(e)),
         };
         record.profile_url = Some(url.into_boxed_str());
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -1448,7 +1464,7 @@ impl Engine {
     pub fn find_user_by_push_token(&self, push_token: &str) -> Result<User> {
         let handle = self.inner.push_tokens.read().get(push_token).copied();
         let user = match handle {
-            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user())?,
+            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user(h))?,
             None => {
                 self.settle_miss()?;
                 None
@@ -1604,23 +1620,12 @@ impl Engine {
     ) -> Result<SessionToken> {
         let config = &self.inner.config;
         let now = self.now();
-        let exp_ms = expires_at_ms.unwrap_or(now.saturating_add(config.session_ttl_ms));
-        let exp_s = exp_ms.div_euclid(1000);
-        if exp_s * 1000 <= now {
-            return Err(Error::new(
-                ErrorKind::InvalidExpiry,
-                "expiry is not in the future (it is rounded down to whole seconds)",
-            ));
-        }
-        if exp_ms > now.saturating_add(config.session_max_ttl_ms) || exp_s > MAX_SECONDS {
-            return Err(Error::new(
-                ErrorKind::InvalidExpiry,
-                format!(
-                    "expiry is more than {} ms from now",
-                    config.session_max_ttl_ms
-                ),
-            ));
-        }
+        let exp_s = session_token::expiry_seconds(
+            now,
+            expires_at_ms,
+            config.session_ttl_ms,
+            config.session_max_ttl_ms,
+        )?;
         self.inner.persistence.check_fresh()?;
         let (handle, id) = self.handle_of(user_id)?;
         // The token carries the epoch read here: a revocation that set it must be on disk
@@ -1634,10 +1639,12 @@ impl Engine {
         if !active {
             return Err(deactivated(&id));
         }
-        if epoch > MAX_EPOCH {
+        if epoch > MAX_EPOCH || handle > MAX_HANDLE {
+            // A handle past the token budget can only come from data of an older release.
             return Err(Error::new(
                 ErrorKind::Exhausted,
-                "this user's session revocations are exhausted; re-create the user",
+                "this user's session revocations (or handle) exceed what a session token can \
+                 carry; re-create the user",
             ));
         }
         if !required {
@@ -1661,36 +1668,47 @@ impl Engine {
         )
     }
 
-    /// Verifies a session token: its format and signature first (any failure there is
-    /// [`ErrorKind::InvalidToken`]), then expiry, the user's existence, revocation and state.
+    /// Verifies a session token. In this order: format and signature (any failure, including
+    /// a key id never issued, is [`ErrorKind::InvalidToken`]); expiry
+    /// ([`ErrorKind::TokenExpired`]); revocation, by [`revoke_sessions`](Engine::revoke_sessions),
+    /// by retiring its key ([`retire_key`](Engine::retire_key),
+    /// [`revoke_all_sessions`](Engine::revoke_all_sessions)) or by deleting its user
+    /// ([`ErrorKind::TokenRevoked`], never `UserNotFound`, even when another user now has
+    /// the id); the user's state ([`ErrorKind::UserDeactivated`]). See docs/ERRORS.md.
     pub fn verify_session_token(&self, token: &str) -> Result<VerifiedSession> {
         let keys = self.inner.keys.load();
-        let (claims, key_id) = session_token::verify(&keys, token)?;
+        let genuine = session_token::verify(&keys, token)?;
         drop(keys);
         self.inner.persistence.check_fresh()?;
-        if claims.exp_s * 1000 + self.inner.config.clock_skew_ms < self.now() {
+        let claims = genuine.claims;
+        if !session_token::accepted_at(claims.exp_s, self.inner.config.clock_skew_ms, self.now()) {
             return Err(Error::new(ErrorKind::TokenExpired, "session token expired"));
+        }
+        let revoked = |why: &str| {
+            Error::new(
+                ErrorKind::TokenRevoked,
+                format!("session token revoked: {why}"),
+            )
+        };
+        if genuine.key_retired {
+            return Err(revoked("its signing key was retired"));
         }
         self.with_slot(claims.handle, Durability::Credential, |s| {
             if s.epoch != claims.epoch {
-                return Err(Error::new(ErrorKind::TokenRevoked, "session token revoked"));
+                return Err(revoked("the user's sessions were revoked"));
             }
             if !s.record.active {
                 return Err(deactivated(&s.record.id));
             }
             Ok(VerifiedSession {
                 user_id: String::from(&*s.record.id),
-                issued_at_ms: claims.iat_s * 1000,
-                expires_at_ms: claims.exp_s * 1000,
-                key_id,
+                issued_at_ms: claims.iat_ms(),
+                expires_at_ms: claims.exp_ms(),
+                key_id: genuine.key_id,
             })
         })?
-        .unwrap_or_else(|| {
-            Err(Error::new(
-                ErrorKind::UserNotFound,
-                "the session token's user no longer exists",
-            ))
-        })
+        // Handles are never reused: whoever now has the id, this token's user is gone.
+        .unwrap_or_else(|| Err(revoked("its user was deleted")))
     }
 
     /// Revokes every session token of the user issued before this call returns; tokens issued
@@ -1702,9 +1720,10 @@ impl Engine {
             Some(e) => e,
             None => return self.leave(w, Err(not_found(&id))),
         };
-        // Past MAX_EPOCH no token can carry the epoch: the user is sealed, with every session
-        // revoked, rather than wrapping around and reviving old tokens.
-        let next = epoch.saturating_add(1).min(MAX_EPOCH + 1);
+        // Past MAX_EPOCH no new token can carry the epoch, and SEALED_EPOCH is in no token of
+        // any format: the user ends sealed, with every session revoked, rather than wrapping
+        // around and reviving old tokens.
+        let next = epoch.saturating_add(1).min(SEALED_EPOCH);
         let ticket = self.commit(
             &mut w,
             Mutation::SessionsRevoked {
@@ -1718,7 +1737,7 @@ impl Engine {
     }
 
     /// Emergency: invalidates every session token of every user by replacing the whole key
-    /// ring with one fresh key.
+    /// ring with one fresh key; the old tokens are [`ErrorKind::TokenRevoked`].
     pub fn revoke_all_sessions(&self) -> Result<()> {
         let _w = self.write_lock()?;
         let (ring, retired) = self
@@ -1751,7 +1770,9 @@ impl Engine {
         info.ok_or_else(|| Error::new(ErrorKind::Internal, "empty key ring"))
     }
 
-    /// Retires a key: session tokens it signed stop verifying. The active key cannot be retired.
+    /// Retires a key: session tokens it signed stop verifying ([`ErrorKind::TokenRevoked`]; the
+    /// key's secret is kept only to tell them from forgeries, never to sign or export). The
+    /// active key cannot be retired.
     pub fn retire_key(&self, key_id: &str) -> Result<()> {
         let id = KeyId::parse(key_id)
             .ok_or_else(|| Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}")))?;
@@ -1764,7 +1785,9 @@ impl Engine {
     }
 
     /// The secret of a live signing key, so another service can verify session tokens with
-    /// any HS256 JWT library. Whoever holds it can mint tokens: treat it like a password.
+    /// any HS256 JWT library; the token's `sub` claim, a decimal string, is the
+    /// [`User::handle`] that [`Engine::get_user_by_handle`] resolves. Whoever holds the secret
+    /// can mint tokens: treat it like a password.
     pub fn export_key(&self, key_id: &str) -> Result<KeySecret> {
         let missing = || Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}"));
         let id = KeyId::parse(key_id).ok_or_else(missing)?;
@@ -1780,19 +1803,22 @@ impl Engine {
 
     /// Sendbird's login rule. With no token, the login succeeds only if
     /// [`Config::allow_id_only_login`] is set and the user was never issued a token. With a
-    /// token, it must be a valid access or session token *of this user*.
+    /// token, it must be a valid access or session token *of this user*: the token's own
+    /// verdict ([`Engine::verify_session_token`], [`Engine::verify_access_token`]) is the
+    /// answer, and a valid token of anyone else is [`ErrorKind::InvalidToken`] — so with a
+    /// token the answer never depends on whether `user_id` exists.
     pub fn authenticate(&self, user_id: &str, token: Option<&str>) -> Result<Authenticated> {
         self.inner.persistence.check_fresh()?;
-        let (handle, id) = self.handle_of(user_id)?;
-        let (active, required) = self
-            .with_slot(handle, Durability::Credential, |s| {
-                (s.record.active, s.token_required)
-            })?
-            .ok_or_else(|| not_found(&id))?;
-        if !active {
-            return Err(deactivated(&id));
-        }
         let Some(token) = token else {
+            let (handle, id) = self.handle_of(user_id)?;
+            let (active, required) = self
+                .with_slot(handle, Durability::Credential, |s| {
+                    (s.record.active, s.token_required)
+                })?
+                .ok_or_else(|| not_found(&id))?;
+            if !active {
+                return Err(deactivated(&id));
+            }
             if self.inner.config.allow_id_only_login && !required {
                 return Ok(Authenticated {
                     user_id: id,
@@ -1804,6 +1830,8 @@ impl Engine {
                 "a token is required to log in",
             ));
         };
+        // The id's shape is checked (that reveals nothing); its existence is not looked up.
+        let id = normalize_user_id(&self.inner.config, user_id)?;
         let (owner, method) = if token.starts_with(ACCESS_TOKEN_PREFIX) {
             let v = self.verify_access_token(token)?;
             (
@@ -1827,7 +1855,7 @@ impl Engine {
             return Err(Error::invalid_token());
         }
         Ok(Authenticated {
-            user_id: id,
+            user_id: owner,
             method,
         })
     }
@@ -1973,6 +2001,54 @@ mod tests {
         // At the limit, an issue evicts exactly one, as before.
         let next = two.issue_access_token("u", None).unwrap();
         assert_eq!(next.evicted, vec![old_ids[4]]);
+    }
+
+    /// State an older release could leave: a handle or an epoch past what the current token
+    /// format carries. Issuing is refused (never a token that breaks the length bounds) and
+    /// the old tokens stay revocable.
+    #[test]
+    fn handles_and_epochs_past_the_token_budget_are_refused_not_truncated() {
+        let e = Engine::in_memory().unwrap();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        let record = e.slot_clone(1).unwrap().record;
+        let mut big = record.clone();
+        big.id = "big".into();
+        e.replay(Mutation::UserCreated {
+            handle: MAX_HANDLE + 1,
+            record: big,
+        })
+        .unwrap();
+        let user = e.get_user("big").unwrap();
+        assert_eq!(user.handle, MAX_HANDLE + 1);
+        assert_eq!(e.get_user_by_handle(MAX_HANDLE + 1).unwrap(), user);
+        assert_eq!(
+            e.issue_session_token("big", None).unwrap_err().kind(),
+            ErrorKind::Exhausted
+        );
+        assert_eq!(
+            e.create_user(NewUser::new("c", "")).unwrap_err().kind(),
+            ErrorKind::Exhausted
+        );
+
+        // Format 1 carried epochs up to 9 999 999: revoking must move past the one a token
+        // holds, so it increments up to SEALED_EPOCH, which no token of any format carries.
+        for (epoch, after) in [
+            (MAX_EPOCH, MAX_EPOCH + 1),
+            (150_000, 150_001),
+            (SEALED_EPOCH - 1, SEALED_EPOCH),
+            (SEALED_EPOCH, SEALED_EPOCH),
+        ] {
+            e.replay(Mutation::SessionsRevoked { handle: 1, epoch })
+                .unwrap();
+            let issued = e.issue_session_token("a", None);
+            if epoch == MAX_EPOCH {
+                assert!(issued.is_ok());
+            } else {
+                assert_eq!(issued.unwrap_err().kind(), ErrorKind::Exhausted, "{epoch}");
+            }
+            e.revoke_sessions("a").unwrap();
+            assert_eq!(e.peek_slot(1, |s| s.epoch), Some(after), "{epoch}");
+        }
     }
 
     #[test]

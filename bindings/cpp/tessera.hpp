@@ -256,6 +256,18 @@ public:
         return detail::take(out);
     }
 
+    /// The user with this handle (the "handle" of its JSON, the `sub` of its session tokens)
+    /// as JSON, or nullopt when no live user has it.
+    std::optional<std::string> get_user_by_handle(uint64_t handle) const {
+        tessera_string *out = nullptr;
+        tessera_status st = tessera_user_get_by_handle(e_, handle, &out);
+        if (st == TESSERA_USER_NOT_FOUND) {
+            return std::nullopt;
+        }
+        detail::check(st);
+        return detail::take(out);
+    }
+
     std::string update_user(std::string_view user_id, std::string_view patch_json) const {
         tessera_string *out = nullptr;
         detail::check(tessera_user_update(e_, user_id.data(), user_id.size(), patch_json.data(),
@@ -412,17 +424,16 @@ public:
 
     // ----- session tokens -----
 
-    /// expires_at_ms: ms since the Unix epoch, or 0 for the configured default.
-    IssuedSession issue_session_token(std::string_view user_id,
-                                      int64_t expires_at_ms = TESSERA_SESSION_DEFAULT_EXPIRY) const {
-        char buf[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
-        size_t len = 0;
-        int64_t exp = 0;
-        detail::check(tessera_session_token_issue(e_, user_id.data(), user_id.size(),
-                                                  expires_at_ms, buf, sizeof buf, &len, &exp));
-        IssuedSession out{std::string(buf, len), exp};
-        detail::wipe(buf, sizeof buf);
-        return out;
+    /// A session token with the configured default lifetime.
+    IssuedSession issue_session_token(std::string_view user_id) const {
+        return issue_session(user_id, nullptr);
+    }
+
+    /// A session token expiring at `expires_at_ms` (ms since the Unix epoch, rounded down to
+    /// whole seconds), taken literally: 0 or any other past value throws
+    /// TESSERA_INVALID_EXPIRY, as does one beyond the configured maximum.
+    IssuedSession issue_session_token(std::string_view user_id, int64_t expires_at_ms) const {
+        return issue_session(user_id, &expires_at_ms);
     }
 
     VerifiedSession verify_session_token(std::string_view token) const {
@@ -480,6 +491,22 @@ public:
     }
 
 private:
+    IssuedSession issue_session(std::string_view user_id, const int64_t *expires_at_ms) const {
+        char buf[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+        size_t len = 0;
+        int64_t exp = 0;
+        tessera_status st =
+            expires_at_ms == nullptr
+                ? tessera_session_token_issue_default(e_, user_id.data(), user_id.size(), buf,
+                                                      sizeof buf, &len, &exp)
+                : tessera_session_token_issue(e_, user_id.data(), user_id.size(), *expires_at_ms,
+                                              buf, sizeof buf, &len, &exp);
+        detail::check(st);
+        IssuedSession out{std::string(buf, len), exp};
+        detail::wipe(buf, sizeof buf);
+        return out;
+    }
+
     explicit Engine(tessera_engine *e) noexcept : e_(e) {}
     tessera_engine *e_;
 };

@@ -38,8 +38,8 @@ pub unsafe extern "C" fn tessera_key_rotate(
     })
 }
 
-/// Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
-/// is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
+/// Retires a signing key by id: session tokens it signed stop verifying and are reported as
+/// `TESSERA_TOKEN_REVOKED` (a `key_retired` event is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
 /// (rotate first). Thread-safe.
 ///
 /// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.

@@ -116,6 +116,32 @@ pub unsafe extern "C" fn tessera_user_get(
     })
 }
 
+/// Gets a user by its handle (the `"handle"` field of every user JSON, and the `sub` claim of
+/// its session tokens, as a decimal string) and writes it as a JSON `tessera_string` to
+/// `*out_user` (required; free with `tessera_string_free`). A service that verified a session
+/// token with an exported key (`tessera_key_export`) resolves its subject this way. Fails with
+/// `TESSERA_USER_NOT_FOUND` for a handle no live user has; handles are never reused, so a
+/// deleted user's handle finds nobody even when a new user has its id. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+///
+/// # Safety
+/// `out_user` valid for one pointer write; `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_user_get_by_handle(
+    engine: *const tessera_engine,
+    handle: u64,
+    out_user: *mut *mut tessera_string,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let out_user = non_null!(out_user)?;
+        let user = e.get_user_by_handle(handle)?;
+        unsafe { tessera_string::give_json(&user, out_user) }
+    })
+}
+
 /// Changes the fields a JSON patch sets, all or nothing. The patch has the optional fields
 /// `nickname`, `profile_url`, `metadata`, `tags`, `role`, `status_message`, `link`, `email`,
 /// `mobile_number`, `discovery_keys`; a field set to `null` is cleared, a missing field is kept.
@@ -329,8 +355,10 @@ pub struct tessera_authenticated {
 /// Logs a user in (Sendbird's rule). With no token (`token` NULL and `token_len` 0), succeeds
 /// only when the engine allows id-only login and the user was never issued a token (else
 /// `TESSERA_TOKEN_REQUIRED`). With a token, it must be a valid access or session token *of
-/// this user* (else `TESSERA_INVALID_TOKEN`, `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`,
-/// `TESSERA_USER_DEACTIVATED`, ...).
+/// this user*: a failing token gets its own verify status (`TESSERA_INVALID_TOKEN`,
+/// `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`, `TESSERA_USER_DEACTIVATED`), and a valid
+/// token of anyone else `TESSERA_INVALID_TOKEN` — whether or not `user_id` exists, so a token
+/// never reveals that (only a malformed id fails first, `TESSERA_INVALID_USER_ID`).
 ///
 /// Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
 /// Thread-safe.

@@ -171,7 +171,8 @@ CREATE TABLE IF NOT EXISTS tessera_head (
     pos bigint NOT NULL,
     next_handle bigint NOT NULL,
     next_token_id bigint NOT NULL,
-    next_key_number bigint NOT NULL
+    next_key_number bigint NOT NULL,
+    retired_keys bytea NOT NULL DEFAULT '\\x'
 );
 CREATE TABLE IF NOT EXISTS tessera_log (
     pos bigint PRIMARY KEY,
@@ -551,7 +552,7 @@ fn read_changes_in_txn(client: &mut Db, applied: u64) -> Result<(u64, Vec<Change
                 seq: pos,
                 mutation: decode(payload, "log mutation")?,
             },
-            KIND_KEYS => Change::Keys(decode(payload, "log key ring")?),
+            KIND_KEYS => Change::Keys(crate::persistence::embedded::decode_key_ring(payload)?),
             other => {
                 return Err(Error::new(
                     ErrorKind::UnsupportedFormat,
@@ -654,10 +655,19 @@ fn load_state(client: &mut Db, head: &Head) -> Result<(Vec<Mutation>, StoredKeyR
 }
 
 fn load_keys(client: &mut Db) -> Result<StoredKeyRing> {
-    let next = client
-        .query_one("SELECT next_key_number FROM tessera_head", &[])
-        .map_err(|e| pg_error("loading keys", e))?
-        .get::<_, i64>(0);
+    let head = client
+        .query_one(
+            "SELECT next_key_number, retired_keys FROM tessera_head",
+            &[],
+        )
+        .map_err(|e| pg_error("loading keys", e))?;
+    let next = head.get::<_, i64>(0);
+    let retired_bytes: &[u8] = head.get(1);
+    let retired = if retired_bytes.is_empty() {
+        Default::default()
+    } else {
+        decode(retired_bytes, "retired key set")?
+    };
     let rows = client
         .query(
             "SELECT number, created_at_ms, secret FROM tessera_keys ORDER BY number",
@@ -680,6 +690,7 @@ fn load_keys(client: &mut Db) -> Result<StoredKeyRing> {
         keys,
         next_number: u32::try_from(next)
             .map_err(|_| Error::new(ErrorKind::Corrupt, "next_key_number out of range"))?,
+        retired,
     })
 }
 
@@ -707,8 +718,8 @@ fn store_keys(client: &mut Db, ring: &StoredKeyRing) -> Result<()> {
     }
     client
         .execute(
-            "UPDATE tessera_head SET next_key_number = $1",
-            &[&i64::from(ring.next_number)],
+            "UPDATE tessera_head SET next_key_number = $1, retired_keys = $2",
+            &[&i64::from(ring.next_number), &encode(&ring.retired)?],
         )
         .map_err(err)?;
     Ok(())

@@ -244,6 +244,54 @@ fn tokens_issued_before_a_restart_verify_after_it() {
 }
 
 #[test]
+fn retired_keys_survive_a_restart_and_older_key_files_still_open() {
+    use super::key_file::{read_key_file, write_key_file, KEY_FILE};
+    use crate::key_ring::StoredKey;
+    use crate::persistence::embedded::decode_key_ring;
+
+    let dir = TestDir::new("engine-retired-keys");
+    let (t1, t2) = {
+        let e = Engine::open(dir.path()).unwrap();
+        e.create_user(NewUser::new("u", "")).unwrap();
+        let t1 = e.issue_session_token("u", None).unwrap();
+        e.rotate_key().unwrap();
+        let t2 = e.issue_session_token("u", None).unwrap();
+        e.retire_key("1").unwrap();
+        (t1, t2)
+    };
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        let kind = |t: &crate::SessionToken| e.verify_session_token(t.as_str()).unwrap_err().kind();
+        assert_eq!(kind(&t1), ErrorKind::TokenRevoked);
+        assert!(e.verify_session_token(t2.as_str()).is_ok());
+        e.revoke_all_sessions().unwrap();
+        assert_eq!(kind(&t2), ErrorKind::TokenRevoked);
+    }
+    let path = dir.path().join(KEY_FILE);
+    let bytes = read_key_file(&path).unwrap().unwrap();
+    let ring = decode_key_ring(&bytes).unwrap();
+    assert_eq!((ring.keys.len(), ring.retired.len()), (1, 2));
+    // The release before retired keys were kept reads the live keys of this file...
+    let (keys, next): (Vec<StoredKey>, u32) = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!((&keys, next), (&ring.keys, ring.next_number));
+    // ...and wrote files with only those two fields, which this release still opens.
+    let older = postcard::to_stdvec(&(&ring.keys, ring.next_number)).unwrap();
+    write_key_file(&path, &older).unwrap();
+    let e = Engine::open(dir.path()).unwrap();
+    assert_eq!(e.stored_keys().keys, ring.keys);
+    assert_eq!(e.stored_keys().retired.len(), 0);
+    // Without the retired secrets those tokens cannot be told from forgeries: invalid.
+    for t in [&t1, &t2] {
+        assert_eq!(
+            e.verify_session_token(t.as_str()).unwrap_err().kind(),
+            ErrorKind::InvalidToken
+        );
+    }
+    let t3 = e.issue_session_token("u", None).unwrap();
+    assert!(e.verify_session_token(t3.as_str()).is_ok());
+}
+
+#[test]
 fn no_access_token_plaintext_is_written_anywhere() {
     let dir = TestDir::new("engine-plaintext");
     let mut secrets = Vec::new();

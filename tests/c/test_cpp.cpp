@@ -43,6 +43,9 @@ int main() {
     CHECK(engine.user_count() == 2);
     CHECK(engine.get_user("alice").has_value());
     CHECK(!engine.get_user("nobody").has_value());
+    CHECK(engine.get_user_by_handle(1).value() == engine.get_user("alice").value());
+    CHECK(engine.get_user("bob").value().find("\"handle\":2") != std::string::npos);
+    CHECK(!engine.get_user_by_handle(3).has_value());
     CHECK(code_of([&] { engine.create_user(R"({"user_id": "alice", "nickname": "A"})"); }) ==
           TESSERA_USER_ALREADY_EXISTS);
     try {
@@ -63,6 +66,12 @@ int main() {
     CHECK(v.user_id == "alice" && v.expires_at_ms == s.expires_at_ms && !v.key_id.empty());
     CHECK(engine.authenticate("alice", s.token).method == TESSERA_AUTH_SESSION_TOKEN);
     CHECK(code_of([&] { engine.authenticate("alice"); }) == TESSERA_TOKEN_REQUIRED);
+    // An explicit expiry is literal: 0 is not "the default".
+    CHECK(engine.issue_session_token("alice", s.expires_at_ms - 1000).expires_at_ms ==
+          s.expires_at_ms - 1000);
+    CHECK(code_of([&] { engine.issue_session_token("alice", 0); }) == TESSERA_INVALID_EXPIRY);
+    CHECK(code_of([&] { engine.issue_session_token("alice", INT64_MIN); }) ==
+          TESSERA_INVALID_EXPIRY);
 
     // Concurrent verification through one const Engine.
     {

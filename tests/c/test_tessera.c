@@ -198,6 +198,24 @@ static void test_users(tessera_engine *e) {
     CHECK_ST(tessera_user_get(NULL, S("alice"), &s), TESSERA_NULL_POINTER);
     CHECK_ST(tessera_user_get(e, NULL, 0, &s), TESSERA_INVALID_USER_ID); /* empty id */
 
+    /* get by handle: the "handle" of the user JSON, the `sub` of its session tokens. alice
+     * was created first, bob second; handle 3 ("long") was deleted and is never reused. */
+    s = NULL;
+    CHECK_OK(tessera_user_get(e, S("bob"), &s));
+    CHECK(has(s, "\"handle\":2"));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_OK(tessera_user_get_by_handle(e, 1, &s));
+    CHECK(has(s, "\"user_id\":\"alice\"") && has(s, "\"handle\":1"));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_ST(tessera_user_get_by_handle(e, 3, &s), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_get_by_handle(e, 0, &s), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_get_by_handle(e, UINT64_MAX, &s), TESSERA_USER_NOT_FOUND);
+    CHECK(s == NULL);
+    CHECK_ST(tessera_user_get_by_handle(e, 1, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_get_by_handle(NULL, 1, &s), TESSERA_NULL_POINTER);
+
     /* update */
     s = NULL;
     CHECK_OK(tessera_user_update(e, S("alice"),
@@ -469,8 +487,7 @@ static void test_session_tokens(tessera_engine *e) {
     tessera_verified_session v;
     tessera_authenticated a;
 
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), TESSERA_SESSION_DEFAULT_EXPIRY, tok,
-                                         sizeof tok, &len, &exp));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, &exp));
     CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN &&
           strlen(tok) == len);
     CHECK(exp > 0);
@@ -489,7 +506,8 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 0, &a), TESSERA_TOKEN_REQUIRED);
     CHECK_ST(tessera_user_authenticate(e, S("alice"), BAD_UTF8, 3, &a), TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 3, &a), TESSERA_NULL_POINTER);
-    CHECK_ST(tessera_user_authenticate(e, S("zed"), tok, len, &a), TESSERA_USER_NOT_FOUND);
+    /* With a token the answer never depends on whether the id exists. */
+    CHECK_ST(tessera_user_authenticate(e, S("zed"), tok, len, &a), TESSERA_INVALID_TOKEN);
     {
         char at[TESSERA_ACCESS_TOKEN_LEN + 1];
         size_t at_len;
@@ -501,21 +519,49 @@ static void test_session_tokens(tessera_engine *e) {
     }
 
     /* Buffer checked before issuing. */
-    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, small, sizeof small, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("alice"), small, sizeof small, &len, NULL),
              TESSERA_BUFFER_TOO_SMALL);
     CHECK(len == TESSERA_SESSION_TOKEN_MAX_LEN);
-    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, NULL, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, NULL, NULL),
              TESSERA_NULL_POINTER);
     CHECK(last_error_has("out_token_len is NULL"));
     CHECK_ST(tessera_session_token_issue(e, S("alice"), 1000, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_EXPIRY);
-    CHECK_ST(tessera_session_token_issue(e, S("zed"), 0, tok, sizeof tok, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("zed"), tok, sizeof tok, &len, NULL),
              TESSERA_USER_NOT_FOUND);
-    CHECK_ST(tessera_session_token_issue(e, BAD_UTF8, 3, 0, tok, sizeof tok, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, BAD_UTF8, 3, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_UTF8);
 
+    /* An explicit expiry is taken literally: 0 is the distant past, not "the default", and no
+     * extreme value wraps into a valid-looking one. A failure writes no expiry. */
+    {
+        static const int64_t refused[] = {0,         -1,        -1000,         1000,
+                                          INT64_MIN, INT64_MAX, INT64_MAX - 999};
+        int64_t got = 42;
+        int64_t d;
+        size_t i;
+        for (i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+            CHECK_ST(tessera_session_token_issue(e, S("alice"), refused[i], tok, sizeof tok, &len,
+                                                 &got),
+                     TESSERA_INVALID_EXPIRY);
+        }
+        for (d = 1; d <= 1000; d++) {
+            CHECK_ST(tessera_session_token_issue(e, S("alice"), INT64_MIN + d, tok, sizeof tok,
+                                                 &len, &got),
+                     TESSERA_INVALID_EXPIRY);
+        }
+        CHECK(got == 42);
+        CHECK_OK(tessera_session_token_issue(e, S("alice"), exp - 1000, tok, sizeof tok, &len,
+                                             &got));
+        CHECK(got == exp - 1000);
+        CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+        CHECK(v.expires_at_ms == exp - 1000);
+        CHECK_ST(tessera_session_token_issue(NULL, S("alice"), exp, tok, sizeof tok, &len, NULL),
+                 TESSERA_NULL_POINTER);
+    }
+
     /* Tampering. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     tok[len - 2] = (char)(tok[len - 2] == 'A' ? 'B' : 'A');
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
     CHECK_ST(tessera_session_token_verify(e, BAD_UTF8, 3, &v), TESSERA_INVALID_UTF8);
@@ -523,14 +569,14 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK_ST(tessera_session_token_verify(NULL, tok, len, &v), TESSERA_NULL_POINTER);
 
     /* Revocation of one user's sessions. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_revoke(e, S("alice")));
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_session_token_revoke(e, S("zed")), TESSERA_USER_NOT_FOUND);
     CHECK_ST(tessera_session_token_revoke(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
 
     /* Deactivation stops verification without revoking. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_user_deactivate(e, S("alice"), NULL));
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_USER_DEACTIVATED);
     CHECK_OK(tessera_user_reactivate(e, S("alice"), NULL));
@@ -538,7 +584,7 @@ static void test_session_tokens(tessera_engine *e) {
 
     /* Engine-wide revocation. */
     CHECK_OK(tessera_session_token_revoke_everyone(e));
-    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_session_token_revoke_everyone(NULL), TESSERA_NULL_POINTER);
 }
 
@@ -550,7 +596,7 @@ static void test_keys(tessera_engine *e) {
     tessera_verified_session v;
     char old_kid[TESSERA_KEY_ID_BUF_SIZE];
 
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     memcpy(old_kid, v.key_id, sizeof old_kid);
     CHECK_OK(tessera_key_rotate(e, &k));
@@ -564,7 +610,7 @@ static void test_keys(tessera_engine *e) {
     /* Old tokens verify until their key is retired. */
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     CHECK_OK(tessera_key_retire(e, old_kid, strlen(old_kid)));
-    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_key_retire(e, old_kid, strlen(old_kid)), TESSERA_KEY_NOT_FOUND);
     CHECK_ST(tessera_key_retire(e, S("zzzz")), TESSERA_KEY_NOT_FOUND);
     CHECK_ST(tessera_key_retire(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
@@ -695,7 +741,7 @@ static void active_key_id(tessera_engine *e, const char *user, char kid[TESSERA_
     size_t len = 0;
     tessera_verified_session v;
     kid[0] = '\0';
-    CHECK_OK(tessera_session_token_issue(e, user, strlen(user), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, user, strlen(user), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     memcpy(kid, v.key_id, TESSERA_KEY_ID_BUF_SIZE);
 }
@@ -756,7 +802,7 @@ static void test_durable(void) {
     CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"dora\", \"nickname\": \"Dora\"}"), NULL));
     CHECK_OK(tessera_access_token_issue(e, S("dora"), S("laptop"), at, sizeof at, &at_len, NULL,
                                         NULL, 0, NULL));
-    CHECK_OK(tessera_session_token_issue(e, S("dora"), 0, tok, sizeof tok, &tok_len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("dora"), tok, sizeof tok, &tok_len, NULL));
     CHECK_OK(tessera_engine_store_stats(e, &s));
     CHECK(has(s, "\"records_synced\":") && has(s, "\"syncs\":") && has(s, "\"bytes_written\":"));
     CHECK(!has(s, "\"records_synced\":0"));
@@ -958,7 +1004,7 @@ static void test_limits(void) {
     id[TESSERA_USER_ID_MAX_CHARS] = '\0';
     snprintf(json, sizeof json, "{\"user_id\": \"%s\"}", id);
     CHECK_OK(tessera_user_create(e, S(json), NULL));
-    CHECK_OK(tessera_session_token_issue(e, S(id), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S(id), tok, sizeof tok, &len, NULL));
     CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN);
     tessera_engine_free(e);
 }
@@ -1032,6 +1078,160 @@ static void test_lowered_access_token_limit(void) {
     tessera_string_free(ev);
     tessera_engine_free(e);
     remove_tree(root);
+/* docs/ERRORS.md, "One failure, one error kind": each way a token can fail gets one status from
+ * verify and from authenticate - for its own user "a", another user "b", and an id nobody
+ * has (a token never reveals whether an id exists). Each case runs on a fresh engine. The
+ * expiry cases need a manual clock and are in tests/engine.rs. */
+enum token_case {
+    SESSION_VALID,
+    SESSION_GARBAGE,
+    SESSION_TAMPERED,
+    SESSION_FOREIGN_KEY,
+    SESSION_KID_NEVER_ISSUED,
+    SESSION_REVOKED,
+    SESSION_KEY_RETIRED,
+    SESSION_EVERYONE_REVOKED,
+    SESSION_USER_DELETED,
+    SESSION_ID_RECREATED,
+    SESSION_DEACTIVATED,
+    SESSION_REVOKED_AND_DEACTIVATED,
+    ACCESS_VALID,
+    ACCESS_REVOKED,
+    ACCESS_ID_RECREATED,
+    ACCESS_DEACTIVATED,
+    TOKEN_CASES
+};
+
+static const struct {
+    const char *name;
+    tessera_status want;
+} token_cases[TOKEN_CASES] = {
+    {"session, valid", TESSERA_OK},
+    {"session, garbage", TESSERA_INVALID_TOKEN},
+    {"session, tampered signature", TESSERA_INVALID_TOKEN},
+    {"session, another engine's key", TESSERA_INVALID_TOKEN},
+    {"session, key id never issued", TESSERA_INVALID_TOKEN},
+    {"session, sessions revoked", TESSERA_TOKEN_REVOKED},
+    {"session, key retired", TESSERA_TOKEN_REVOKED},
+    {"session, everyone revoked", TESSERA_TOKEN_REVOKED},
+    {"session, user deleted", TESSERA_TOKEN_REVOKED},
+    {"session, user deleted and id re-created", TESSERA_TOKEN_REVOKED},
+    {"session, user deactivated", TESSERA_USER_DEACTIVATED},
+    {"session, revoked and deactivated", TESSERA_TOKEN_REVOKED},
+    {"access, valid", TESSERA_OK},
+    {"access, revoked", TESSERA_INVALID_TOKEN},
+    {"access, user deleted and id re-created", TESSERA_INVALID_TOKEN},
+    {"access, user deactivated", TESSERA_USER_DEACTIVATED},
+};
+
+/* A session token of user "a" from a fresh engine that has rotated `rotations` times. */
+static size_t foreign_session(int rotations, char *tok, size_t cap) {
+    tessera_engine *f = NULL;
+    size_t len = 0;
+    int i;
+    CHECK_OK(tessera_engine_open_in_memory(&f));
+    CHECK_OK(tessera_user_create(f, S("{\"user_id\": \"a\"}"), NULL));
+    for (i = 0; i < rotations; i++) {
+        CHECK_OK(tessera_key_rotate(f, NULL));
+    }
+    CHECK_OK(tessera_session_token_issue_default(f, S("a"), tok, cap, &len, NULL));
+    tessera_engine_free(f);
+    return len;
+}
+
+static void test_token_error_table(void) {
+    int c;
+    for (c = 0; c < TOKEN_CASES; c++) {
+        tessera_engine *e = NULL;
+        char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+        size_t len = 0;
+        int access_token = c >= ACCESS_VALID;
+        tessera_status want = token_cases[c].want;
+        tessera_status got;
+        const char *others[] = {"b", "nobody"};
+        size_t o;
+
+        CHECK_OK(tessera_engine_open_in_memory(&e));
+        CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"a\"}"), NULL));
+        CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"b\"}"), NULL));
+        if (access_token) {
+            CHECK_OK(tessera_access_token_issue(e, S("a"), NULL, 0, tok, sizeof tok, &len, NULL,
+                                                NULL));
+        } else {
+            CHECK_OK(tessera_session_token_issue_default(e, S("a"), tok, sizeof tok, &len, NULL));
+        }
+        switch ((enum token_case)c) {
+        case SESSION_GARBAGE:
+            len = (size_t)snprintf(tok, sizeof tok, "garbage");
+            break;
+        case SESSION_TAMPERED:
+            tok[len - 1] = (char)(tok[len - 1] == 'A' ? 'B' : 'A');
+            break;
+        case SESSION_FOREIGN_KEY:
+            len = foreign_session(0, tok, sizeof tok);
+            break;
+        case SESSION_KID_NEVER_ISSUED:
+            len = foreign_session(4, tok, sizeof tok);
+            break;
+        case SESSION_REVOKED:
+            CHECK_OK(tessera_session_token_revoke(e, S("a")));
+            break;
+        case SESSION_KEY_RETIRED:
+            CHECK_OK(tessera_key_rotate(e, NULL));
+            CHECK_OK(tessera_key_retire(e, S("1")));
+            break;
+        case SESSION_EVERYONE_REVOKED:
+            CHECK_OK(tessera_session_token_revoke_everyone(e));
+            break;
+        case SESSION_USER_DELETED:
+            CHECK_OK(tessera_user_delete(e, S("a")));
+            break;
+        case SESSION_ID_RECREATED:
+        case ACCESS_ID_RECREATED:
+            CHECK_OK(tessera_user_delete(e, S("a")));
+            CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"a\"}"), NULL));
+            break;
+        case SESSION_DEACTIVATED:
+        case ACCESS_DEACTIVATED:
+            CHECK_OK(tessera_user_deactivate(e, S("a"), NULL));
+            break;
+        case SESSION_REVOKED_AND_DEACTIVATED:
+            CHECK_OK(tessera_session_token_revoke(e, S("a")));
+            CHECK_OK(tessera_user_deactivate(e, S("a"), NULL));
+            break;
+        case ACCESS_REVOKED:
+            CHECK_OK(tessera_access_token_revoke_all(e, S("a"), NULL));
+            break;
+        case SESSION_VALID:
+        case ACCESS_VALID:
+        case TOKEN_CASES:
+            break;
+        }
+
+        got = access_token ? tessera_access_token_verify(e, tok, len, NULL)
+                           : tessera_session_token_verify(e, tok, len, NULL);
+        CHECK(got == want);
+        if (got != want) {
+            fprintf(stderr, "  case \"%s\": verify returned %s\n", token_cases[c].name,
+                    tessera_status_str(got));
+        }
+        got = tessera_user_authenticate(e, S("a"), tok, len, NULL);
+        CHECK(got == want);
+        if (got != want) {
+            fprintf(stderr, "  case \"%s\": authenticate a returned %s\n", token_cases[c].name,
+                    tessera_status_str(got));
+        }
+        for (o = 0; o < sizeof others / sizeof others[0]; o++) {
+            tessera_status other_want = want == TESSERA_OK ? TESSERA_INVALID_TOKEN : want;
+            got = tessera_user_authenticate(e, S(others[o]), tok, len, NULL);
+            CHECK(got == other_want);
+            if (got != other_want) {
+                fprintf(stderr, "  case \"%s\": authenticate %s returned %s\n",
+                        token_cases[c].name, others[o], tessera_status_str(got));
+            }
+        }
+        tessera_engine_free(e);
+    }
 }
 
 static void test_owned_objects(void) {
@@ -1118,8 +1318,8 @@ static void test_cluster(void) {
     CHECK_OK(tessera_user_create(a, body, strlen(body), NULL));
     CHECK(poll_status(get_user, b, id, TESSERA_OK));
     size_t len = 0;
-    CHECK_OK(tessera_session_token_issue(a, id, strlen(id), TESSERA_SESSION_DEFAULT_EXPIRY, token,
-                                         sizeof token, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(a, id, strlen(id), token, sizeof token, &len,
+                                                 NULL));
     token[len] = '\0';
     CHECK_OK(verify_session(b, token));
     (void)tessera_event_drain(b, 1000, NULL);
@@ -1143,6 +1343,7 @@ int main(void) {
     test_limits();
     test_lowered_access_token_limit();
     test_cluster();
+    test_token_error_table();
     CHECK_OK(tessera_engine_open_in_memory(&e));
     if (e == NULL) {
         return tt_finish("test_tessera");

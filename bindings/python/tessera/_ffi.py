@@ -59,7 +59,6 @@ KEY_ID_BUF_SIZE = 4
 KEY_SECRET_LEN = 32
 EVENT_DRAIN_MAX = 65536
 MAX_INPUT_LEN = 16 * 1024 * 1024
-SESSION_DEFAULT_EXPIRY = 0
 AUTH_USER_ID_ONLY = 1
 AUTH_ACCESS_TOKEN = 2
 AUTH_SESSION_TOKEN = 3
@@ -207,6 +206,9 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
         status,
         [ENGINE_P, text, c_size_t, c_int64, c_void_p, c_size_t, size_p, POINTER(c_int64)],
     ),
+    "tessera_session_token_issue_default": (
+        status, [ENGINE_P, text, c_size_t, c_void_p, c_size_t, size_p, POINTER(c_int64)]
+    ),
     "tessera_session_token_verify": (
         status, [ENGINE_P, text, c_size_t, POINTER(tessera_verified_session)]
     ),
@@ -214,6 +216,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_session_token_revoke_everyone": (status, [ENGINE_P]),
     "tessera_status_str": (c_void_p, [c_uint32]),  # static string
     "tessera_user_create": (status, [ENGINE_P, text, c_size_t, POINTER(STRING_P)]),
+    "tessera_user_get_by_handle": (status, [ENGINE_P, c_uint64, POINTER(STRING_P)]),
     "tessera_user_upsert": (
         status, [ENGINE_P, text, c_size_t, POINTER(c_bool), POINTER(STRING_P)]
     ),

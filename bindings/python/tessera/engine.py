@@ -432,6 +432,16 @@ class Engine:
         u = _ffi.utf8(user_id, "user_id")
         return User.from_json(self._call_string(lib.tessera_user_get, u, len(u)))
 
+    def get_user_by_handle(self, handle: int) -> User:
+        """The user with this :attr:`~tessera.User.handle`, which is the ``sub`` claim of its
+        session tokens (as a decimal string): a service that verified a token with an
+        exported key (:meth:`export_key`) resolves its subject here. Handles are never
+        reused: :class:`~tessera.UserNotFound` for a deleted user's handle, even when a new
+        user has its id. ``ValueError`` for a value outside 0..2**64-1."""
+        return User.from_json(
+            self._call_string(lib.tessera_user_get_by_handle, _u64(handle, "handle"))
+        )
+
     def update_user(
         self,
         user_id: str,
@@ -677,22 +687,23 @@ class Engine:
         self, user_id: str, expires_at_ms: Optional[int] = None
     ) -> SessionToken:
         """Issues a session token expiring at ``expires_at_ms`` (ms since the Unix epoch,
-        rounded down to whole seconds) or after the configured default (7 days). Raises
-        :class:`~tessera.InvalidExpiry` for an expiry in the past or beyond the maximum."""
-        if expires_at_ms is None:
-            exp = _ffi.SESSION_DEFAULT_EXPIRY
-        else:
-            exp = int(expires_at_ms)
-            if exp == _ffi.SESSION_DEFAULT_EXPIRY:
-                # 0 means "default" in C; as an explicit expiry it is the distant past.
-                exp = -1
+        rounded down to whole seconds) or, when it is ``None``, after the configured default
+        (7 days). An explicit value is taken literally: :class:`~tessera.InvalidExpiry` for
+        one not in the future (``0`` included) or beyond the maximum; ``ValueError`` for one
+        outside the 64-bit range (it would otherwise be wrapped into a valid-looking one)."""
         u = _ffi.utf8(user_id, "user_id")
+        args: Tuple[Any, ...]
+        if expires_at_ms is None:
+            fn, args = lib.tessera_session_token_issue_default, (u, len(u))
+        else:
+            exp = _i64(expires_at_ms, "expires_at_ms")
+            fn, args = lib.tessera_session_token_issue, (u, len(u), exp)
         out_exp = c_int64(0)
         ptr = self._h.enter()
         try:
             st, raw = _ffi.read_buffer(
-                lib.tessera_session_token_issue,
-                (ptr, u, len(u), exp),
+                fn,
+                (ptr, *args),
                 _ffi.SESSION_TOKEN_MAX_LEN + 1,
                 tail=(byref(out_exp),),
                 wipe=True,
@@ -705,9 +716,9 @@ class Engine:
 
     def verify_session_token(self, token: str) -> VerifiedSession:
         """Verifies a session token: format and signature first (any failure there is
-        :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`,
-        :class:`~tessera.UserNotFound`, :class:`~tessera.TokenRevoked`,
-        :class:`~tessera.UserDeactivated`."""
+        :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`, then
+        :class:`~tessera.TokenRevoked` (sessions revoked, key retired, or user deleted - never
+        :class:`~tessera.UserNotFound`), then :class:`~tessera.UserDeactivated`."""
         # The hot path: _Handle.enter/leave inlined, module-level bindings, one unpack of the
         # result struct. See docs/BENCHMARKS.md ("Python binding") for what each step costs.
         t = token.encode() if type(token) is str else _ffi.utf8(token, "token")
@@ -745,7 +756,8 @@ class Engine:
         self._call(lib.tessera_session_token_revoke, u, len(u))
 
     def revoke_all_sessions(self) -> None:
-        """Emergency: invalidates every session token of every user (replaces all keys)."""
+        """Emergency: invalidates every session token of every user (replaces all keys); they
+        raise :class:`~tessera.TokenRevoked`."""
         self._call(lib.tessera_session_token_revoke_everyone)
 
     # ----- signing keys -------------------------------------------------------------------
@@ -755,8 +767,8 @@ class Engine:
         return KeyInfo.from_json(self._call_string(lib.tessera_key_rotate))
 
     def retire_key(self, key_id: str) -> None:
-        """Retires a key (its tokens stop verifying). Raises :class:`~tessera.KeyNotFound`,
-        or :class:`~tessera.KeyActive` for the active key."""
+        """Retires a key (its tokens raise :class:`~tessera.TokenRevoked`). Raises
+        :class:`~tessera.KeyNotFound`, or :class:`~tessera.KeyActive` for the active key."""
         k = _ffi.utf8(key_id, "key_id")
         self._call(lib.tessera_key_retire, k, len(k))
 
@@ -785,8 +797,10 @@ class Engine:
 
     def authenticate(self, user_id: str, token: Optional[str] = None) -> Authenticated:
         """Logs a user in (Sendbird's rule): with a token, it must be a valid access or
-        session token of this user; without one, only when the engine allows id-only login
-        and the user was never issued a token (else :class:`~tessera.TokenRequired`)."""
+        session token of this user - the token's own error if it fails, else
+        :class:`~tessera.InvalidToken` when it is anyone else's, whether or not ``user_id``
+        exists; without one, only when the engine allows id-only login and the user was never
+        issued a token (else :class:`~tessera.TokenRequired`)."""
         u = _ffi.utf8(user_id, "user_id")
         t = _ffi.utf8(token, "token") if token is not None else None
         out = _ffi.tessera_authenticated()
@@ -895,6 +909,13 @@ def _u64(v: int, what: str) -> int:
     v = int(v)
     if not 0 <= v < 1 << 64:
         raise ValueError(f"{what} must be 0..2**64-1, got {v}")
+    return v
+
+
+def _i64(v: int, what: str) -> int:
+    v = int(v)
+    if not -(1 << 63) <= v < 1 << 63:
+        raise ValueError(f"{what} must be -2**63..2**63-1, got {v}")
     return v
 
 

@@ -140,6 +140,10 @@ class User:
     discovery_keys: List[str] = field(default_factory=list)
     is_active: bool = True
     created_at_ms: int = 0
+    #: The internal handle (never reused, not secret): the subject (``sub``, as a decimal
+    #: string) of the user's session tokens; :meth:`tessera.Engine.get_user_by_handle`
+    #: finds the user from it.
+    handle: int = 0
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "User":

@@ -86,8 +86,8 @@ def test_delete_then_recreate_gets_fresh_identity(engine: tessera.Engine) -> Non
     with pytest.raises(tessera.UserNotFound):
         engine.get_user("u")
     engine.create_user("u")
-    # The old token names the deleted user's handle, never the new user's.
-    with pytest.raises(tessera.UserNotFound):
+    # The old token names the deleted user's handle, never the new user's: revoked.
+    with pytest.raises(tessera.TokenRevoked):
         engine.verify_session_token(session.token)
     assert [e.kind for e in engine.drain_events()] == [tessera.EventKind.USER_DELETED]
 
