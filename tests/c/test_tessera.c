@@ -1078,6 +1078,8 @@ static void test_lowered_access_token_limit(void) {
     tessera_string_free(ev);
     tessera_engine_free(e);
     remove_tree(root);
+}
+
 /* docs/ERRORS.md, "One failure, one error kind": each way a token can fail gets one status from
  * verify and from authenticate - for its own user "a", another user "b", and an id nobody
  * has (a token never reveals whether an id exists). Each case runs on a fresh engine. The
@@ -1156,7 +1158,7 @@ static void test_token_error_table(void) {
         CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"b\"}"), NULL));
         if (access_token) {
             CHECK_OK(tessera_access_token_issue(e, S("a"), NULL, 0, tok, sizeof tok, &len, NULL,
-                                                NULL));
+                                                NULL, 0, NULL));
         } else {
             CHECK_OK(tessera_session_token_issue_default(e, S("a"), tok, sizeof tok, &len, NULL));
         }
