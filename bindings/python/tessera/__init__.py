@@ -44,7 +44,7 @@ USER_ID_MAX_CHARS: int = _ffi.USER_ID_MAX_CHARS
 #: Default (10) and largest accepted (100) ``access_tokens_per_user``.
 ACCESS_TOKENS_PER_USER_DEFAULT: int = _ffi.ACCESS_TOKENS_PER_USER_DEFAULT
 ACCESS_TOKENS_PER_USER_MAX: int = _ffi.ACCESS_TOKENS_PER_USER_MAX
-#: Largest session epoch (9999999): a user's sessions can be revoked this many times and new
+#: Largest session epoch (99999): a user's sessions can be revoked this many times and new
 #: session tokens still be issued; the revocation after that seals the user.
 SESSION_EPOCH_MAX: int = _ffi.SESSION_EPOCH_MAX
 
