@@ -290,6 +290,20 @@ fn list_pagination_and_filters() {
     );
 }
 
+/// docs/SECURITY.md, "Memory bounds": one user query names at most 100 ids.
+#[test]
+fn a_user_query_names_at_most_100_ids() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("u0", "")).unwrap();
+    let ids = |n: usize| UserQuery {
+        user_ids: Some((0..n).map(|i| format!("u{i}")).collect()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(e.list_users(&ids(100)).unwrap().users.len(), 1);
+    assert_eq!(kind(e.list_users(&ids(101))), ErrorKind::InvalidArgument);
+}
+
 #[test]
 fn discovery_keys_are_unique_across_users() {
     let (e, _) = engine();
@@ -893,6 +907,132 @@ fn session_expiry_arithmetic_is_checked_at_every_extreme() {
             ErrorKind::InvalidExpiry
         );
     }
+}
+
+/// docs/SECURITY.md, "Clock jumps": expiry is judged against the wall clock at every verify
+/// (nothing is latched), `iat` is never checked, and neither revocation nor an access token
+/// depends on the time.
+#[test]
+fn clock_jumps_move_expiry_but_never_revocation() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let leeway = Config::default().clock_skew_ms;
+    let exp = T0 + 60_000;
+    let t = e.issue_session_token("a", Some(exp)).unwrap();
+    let access = e.issue_access_token("a", None).unwrap();
+
+    // Forward past exp + leeway: expired. Back again: valid again.
+    clock.set(exp + leeway);
+    assert_eq!(
+        kind(e.verify_session_token(t.as_str())),
+        ErrorKind::TokenExpired
+    );
+    clock.set(T0);
+    assert!(e.verify_session_token(t.as_str()).is_ok());
+
+    // A day back: the token's `iat` lies in the future, and it still verifies.
+    clock.set(T0 - DAY_MS);
+    assert_eq!(e.verify_session_token(t.as_str()).unwrap().issued_at_ms, T0);
+
+    // Issued while the clock ran a day ahead: the lifetime counts from that clock, so once the
+    // clock is put right the token lives a day longer than configured.
+    clock.set(T0 + DAY_MS);
+    let ahead = e.issue_session_token("a", None).unwrap();
+    assert_eq!(ahead.expires_at_ms(), T0 + 8 * DAY_MS);
+    clock.set(T0 + 8 * DAY_MS + leeway - 1);
+    assert!(e.verify_session_token(ahead.as_str()).is_ok());
+
+    // Revocation is an epoch, not a time: whatever the clock says, revoked stays revoked.
+    clock.set(T0);
+    e.revoke_sessions("a").unwrap();
+    for now in [T0 - DAY_MS, T0, exp - 1] {
+        clock.set(now);
+        for s in [&t, &ahead] {
+            assert_eq!(
+                kind(e.verify_session_token(s.as_str())),
+                ErrorKind::TokenRevoked,
+                "{now}"
+            );
+        }
+    }
+    // Access tokens carry no time: every clock, one before 1970 included, accepts them.
+    for now in [i64::MIN, 0, T0, T0 + 100 * 365 * DAY_MS, i64::MAX] {
+        clock.set(now);
+        assert_eq!(
+            e.verify_access_token(access.token.as_str())
+                .unwrap()
+                .user_id,
+            "a"
+        );
+    }
+}
+
+/// docs/SECURITY.md, "Secrets in errors": a refused token's error message never repeats the
+/// token or any 12 characters of it, so logging errors (or `tessera_last_error_message`)
+/// leaks no credential.
+#[test]
+fn token_errors_never_echo_the_token() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    // Every refusal of `token`: its error (kind, message, Display, Debug) has no 12
+    // consecutive characters of it.
+    let check = |e: &Engine, token: &str| {
+        let errors = [
+            if token.starts_with(ACCESS_TOKEN_PREFIX) {
+                e.verify_access_token(token).map(|_| ())
+            } else {
+                e.verify_session_token(token).map(|_| ())
+            },
+            e.authenticate("a", Some(token)).map(|_| ()),
+            e.authenticate("b", Some(token)).map(|_| ()),
+        ];
+        for err in errors {
+            let err = err.unwrap_err();
+            let shown = format!("{err} {err:?} {}", err.message());
+            for part in token.as_bytes().windows(12) {
+                let part = std::str::from_utf8(part).unwrap();
+                assert!(
+                    !shown.contains(part),
+                    "{:?} repeats {part:?} of the token: {shown}",
+                    err.kind()
+                );
+            }
+        }
+    };
+    let flip = |t: &str, at: usize| {
+        let mut b = t.as_bytes().to_vec();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    let session = |e: &Engine| {
+        e.issue_session_token("a", Some(T0 + 60_000))
+            .unwrap()
+            .as_str()
+            .to_owned()
+    };
+    let access = |e: &Engine| {
+        e.issue_access_token("a", None)
+            .unwrap()
+            .token
+            .as_str()
+            .to_owned()
+    };
+
+    let s = session(&e);
+    check(&e, &flip(&s, s.len() - 1)); // forged
+    let a = access(&e);
+    check(&e, &flip(&a, 30)); // checksum
+    e.revoke_all_access_tokens("a").unwrap();
+    check(&e, &a); // revoked access token
+    e.revoke_sessions("a").unwrap();
+    check(&e, &s); // revoked session
+    let (a, s) = (access(&e), session(&e));
+    e.deactivate_user("a").unwrap();
+    check(&e, &a); // deactivated user
+    check(&e, &s);
+    e.reactivate_user("a").unwrap();
+    clock.set(T0 + 3_600_000);
+    check(&e, &s); // expired
 }
 
 #[test]
