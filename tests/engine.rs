@@ -1146,6 +1146,57 @@ fn exported_key_verifies_session_tokens_with_a_standard_jwt_library() {
     assert_eq!(kind(e.export_key("")), ErrorKind::KeyNotFound);
 }
 
+/// docs/SECURITY.md, "What one stolen credential allows": whoever holds a live key's secret
+/// signs, with any JWT library, tokens Tessera accepts for every user — with any expiry up to
+/// the year 2286, however short `session_max_ttl_ms` is — needing only the user's small
+/// revocation epoch, until that key is retired. Rotating alone does not stop them.
+#[test]
+fn an_exported_key_mints_tokens_for_every_user_until_it_is_retired() {
+    let (e, _) = engine();
+    let a = e.create_user(NewUser::new("a", "")).unwrap();
+    let b = e.create_user(NewUser::new("b", "")).unwrap();
+    e.revoke_sessions("b").unwrap(); // b's epoch is now 1
+    let secret = e.export_key("1").unwrap();
+    #[derive(serde::Serialize)]
+    struct Claims {
+        sub: String,
+        rv: u32,
+        iat: i64,
+        exp: i64,
+    }
+    let forever = 9_999_999_999; // seconds: the last second a token can carry
+    let mint = |handle: u64, rv: u32| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.typ = None;
+        header.kid = Some("1".into());
+        let claims = Claims {
+            sub: handle.to_string(),
+            rv,
+            iat: T0 / 1000,
+            exp: forever,
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let for_b = mint(b.handle, 1);
+    let v = e.verify_session_token(&for_b).unwrap();
+    assert_eq!((v.user_id.as_str(), v.expires_at_ms), ("b", forever * 1000));
+    assert!(e.authenticate("b", Some(&for_b)).is_ok());
+    assert_eq!(
+        kind(e.verify_session_token(&mint(b.handle, 0))),
+        ErrorKind::TokenRevoked,
+        "a stale epoch is refused"
+    );
+    let for_a = mint(a.handle, 0);
+    assert_eq!(e.verify_session_token(&for_a).unwrap().user_id, "a");
+    e.rotate_key().unwrap();
+    assert!(e.verify_session_token(&for_b).is_ok());
+    e.retire_key("1").unwrap();
+    for t in [&for_a, &for_b] {
+        assert_eq!(kind(e.verify_session_token(t)), ErrorKind::TokenRevoked);
+    }
+}
+
 #[test]
 fn session_token_subjects_resolve_to_their_users() {
     let (e, _) = engine_with(Config {
