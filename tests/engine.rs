@@ -290,6 +290,20 @@ fn list_pagination_and_filters() {
     );
 }
 
+/// docs/SECURITY.md, "Memory bounds": one user query names at most 100 ids.
+#[test]
+fn a_user_query_names_at_most_100_ids() {
+    let (e, _) = engine();
+    e.create_user(NewUser::new("u0", "")).unwrap();
+    let ids = |n: usize| UserQuery {
+        user_ids: Some((0..n).map(|i| format!("u{i}")).collect()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(e.list_users(&ids(100)).unwrap().users.len(), 1);
+    assert_eq!(kind(e.list_users(&ids(101))), ErrorKind::InvalidArgument);
+}
+
 #[test]
 fn discovery_keys_are_unique_across_users() {
     let (e, _) = engine();
@@ -895,6 +909,132 @@ fn session_expiry_arithmetic_is_checked_at_every_extreme() {
     }
 }
 
+/// docs/SECURITY.md, "Clock jumps": expiry is judged against the wall clock at every verify
+/// (nothing is latched), `iat` is never checked, and neither revocation nor an access token
+/// depends on the time.
+#[test]
+fn clock_jumps_move_expiry_but_never_revocation() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let leeway = Config::default().clock_skew_ms;
+    let exp = T0 + 60_000;
+    let t = e.issue_session_token("a", Some(exp)).unwrap();
+    let access = e.issue_access_token("a", None).unwrap();
+
+    // Forward past exp + leeway: expired. Back again: valid again.
+    clock.set(exp + leeway);
+    assert_eq!(
+        kind(e.verify_session_token(t.as_str())),
+        ErrorKind::TokenExpired
+    );
+    clock.set(T0);
+    assert!(e.verify_session_token(t.as_str()).is_ok());
+
+    // A day back: the token's `iat` lies in the future, and it still verifies.
+    clock.set(T0 - DAY_MS);
+    assert_eq!(e.verify_session_token(t.as_str()).unwrap().issued_at_ms, T0);
+
+    // Issued while the clock ran a day ahead: the lifetime counts from that clock, so once the
+    // clock is put right the token lives a day longer than configured.
+    clock.set(T0 + DAY_MS);
+    let ahead = e.issue_session_token("a", None).unwrap();
+    assert_eq!(ahead.expires_at_ms(), T0 + 8 * DAY_MS);
+    clock.set(T0 + 8 * DAY_MS + leeway - 1);
+    assert!(e.verify_session_token(ahead.as_str()).is_ok());
+
+    // Revocation is an epoch, not a time: whatever the clock says, revoked stays revoked.
+    clock.set(T0);
+    e.revoke_sessions("a").unwrap();
+    for now in [T0 - DAY_MS, T0, exp - 1] {
+        clock.set(now);
+        for s in [&t, &ahead] {
+            assert_eq!(
+                kind(e.verify_session_token(s.as_str())),
+                ErrorKind::TokenRevoked,
+                "{now}"
+            );
+        }
+    }
+    // Access tokens carry no time: every clock, one before 1970 included, accepts them.
+    for now in [i64::MIN, 0, T0, T0 + 100 * 365 * DAY_MS, i64::MAX] {
+        clock.set(now);
+        assert_eq!(
+            e.verify_access_token(access.token.as_str())
+                .unwrap()
+                .user_id,
+            "a"
+        );
+    }
+}
+
+/// docs/SECURITY.md, "Secrets in errors": a refused token's error message never repeats the
+/// token or any 12 characters of it, so logging errors (or `tessera_last_error_message`)
+/// leaks no credential.
+#[test]
+fn token_errors_never_echo_the_token() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    // Every refusal of `token`: its error (kind, message, Display, Debug) has no 12
+    // consecutive characters of it.
+    let check = |e: &Engine, token: &str| {
+        let errors = [
+            if token.starts_with(ACCESS_TOKEN_PREFIX) {
+                e.verify_access_token(token).map(|_| ())
+            } else {
+                e.verify_session_token(token).map(|_| ())
+            },
+            e.authenticate("a", Some(token)).map(|_| ()),
+            e.authenticate("b", Some(token)).map(|_| ()),
+        ];
+        for err in errors {
+            let err = err.unwrap_err();
+            let shown = format!("{err} {err:?} {}", err.message());
+            for part in token.as_bytes().windows(12) {
+                let part = std::str::from_utf8(part).unwrap();
+                assert!(
+                    !shown.contains(part),
+                    "{:?} repeats {part:?} of the token: {shown}",
+                    err.kind()
+                );
+            }
+        }
+    };
+    let flip = |t: &str, at: usize| {
+        let mut b = t.as_bytes().to_vec();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    let session = |e: &Engine| {
+        e.issue_session_token("a", Some(T0 + 60_000))
+            .unwrap()
+            .as_str()
+            .to_owned()
+    };
+    let access = |e: &Engine| {
+        e.issue_access_token("a", None)
+            .unwrap()
+            .token
+            .as_str()
+            .to_owned()
+    };
+
+    let s = session(&e);
+    check(&e, &flip(&s, s.len() - 1)); // forged
+    let a = access(&e);
+    check(&e, &flip(&a, 30)); // checksum
+    e.revoke_all_access_tokens("a").unwrap();
+    check(&e, &a); // revoked access token
+    e.revoke_sessions("a").unwrap();
+    check(&e, &s); // revoked session
+    let (a, s) = (access(&e), session(&e));
+    e.deactivate_user("a").unwrap();
+    check(&e, &a); // deactivated user
+    check(&e, &s);
+    e.reactivate_user("a").unwrap();
+    clock.set(T0 + 3_600_000);
+    check(&e, &s); // expired
+}
+
 #[test]
 fn session_revocation_is_exact_within_a_millisecond_and_spares_access_tokens() {
     let (e, _) = engine();
@@ -1004,6 +1144,57 @@ fn exported_key_verifies_session_tokens_with_a_standard_jwt_library() {
     assert_eq!(a, e.get_user("a").unwrap());
     assert_eq!(kind(e.export_key("2")), ErrorKind::KeyNotFound);
     assert_eq!(kind(e.export_key("")), ErrorKind::KeyNotFound);
+}
+
+/// docs/SECURITY.md, "What one stolen credential allows": whoever holds a live key's secret
+/// signs, with any JWT library, tokens Tessera accepts for every user — with any expiry up to
+/// the year 2286, however short `session_max_ttl_ms` is — needing only the user's small
+/// revocation epoch, until that key is retired. Rotating alone does not stop them.
+#[test]
+fn an_exported_key_mints_tokens_for_every_user_until_it_is_retired() {
+    let (e, _) = engine();
+    let a = e.create_user(NewUser::new("a", "")).unwrap();
+    let b = e.create_user(NewUser::new("b", "")).unwrap();
+    e.revoke_sessions("b").unwrap(); // b's epoch is now 1
+    let secret = e.export_key("1").unwrap();
+    #[derive(serde::Serialize)]
+    struct Claims {
+        sub: String,
+        rv: u32,
+        iat: i64,
+        exp: i64,
+    }
+    let forever = 9_999_999_999; // seconds: the last second a token can carry
+    let mint = |handle: u64, rv: u32| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.typ = None;
+        header.kid = Some("1".into());
+        let claims = Claims {
+            sub: handle.to_string(),
+            rv,
+            iat: T0 / 1000,
+            exp: forever,
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let for_b = mint(b.handle, 1);
+    let v = e.verify_session_token(&for_b).unwrap();
+    assert_eq!((v.user_id.as_str(), v.expires_at_ms), ("b", forever * 1000));
+    assert!(e.authenticate("b", Some(&for_b)).is_ok());
+    assert_eq!(
+        kind(e.verify_session_token(&mint(b.handle, 0))),
+        ErrorKind::TokenRevoked,
+        "a stale epoch is refused"
+    );
+    let for_a = mint(a.handle, 0);
+    assert_eq!(e.verify_session_token(&for_a).unwrap().user_id, "a");
+    e.rotate_key().unwrap();
+    assert!(e.verify_session_token(&for_b).is_ok());
+    e.retire_key("1").unwrap();
+    for t in [&for_a, &for_b] {
+        assert_eq!(kind(e.verify_session_token(t)), ErrorKind::TokenRevoked);
+    }
 }
 
 #[test]

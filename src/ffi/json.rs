@@ -293,6 +293,34 @@ mod tests {
         assert_eq!(p.role, Some(None));
     }
 
+    /// docs/SECURITY.md, "Memory bounds": serde_json's nesting limit (128 levels) is on for
+    /// both passes, so a deeply nested record is malformed JSON, not a stack overflow.
+    #[test]
+    fn nesting_beyond_128_levels_is_invalid_json_not_a_stack_overflow() {
+        // `before` comes ahead of the nesting: a wrong type there fails the first pass early
+        // and sends the whole document through the second.
+        let record = |before: &str, depth: usize| {
+            format!(
+                r#"{{"user_id": "a", {before} "metadata": {{"k": {}{}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert_eq!(
+            status::<NewUser>(&record("", 120)),
+            tessera_status::TESSERA_OK
+        );
+        for depth in [200, 1_000_000] {
+            for before in ["", r#""nickname": 5,"#] {
+                assert_eq!(
+                    status::<NewUser>(&record(before, depth)),
+                    TESSERA_INVALID_JSON,
+                    "{before} {depth}"
+                );
+            }
+        }
+    }
+
     /// The second pass reads every form the records use: nested objects and arrays, options,
     /// `null` clearing a field, and both enum forms.
     #[test]

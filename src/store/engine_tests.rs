@@ -710,3 +710,114 @@ fn a_journal_record_of_the_old_issue_form_replays() {
     // The token-id counter moved past the replayed token.
     assert_eq!(e.issue_access_token("u", None).unwrap().info.id, 4);
 }
+
+/// A closed data directory after every kind of secret-bearing write, compaction included:
+/// the session tokens issued, every key secret the ring ever held, and one user's e-mail.
+fn directory_after_secret_bearing_writes(name: &str) -> (TestDir, Vec<String>, Vec<[u8; 32]>) {
+    let dir = TestDir::new(name);
+    let mut sessions = Vec::new();
+    let mut secrets = Vec::new();
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        for i in 0..6 {
+            let id = format!("user{i}");
+            let mut n = NewUser::new(id.as_str(), "");
+            n.email = Some(format!("{id}@clear.example"));
+            e.create_user(n).unwrap();
+            e.issue_access_token(&id, None).unwrap();
+            sessions.push(
+                e.issue_session_token(&id, None)
+                    .unwrap()
+                    .as_str()
+                    .to_owned(),
+            );
+            if i == 2 {
+                e.set_profile_image(&id, &png(7)).unwrap();
+                e.compact().unwrap();
+            }
+            if i % 2 == 1 {
+                // The old key is retired after the rotation: its secret stays in the ring.
+                let old = e.keys()[0].key_id.to_string();
+                secrets.push(*e.export_key(&old).unwrap().as_bytes());
+                e.rotate_key().unwrap();
+                e.retire_key(&old).unwrap();
+            }
+        }
+        let active = e.keys()[0].key_id.to_string();
+        secrets.push(*e.export_key(&active).unwrap().as_bytes());
+        e.revoke_sessions("user0").unwrap();
+    }
+    (dir, sessions, secrets)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// docs/SECURITY.md, "What is stored": user records are in clear (the scan finds them, which
+/// also shows it would find a token), session tokens are stored nowhere.
+#[test]
+fn user_records_are_in_clear_and_no_session_token_is_written_anywhere() {
+    let (dir, sessions, _) = directory_after_secret_bearing_writes("engine-no-sessions");
+    let files = all_files(dir.path());
+    let everything: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    assert!(
+        everything
+            .iter()
+            .any(|b| contains(b, b"user5@clear.example")),
+        "user records are expected in clear in {files:?}"
+    );
+    for (f, bytes) in files.iter().zip(&everything) {
+        for t in &sessions {
+            // The whole token, and its signature alone (the part only the key can make).
+            let signature = &t[t.rfind('.').unwrap() + 1..];
+            for needle in [t.as_str(), signature] {
+                assert!(
+                    !contains(bytes, needle.as_bytes()),
+                    "{} contains a session token",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+/// docs/SECURITY.md, "Keys": every signing-key secret, live or retired, is in the `keys` file
+/// and in no other file, so journals, snapshots and images can be copied without them.
+#[test]
+fn key_secrets_are_written_only_to_the_key_file() {
+    let (dir, _, secrets) = directory_after_secret_bearing_writes("engine-keys-only");
+    assert_eq!(secrets.len(), 4, "three retired keys and the active one");
+    let key_file = dir.path().join(super::key_file::KEY_FILE);
+    for f in all_files(dir.path()) {
+        let bytes = fs::read(&f).unwrap();
+        for s in &secrets {
+            assert_eq!(
+                contains(&bytes, s),
+                f == key_file,
+                "{}: a key secret must be in the key file and nowhere else",
+                f.display()
+            );
+        }
+    }
+}
+
+/// docs/SECURITY.md, "Trust boundaries": every file Tessera creates in a data directory
+/// (journals, snapshots, images, keys, LOCK) is readable and writable by its owner only.
+#[cfg(unix)]
+#[test]
+fn every_file_in_the_data_directory_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _, _) = directory_after_secret_bearing_writes("engine-owner-only");
+    let files = all_files(dir.path());
+    for name in ["keys", "LOCK", "journal-", "snapshot-", "images"] {
+        assert!(
+            files.iter().any(|f| f.to_string_lossy().contains(name)),
+            "no {name} file in {files:?}"
+        );
+    }
+    for f in files {
+        let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", f.display());
+    }
+}
