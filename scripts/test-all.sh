@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust (unit, integration, doc), formatting and lints, and
-# the C, C++ and Python suites when present. This is the README's test command.
+# the C, C++ and Python suites when present. This is the README's test command. The Rust tests
+# run under scripts/with-postgres.sh, so the PostgreSQL cluster-mode tests get a throwaway
+# server (TESSERA_PG_DSN); without PostgreSQL they skip, except with CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +11,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+scripts/with-postgres.sh cargo test --all-targets
 cargo test --doc
 echo "== quickstart, twice on one data directory (the second run must find the first's users)"
 qs_dir=$(mktemp -d)
