@@ -650,8 +650,11 @@ impl Engine {
     }
 
     /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
+    /// It takes the writer mutex only, never starts a write: in cluster mode a write would
+    /// lock the head row and apply what other nodes committed since the state being replayed
+    /// was read, in the middle of it (the follower catches up once the replay is done).
     pub(crate) fn replay(&self, m: Mutation) -> Result<()> {
-        let mut w = self.write_lock()?;
+        let mut w = self.lock_writer();
         self.apply(&mut w, m, 0)
     }
 
