@@ -519,6 +519,19 @@ impl Engine {
         Ok(guard)
     }
 
+    /// Starts a write about one user: the write lock first, then the id lookup, so the write
+    /// decides on the user as the whole cluster has it. Looked up before the lock, the id
+    /// would be resolved from this node's memory alone, which may not have heard yet of a user
+    /// another node just created, or deleted and re-created under a new handle.
+    fn write_user(&self, user_id: &str) -> Result<(WriterGuard<'_>, u64, String)> {
+        let id = normalize_user_id(&self.inner.config, user_id)?.into_owned();
+        let w = self.write_lock()?;
+        match self.handle_of_normalized(&id) {
+            Some(handle) => Ok((w, handle, id)),
+            None => self.leave(w, Err(not_found(&id))),
+        }
+    }
+
     /// Applies what other nodes committed that this engine has not seen yet (cluster mode's
     /// follower calls this; a write does the same under its lock in [`Engine::write_lock`]).
     pub(crate) fn catch_up(&self) -> Result<()> {
@@ -1107,9 +1120,8 @@ impl Engine {
 
     /// Changes the fields a patch sets; all-or-nothing.
     pub fn update_user(&self, user_id: &str, patch: &UserPatch) -> Result<User> {
-        let (handle, _) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
-        let decided = self.live_record(handle, user_id).and_then(|mut record| {
+        let (mut w, handle, id) = self.write_user(user_id)?;
+        let decided = self.live_record(handle, &id).and_then(|mut record| {
             record.apply_patch(&self.inner.config, patch)?;
             self.check_discovery_keys(record.discovery_keys(), Some(handle))?;
             Ok(record)
@@ -1125,8 +1137,7 @@ impl Engine {
         Ok(user)
     }
 
-    /// The current record of `handle`, under the writer mutex (the user may have been deleted
-    /// between the id lookup and taking the mutex).
+    /// The current record of `handle`, under the writer mutex.
     fn live_record(&self, handle: u64, user_id: &str) -> Result<UserRecord> {
         self.peek_slot(handle, |s| s.record.clone())
             .ok_or_else(|| not_found(user_id))
@@ -1135,8 +1146,7 @@ impl Engine {
     /// Deletes a user and revokes everything it held. A user created later with the same id
     /// gets a new internal handle, so none of the old tokens can ever reach it.
     pub fn delete_user(&self, user_id: &str) -> Result<()> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         if let Err(e) = self.live_record(handle, &id) {
             return self.leave(w, Err(e));
         }
@@ -1157,8 +1167,7 @@ impl Engine {
     }
 
     fn set_active(&self, user_id: &str, active: bool) -> Result<User> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let mut record = match self.live_record(handle, &id) {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
@@ -1299,10 +1308,10 @@ impl Engine {
     /// user's profile URL at it. The image is durable before the record that refers to it.
     pub fn set_profile_image(&self, user_id: &str, bytes: &[u8]) -> Result<User> {
         let (format, digest) = profile_image::inspect(&self.inner.config, bytes)?;
-        let (handle, id) = self.handle_of(user_id)?;
+        normalize_user_id(&self.inner.config, user_id)?;
         self.inner.persistence.put_blob(&digest, bytes)?;
         let url = profile_image::url(&self.inner.config, format, &digest);
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let mut record = match self.live_record(handle, &id) {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
@@ -1340,9 +1349,8 @@ impl Engine {
     /// the per-type limit the oldest device of that type is evicted.
     pub fn add_device(&self, user_id: &str, new: NewDevice) -> Result<DeviceAdded> {
         new.validate(&self.inner.config)?;
-        let (handle, id) = self.handle_of(user_id)?;
         let device = new.into_device(self.now());
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let owner = self
             .inner
             .push_tokens
@@ -1387,8 +1395,7 @@ impl Engine {
 
     /// Removes the user's device with this push token.
     pub fn remove_device(&self, user_id: &str, push_token: &str) -> Result<Device> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let device = self
             .peek_slot(handle, |s| {
                 s.devices
@@ -1446,9 +1453,8 @@ impl Engine {
         if let Some(l) = label {
             check_text("label", l, self.inner.config.access_token_label_max_chars)?;
         }
-        let (handle, id) = self.handle_of(user_id)?;
         let now = self.now();
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let found = self.peek_slot(handle, |s| {
             (
                 s.record.active,
@@ -1525,8 +1531,7 @@ impl Engine {
 
     /// Revokes one access token of the user.
     pub fn revoke_access_token(&self, user_id: &str, token_id: u64) -> Result<()> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let has = self.peek_slot(handle, |s| s.tokens.iter().any(|t| t.id == token_id));
         match has {
             Some(true) => {}
@@ -1552,8 +1557,7 @@ impl Engine {
 
     /// Revokes every access token of the user; returns how many there were.
     pub fn revoke_all_access_tokens(&self, user_id: &str) -> Result<usize> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let n = match self.peek_slot(handle, |s| s.tokens.len()) {
             Some(n) => n,
             None => return self.leave(w, Err(not_found(&id))),
@@ -1672,8 +1676,7 @@ impl Engine {
     /// Revokes every session token of the user issued before this call returns; tokens issued
     /// after it verify. Access tokens are untouched.
     pub fn revoke_sessions(&self, user_id: &str) -> Result<()> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let epoch = match self.peek_slot(handle, |s| s.epoch) {
             Some(e) => e,
             None => return self.leave(w, Err(not_found(&id))),
