@@ -1212,10 +1212,11 @@ fn a_newer_schema_is_refused() {
     assert_eq!(code(&refused.replace("open_err", "err")), Some(53), "{refused}");
 }
 
-/// With `log_retention` 10: B is frozen (SIGSTOP) while A writes 100 changes, B's position no
-/// longer holds the log back (its heartbeat is made old) and A prunes; B, thawed, finds its
-/// position pruned, reloads the whole state, and converges, revocations included. A node
-/// SIGKILLed across a prune reopens from the tables just as well.
+/// With `log_retention` 10: B is frozen (SIGSTOP) while A revokes, deletes, deactivates and
+/// writes 100 more changes; B's position no longer holds the log back (its heartbeat is made
+/// old) and A prunes. B, thawed, finds its position pruned, reloads the whole state,
+/// converges, and raises the revocation events of the changes it never read, so its server
+/// still drops the right sockets. A node SIGKILLed across a prune reopens from the tables.
 #[test]
 fn a_node_behind_the_pruned_log_reloads_and_converges() {
     let Some(db) = database("pruning") else {
@@ -1224,25 +1225,34 @@ fn a_node_behind_the_pruned_log_reloads_and_converges() {
     let env = [(NODE_RETENTION, "10"), (NODE_POLL, "50")];
     let mut a = Node::start("a", &db.dsn, &env);
     let mut b = Node::start("b", &db.dsn, &env);
-    a.ok("create early");
+    for id in ["early", "gone", "sleepy"] {
+        a.ok(&format!("create {id}"));
+    }
+    let access = a.ok("issue_access early");
+    let (access, access_id) = access.split_once(' ').unwrap();
+    let access_id = access_id.trim().to_owned();
     let session = a.ok("issue_session early");
     b.wait(1000, "ok:early", &format!("verify_session {session}"));
-    // B's heartbeat (once a second) has recorded its position.
+    b.wait(1000, "ok:early", &format!("verify_access {access}"));
+    let b_pos: u64 = db.sql("SELECT pos FROM tessera_head").parse().unwrap();
+    // B's heartbeat (once a second) has recorded its row, which would hold the log back.
     let start = Instant::now();
     while db.sql("SELECT count(*) FROM tessera_nodes WHERE node_id LIKE 'b-%'") != "1" {
         assert!(start.elapsed() < Duration::from_secs(5), "B never wrote its row");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let b_pos: u64 = db
-        .sql("SELECT applied_pos FROM tessera_nodes WHERE node_id LIKE 'b-%'")
-        .parse()
-        .unwrap();
+    assert_eq!(b.ok("events"), "");
 
     b.signal("-STOP");
-    let thaw = scopeguard(b.child.id());
+    let thaw = Thaw(b.child.id());
     a.ok("revoke_sessions early");
+    a.ok(&format!("revoke_access early {access_id}"));
+    a.ok("delete gone");
+    a.ok("deactivate sleepy");
     a.ok("burst 100 v");
-    db.sql("UPDATE tessera_nodes SET seen_at = now() - interval '1 hour' WHERE node_id LIKE 'b-%'");
+    let forget_b = "UPDATE tessera_nodes SET seen_at = now() - interval '1 hour' \
+                    WHERE node_id LIKE 'b-%'";
+    db.sql(forget_b);
     a.ok("compact");
     let oldest: u64 = db.sql("SELECT min(pos) FROM tessera_log").parse().unwrap();
     assert!(
@@ -1252,10 +1262,16 @@ fn a_node_behind_the_pruned_log_reloads_and_converges() {
     drop(thaw); // SIGCONT
     converge(&mut [&mut a, &mut b], Duration::from_secs(5));
     assert_eq!(code(&b.call(&format!("verify_session {session}"))), Some(22));
+    assert_eq!(code(&b.call(&format!("verify_access {access}"))), Some(20));
+    b.event(1000, "sessions_revoked", Some("early"));
+    let revoked = b.event(1000, "access_token_revoked", Some("early"));
+    assert_eq!(revoked, format!("access_token_revoked:early:{access_id}:-"));
+    b.event(1000, "user_deleted", Some("gone"));
+    b.event(1000, "user_deactivated", Some("sleepy"));
 
     b.kill();
     a.ok("burst 100 t");
-    db.sql("UPDATE tessera_nodes SET seen_at = now() - interval '1 hour' WHERE node_id LIKE 'b-%'");
+    db.sql(forget_b);
     a.ok("compact");
     b.restart();
     converge(&mut [&mut a, &mut b], Duration::from_secs(5));
@@ -1263,10 +1279,6 @@ fn a_node_behind_the_pruned_log_reloads_and_converges() {
 
 /// Sends SIGCONT to a process when dropped, so a failing test cannot leave it frozen.
 struct Thaw(u32);
-
-fn scopeguard(pid: u32) -> Thaw {
-    Thaw(pid)
-}
 
 impl Drop for Thaw {
     fn drop(&mut self) {
