@@ -105,6 +105,14 @@ impl Drop for WriterGuard<'_> {
     }
 }
 
+/// A user's credentials before a reload ([`Engine::reload_events`]).
+struct HeldCredentials {
+    user_id: String,
+    epoch: u32,
+    active: bool,
+    tokens: Vec<u64>,
+}
+
 /// Counters, owned by the writer mutex.
 struct WriterState {
     next_handle: u64,
@@ -554,10 +562,12 @@ impl Engine {
                     self.install_keys(ring);
                 }
                 Change::Reload { state, keys } => {
+                    let before = self.held_credentials(w);
                     self.reset(w);
                     for m in state {
                         self.apply(w, m, 0)?;
                     }
+                    self.reload_events(before);
                     self.install_keys(KeyRing::from_stored(&keys)?);
                 }
             }
@@ -613,6 +623,53 @@ impl Engine {
         };
         if let Some(id) = id_of(handle) {
             self.event(kind, Some(&id), token, None);
+        }
+    }
+
+    /// What each user holds that a change may take away, for [`Engine::reload_events`].
+    fn held_credentials(&self, w: &WriterState) -> Vec<(u64, HeldCredentials)> {
+        (1..w.next_handle)
+            .filter_map(|handle| {
+                self.peek_slot(handle, |s| {
+                    let held = HeldCredentials {
+                        user_id: String::from(&*s.record.id),
+                        epoch: s.epoch,
+                        active: s.record.active,
+                        tokens: s.tokens.iter().map(|t| t.id).collect(),
+                    };
+                    (handle, held)
+                })
+            })
+            .collect()
+    }
+
+    /// After a reload (this node fell behind the pruned log and skipped the changes in
+    /// between), raises revocation events from the difference with what users held before, so
+    /// the node's server still drops the sockets of credentials revoked meanwhile: a handle
+    /// gone is a deleted user (handles are never reused), a new session epoch is
+    /// `SessionsRevoked`, a lost active flag `UserDeactivated`, and every access token gone
+    /// (revoked one by one, all at once or evicted) one `AccessTokenRevoked`. Keys are
+    /// compared by `install_keys`.
+    fn reload_events(&self, before: Vec<(u64, HeldCredentials)>) {
+        for (handle, old) in before {
+            let now = self.peek_slot(handle, |s| {
+                let tokens: Vec<u64> = s.tokens.iter().map(|t| t.id).collect();
+                (s.epoch, s.record.active, tokens)
+            });
+            let id = Some(old.user_id.as_str());
+            let Some((epoch, active, tokens)) = now else {
+                self.event(EventKind::UserDeleted, id, None, None);
+                continue;
+            };
+            for &t in old.tokens.iter().filter(|t| !tokens.contains(t)) {
+                self.event(EventKind::AccessTokenRevoked, id, Some(t), None);
+            }
+            if epoch != old.epoch {
+                self.event(EventKind::SessionsRevoked, id, None, None);
+            }
+            if old.active && !active {
+                self.event(EventKind::UserDeactivated, id, None, None);
+            }
         }
     }
 
