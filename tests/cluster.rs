@@ -76,7 +76,10 @@ fn cluster_node() {
     if let Some(cap) = env_u64(NODE_TOKEN_CAP) {
         config.access_tokens_per_user = cap as usize;
     }
-    let engine = match Engine::builder().config(config).open_postgres(&dsn, options) {
+    let engine = match Engine::builder()
+        .config(config)
+        .open_postgres(&dsn, options)
+    {
         Ok(e) => e,
         Err(e) => {
             reply(&format!("open_err {} {}", e.code(), e.message()));
@@ -172,7 +175,11 @@ impl Served {
                 let start = Instant::now();
                 loop {
                     let answer = exec(&self.engine, &command);
-                    if answer.split(' ').take(expected.len()).eq(expected.iter().copied()) {
+                    if answer
+                        .split(' ')
+                        .take(expected.len())
+                        .eq(expected.iter().copied())
+                    {
                         return format!("ok {} {answer}", start.elapsed().as_micros());
                     }
                     if start.elapsed() > deadline {
@@ -495,7 +502,11 @@ impl Node {
 
     fn send(&mut self, line: &str) {
         if let Err(e) = writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush()) {
-            panic!("node {}: cannot send {line:?}: {e}{}", self.name, self.tail());
+            panic!(
+                "node {}: cannot send {line:?}: {e}{}",
+                self.name,
+                self.tail()
+            );
         }
     }
 
@@ -517,6 +528,15 @@ impl Node {
         match answer.strip_prefix("ok") {
             Some(rest) => rest.trim_start().to_owned(),
             None => panic!("node {}: {line:?} answered {answer:?}", self.name),
+        }
+    }
+
+    /// Reads a reply and insists on `ok`; returns what follows it.
+    fn ok_reply(&mut self) -> String {
+        let answer = self.recv();
+        match answer.strip_prefix("ok") {
+            Some(rest) => rest.trim_start().to_owned(),
+            None => panic!("node {}: answered {answer:?}", self.name),
         }
     }
 
@@ -692,8 +712,12 @@ fn an_acknowledged_write_is_the_truth_on_every_node() {
     b.wait(1000, "ok", &format!("verify_access {access}"));
     b.wait(1000, "ok", &format!("verify_session {session}"));
     a.restart();
-    assert!(a.ok(&format!("verify_access {access}")).starts_with("victim"));
-    assert!(a.ok(&format!("verify_session {session}")).starts_with("victim"));
+    assert!(a
+        .ok(&format!("verify_access {access}"))
+        .starts_with("victim"));
+    assert!(a
+        .ok(&format!("verify_session {session}"))
+        .starts_with("victim"));
 
     // Killed between deciding and committing: the transaction dies with the process.
     let head = db.sql("SELECT pos FROM tessera_head");
@@ -772,9 +796,9 @@ fn the_access_token_cap_holds_when_two_nodes_issue_at_once() {
         for node in [&mut a, &mut b] {
             for _ in 0..4 {
                 let answer = node.recv();
-                let mut parts = answer.strip_prefix("ok ").unwrap_or_else(|| {
-                    panic!("round {round}: node {}: {answer:?}", node.name)
-                });
+                let mut parts = answer
+                    .strip_prefix("ok ")
+                    .unwrap_or_else(|| panic!("round {round}: node {}: {answer:?}", node.name));
                 parts = parts.trim();
                 let mut words = parts.split(' ');
                 let token = words.next().unwrap().to_owned();
@@ -798,7 +822,11 @@ fn the_access_token_cap_holds_when_two_nodes_issue_at_once() {
                 if survivors.contains(id) {
                     assert_eq!(answer, format!("ok {user} {id}"), "round {round}");
                 } else {
-                    assert_eq!(code(&answer), Some(20), "round {round}: evicted {id} verifies");
+                    assert_eq!(
+                        code(&answer),
+                        Some(20),
+                        "round {round}: evicted {id} verifies"
+                    );
                 }
             }
         }
@@ -869,7 +897,68 @@ fn discovery_keys_and_push_tokens_stay_unique_under_races() {
                 "node {}: {push} listed by both users or neither: pa {pa:?} pb {pb:?}",
                 node.name
             );
-            assert_eq!(pa.contains(&push), owner == "pa", "node {}: {push}", node.name);
+            assert_eq!(
+                pa.contains(&push),
+                owner == "pa",
+                "node {}: {push}",
+                node.name
+            );
+        }
+    }
+}
+
+/// Two processes change the key ring at once, many times (rotations, then the emergency
+/// replacement): no rotation is lost, both nodes and the table agree on the ring, and a
+/// session token signed before the replacement verifies on neither node.
+#[test]
+fn key_ring_changes_on_two_nodes_at_once_all_take_effect() {
+    let Some(db) = database("race_keys") else {
+        return;
+    };
+    let mut a = Node::start("a", &db.dsn, &[]);
+    let mut b = Node::start("b", &db.dsn, &[]);
+    a.ok("create k");
+    let mut rotated = BTreeSet::new();
+    for round in 0..10 {
+        a.send("rotate_key");
+        b.send("rotate_key");
+        let (ka, kb) = (a.ok_reply(), b.ok_reply());
+        assert_ne!(ka, kb, "round {round}: two rotations made one key");
+        rotated.extend([ka, kb]);
+    }
+    // The table is the truth; each node may still be applying the other's last rotation.
+    let ring = db.sql(
+        "SELECT string_agg(key_id || CASE WHEN active THEN '*' ELSE '' END, ' ' \
+         ORDER BY number) FROM tessera_keys",
+    );
+    for node in [&mut a, &mut b] {
+        node.wait(1000, &format!("ok:{}", ring.replace(' ', ":")), "keys");
+    }
+    let live: BTreeSet<String> = ring
+        .split(' ')
+        .map(|k| k.trim_end_matches('*').to_owned())
+        .collect();
+    assert!(
+        rotated.is_subset(&live),
+        "a rotation was lost: {rotated:?} vs {live:?}"
+    );
+
+    let before = [a.ok("issue_session k"), b.ok("issue_session k")];
+    a.send("revoke_all_sessions");
+    b.send("revoke_all_sessions");
+    assert_eq!((a.recv(), b.recv()), ("ok".to_owned(), "ok".to_owned()));
+    let ring = db.sql("SELECT string_agg(key_id || '*', ' ') FROM tessera_keys");
+    assert_eq!(
+        ring.split(' ').count(),
+        1,
+        "the replacement left old keys: {ring}"
+    );
+    for node in [&mut a, &mut b] {
+        node.wait(1000, &format!("ok:{ring}"), "keys");
+    }
+    for node in [&mut a, &mut b] {
+        for s in &before {
+            assert_eq!(code(&node.call(&format!("verify_session {s}"))), Some(20));
         }
     }
 }
@@ -930,7 +1019,11 @@ fn every_change_reaches_the_other_nodes_within_a_second_with_its_events() {
     b.wait(1000, "ok:p", &format!("verify_session {s2}"));
     let second_key = a.ok("rotate_key");
     let s3 = a.ok("issue_session p");
-    b.wait(1000, &format!("ok:p:{second_key}"), &format!("verify_session {s3}"));
+    b.wait(
+        1000,
+        &format!("ok:p:{second_key}"),
+        &format!("verify_session {s3}"),
+    );
     a.ok(&format!("retire_key {first_key}"));
     b.wait(1000, "err:20", &format!("verify_session {s2}"));
     b.event(1000, "key_retired", Some(&first_key));
@@ -998,7 +1091,10 @@ fn nodes_converge_through_terminated_connections() {
     let mut c = Node::start("c", &db.dsn, &env);
     let state = converge(&mut [&mut a, &mut b, &mut c], Duration::from_secs(10));
     let users = db.sql("SELECT count(*) FROM tessera_users");
-    assert!(state.starts_with(&format!("{users} ")), "{state} vs {users} rows");
+    assert!(
+        state.starts_with(&format!("{users} ")),
+        "{state} vs {users} rows"
+    );
     eprintln!("burst through {terminated} terminated backends: {done}, state {state}");
 }
 
@@ -1064,10 +1160,18 @@ fn a_delayed_commit_blocks_other_writers_and_hides_from_followers() {
     a.ok("wait_held 1 5000");
     c.ok("spawn create came_second");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(c.call("done"), "pending", "C wrote past A's uncommitted write");
+    assert_eq!(
+        c.call("done"),
+        "pending",
+        "C wrote past A's uncommitted write"
+    );
     assert_eq!(code(&d.call("get held_first")), Some(4));
     assert_eq!(code(&d.call("get came_second")), Some(4));
-    assert_eq!(code(&a.call("get held_first")), Some(4), "A shows it before commit");
+    assert_eq!(
+        code(&a.call("get held_first")),
+        Some(4),
+        "A shows it before commit"
+    );
     assert_eq!(db.sql("SELECT pos FROM tessera_head"), head);
 
     a.ok("release");
@@ -1126,14 +1230,25 @@ fn a_stale_node_fails_closed_and_recovers() {
     {
         let _paused = pg::paused();
         let refused = strict.wait(1500, "err:55", &format!("verify_access {access}"));
-        assert_eq!(code(&strict.call(&format!("verify_session {session}"))), Some(55));
+        assert_eq!(
+            code(&strict.call(&format!("verify_session {session}"))),
+            Some(55)
+        );
         assert!(lax.ok(&format!("verify_access {access}")).starts_with("s "));
-        assert!(lax.ok(&format!("verify_session {session}")).starts_with("s "));
-        eprintln!("paused: the strict node refused after {:.0} ms", ms(refused));
+        assert!(lax
+            .ok(&format!("verify_session {session}"))
+            .starts_with("s "));
+        eprintln!(
+            "paused: the strict node refused after {:.0} ms",
+            ms(refused)
+        );
     }
     let back = strict.wait(10_000, "ok", &format!("verify_access {access}"));
     strict.wait(1000, "ok", &format!("verify_session {session}"));
-    eprintln!("resumed: the strict node verifies again after {:.0} ms", ms(back));
+    eprintln!(
+        "resumed: the strict node verifies again after {:.0} ms",
+        ms(back)
+    );
 }
 
 // ----- 6. operator tables ----------------------------------------------------------------
@@ -1181,7 +1296,10 @@ fn no_table_holds_a_plaintext_token() {
             hex(t.as_bytes()),
             hex(&secret[8..]),
         ] {
-            assert!(!dump.contains(&needle), "an access token's secret is stored");
+            assert!(
+                !dump.contains(&needle),
+                "an access token's secret is stored"
+            );
         }
         let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
         assert!(
@@ -1191,7 +1309,11 @@ fn no_table_holds_a_plaintext_token() {
     }
     for s in &sessions {
         let signature = s.rsplit('.').next().unwrap();
-        for needle in [s.to_lowercase(), signature.to_lowercase(), hex(s.as_bytes())] {
+        for needle in [
+            s.to_lowercase(),
+            signature.to_lowercase(),
+            hex(s.as_bytes()),
+        ] {
             assert!(!dump.contains(&needle), "a session token is stored");
         }
     }
@@ -1208,8 +1330,14 @@ fn a_newer_schema_is_refused() {
     a.ok("create before");
     drop(a);
     db.sql("UPDATE tessera_schema SET version = 999");
-    let refused = Node::try_start("b", &db.dsn, &[]).err().expect("opened a newer schema");
-    assert_eq!(code(&refused.replace("open_err", "err")), Some(53), "{refused}");
+    let refused = Node::try_start("b", &db.dsn, &[])
+        .err()
+        .expect("opened a newer schema");
+    assert_eq!(
+        code(&refused.replace("open_err", "err")),
+        Some(53),
+        "{refused}"
+    );
 }
 
 /// With `log_retention` 10: B is frozen (SIGSTOP) while A revokes, deletes, deactivates and
@@ -1238,7 +1366,10 @@ fn a_node_behind_the_pruned_log_reloads_and_converges() {
     // B's heartbeat (once a second) has recorded its row, which would hold the log back.
     let start = Instant::now();
     while db.sql("SELECT count(*) FROM tessera_nodes WHERE node_id LIKE 'b-%'") != "1" {
-        assert!(start.elapsed() < Duration::from_secs(5), "B never wrote its row");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "B never wrote its row"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(b.ok("events"), "");
@@ -1261,7 +1392,10 @@ fn a_node_behind_the_pruned_log_reloads_and_converges() {
     );
     drop(thaw); // SIGCONT
     converge(&mut [&mut a, &mut b], Duration::from_secs(5));
-    assert_eq!(code(&b.call(&format!("verify_session {session}"))), Some(22));
+    assert_eq!(
+        code(&b.call(&format!("verify_session {session}"))),
+        Some(22)
+    );
     assert_eq!(code(&b.call(&format!("verify_access {access}"))), Some(20));
     b.event(1000, "sessions_revoked", Some("early"));
     let revoked = b.event(1000, "access_token_revoked", Some("early"));
@@ -1354,15 +1488,27 @@ fn import_moves_an_embedded_state_into_the_cluster_and_back() {
     let mut n = Node::start("n", &db.dsn, &[]);
     assert_eq!(n.ok("state"), want);
     for (id, t) in &access {
-        assert!(n.ok(&format!("verify_access {t}")).starts_with(&format!("{id} ")));
+        assert!(n
+            .ok(&format!("verify_access {t}"))
+            .starts_with(&format!("{id} ")));
     }
     for (id, s) in &sessions {
-        assert!(n.ok(&format!("verify_session {s}")).starts_with(&format!("{id} ")));
+        assert!(n
+            .ok(&format!("verify_session {s}"))
+            .starts_with(&format!("{id} ")));
     }
     for s in &revoked {
         assert_eq!(code(&n.call(&format!("verify_session {s}"))), Some(22));
     }
-    let sha_of = |url: &str| url.rsplit('/').next().unwrap().split('.').next().unwrap().to_owned();
+    let sha_of = |url: &str| {
+        url.rsplit('/')
+            .next()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
     for (url, bytes) in &images {
         let sha: [u8; 32] = Sha256::digest(bytes).into();
         assert_eq!(
@@ -1380,7 +1526,10 @@ fn import_moves_an_embedded_state_into_the_cluster_and_back() {
     // And back, for a backup.
     let wait_for = Instant::now();
     while state_digest(&cluster).unwrap() != cluster_state {
-        assert!(wait_for.elapsed() < Duration::from_secs(2), "in-process node lags");
+        assert!(
+            wait_for.elapsed() < Duration::from_secs(2),
+            "in-process node lags"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let backup = relaxed().open(tmp.join("backup")).unwrap();
