@@ -1384,6 +1384,16 @@ fn a_node_behind_the_pruned_log_reloads_and_converges() {
     let forget_b = "UPDATE tessera_nodes SET seen_at = now() - interval '1 hour' \
                     WHERE node_id LIKE 'b-%'";
     db.sql(forget_b);
+    // Pruning also waits for A's own position, which its heartbeat records once a second.
+    let start = Instant::now();
+    while db.sql(
+        "SELECT count(*) FROM tessera_nodes WHERE node_id LIKE 'a-%' \
+         AND applied_pos = (SELECT pos FROM tessera_head)",
+    ) != "1"
+    {
+        assert!(start.elapsed() < Duration::from_secs(5), "A's row lags");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     a.ok("compact");
     let oldest: u64 = db.sql("SELECT min(pos) FROM tessera_log").parse().unwrap();
     assert!(
