@@ -385,9 +385,9 @@ fn paired_c_abi() {
     use std::mem::MaybeUninit;
     use tessera::ffi::{
         tessera_access_token_issue, tessera_access_token_verify, tessera_engine_free,
-        tessera_engine_open_in_memory, tessera_session_token_issue, tessera_session_token_verify,
-        tessera_status, tessera_user_create, tessera_verified_access_token,
-        tessera_verified_session,
+        tessera_engine_open_in_memory, tessera_session_token_issue_default,
+        tessera_session_token_verify, tessera_status, tessera_user_create,
+        tessera_verified_access_token, tessera_verified_session,
     };
     let ok = tessera_status::TESSERA_OK;
     let mut c = std::ptr::null_mut();
@@ -405,11 +405,10 @@ fn paired_c_abi() {
             ok
         );
         assert_eq!(
-            tessera_session_token_issue(
+            tessera_session_token_issue_default(
                 c,
                 id,
                 5,
-                0,
                 session.as_mut_ptr().cast(),
                 session.len(),
                 &mut slen,
@@ -428,6 +427,8 @@ fn paired_c_abi() {
                 access.len(),
                 &mut alen,
                 std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
                 std::ptr::null_mut()
             ),
             ok

@@ -9,9 +9,9 @@ use std::mem::MaybeUninit;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::ffi::{
     tessera_access_token_verify, tessera_engine, tessera_engine_free,
-    tessera_engine_open_in_memory, tessera_session_token_issue, tessera_session_token_verify,
-    tessera_status, tessera_verified_access_token, tessera_verified_session,
-    TESSERA_SESSION_TOKEN_MAX_LEN,
+    tessera_engine_open_in_memory, tessera_session_token_issue_default,
+    tessera_session_token_verify, tessera_status, tessera_verified_access_token,
+    tessera_verified_session, TESSERA_SESSION_TOKEN_MAX_LEN,
 };
 use tessera::{Engine, NewUser};
 
@@ -48,11 +48,10 @@ fn fixture() -> Fixture {
             tessera_status::TESSERA_OK
         );
         assert_eq!(
-            tessera_session_token_issue(
+            tessera_session_token_issue_default(
                 c_engine,
                 b"alice".as_ptr().cast(),
                 5,
-                0,
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 &mut len,
@@ -83,6 +82,8 @@ fn fixture() -> Fixture {
                     tok.len(),
                     &mut len,
                     std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    0,
                     std::ptr::null_mut(),
                 ),
                 tessera_status::TESSERA_OK

@@ -82,13 +82,12 @@ int main(void) {
         snprintf(json, sizeof json, "{\"user_id\": \"%s\", \"nickname\": \"%c%s\"}", names[i],
                  names[i][0] - 32, names[i] + 1);
         must(tessera_user_create(engine, json, strlen(json), NULL), "create user");
-        must(tessera_session_token_issue(engine, names[i], strlen(names[i]),
-                                         TESSERA_SESSION_DEFAULT_EXPIRY, session[i],
-                                         sizeof session[i], &session_len[i], NULL),
+        must(tessera_session_token_issue_default(engine, names[i], strlen(names[i]), session[i],
+                                                 sizeof session[i], &session_len[i], NULL),
              "issue session");
     }
     must(tessera_access_token_issue(engine, "alice", 5, "phone", 5, access, sizeof access,
-                                    &access_len, &access_id, NULL),
+                                    &access_len, &access_id, NULL, 0, NULL),
          "issue access token");
     printf("created %d users; alice's phone token is %.9s... (id %llu)\n", USERS, access,
            (unsigned long long)access_id);

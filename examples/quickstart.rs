@@ -33,7 +33,7 @@ fn main() -> tessera::Result<()> {
         previous.len()
     );
     let access = engine.issue_access_token("alice", Some("alice's phone"))?;
-    if let Some(revoked) = access.revoked {
+    for revoked in &access.evicted {
         println!("alice was at the limit: token {revoked} was revoked to make room");
     }
     let session = engine.issue_session_token("bob", None)?;

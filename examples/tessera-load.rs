@@ -226,7 +226,8 @@ impl Target for CAbi {
     }
     fn issue_access(&self, id: &str) -> Option<String> {
         let mut buf = [0u8; ffi::TESSERA_ACCESS_TOKEN_LEN + 1];
-        let (mut len, mut token_id, mut evicted) = (0usize, 0u64, 0u64);
+        let mut evicted = [0u64; ffi::TESSERA_ACCESS_TOKENS_PER_USER_MAX];
+        let (mut len, mut token_id, mut n_evicted) = (0usize, 0u64, 0usize);
         // SAFETY: every pointer is valid for the length given with it.
         let s = unsafe {
             ffi::tessera_access_token_issue(
@@ -239,7 +240,9 @@ impl Target for CAbi {
                 buf.len(),
                 &mut len,
                 &mut token_id,
-                &mut evicted,
+                evicted.as_mut_ptr(),
+                evicted.len(),
+                &mut n_evicted,
             )
         };
         Self::ok(s).then(|| String::from_utf8_lossy(&buf[..len]).into_owned())
@@ -249,11 +252,10 @@ impl Target for CAbi {
         let (mut len, mut exp) = (0usize, 0i64);
         // SAFETY: every pointer is valid for the length given with it.
         let s = unsafe {
-            ffi::tessera_session_token_issue(
+            ffi::tessera_session_token_issue_default(
                 self.0,
                 c(id),
                 id.len(),
-                0,
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 &mut len,

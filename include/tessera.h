@@ -11,14 +11,23 @@
  * treat unknown nonzero values as failures. tessera_status_str() names any code.
  *
  * Last error. After a failure, tessera_last_error_message() copies a human-readable message
- * (never containing a secret) for the calling thread. It is thread-local and is cleared at the
- * start of every call that returns a tessera_status, so read it right after the failing call.
+ * (never containing a secret) for the calling thread; it names arguments by their names in
+ * this header. It is thread-local and is cleared at the start of every call that returns a
+ * tessera_status, so read it right after the failing call.
+ *
+ * Pointers. A NULL engine handle, or any other required pointer, fails with
+ * TESSERA_NULL_POINTER and changes nothing; each function's comment names its required
+ * pointers. Out-pointers documented as optional ("if not NULL") may be NULL and are then
+ * not written.
  *
  * Text inputs are (const char *ptr, size_t len) pairs: UTF-8, NOT NUL-terminated, borrowed for
  * the duration of the call only. ptr may be NULL when len is 0 (the empty string). NULL with
  * len > 0 fails with TESSERA_NULL_POINTER, invalid UTF-8 with TESSERA_INVALID_UTF8, and an input
  * longer than TESSERA_MAX_INPUT_LEN with TESSERA_INPUT_TOO_LARGE; such failures change nothing.
- * Records cross as UTF-8 JSON; malformed JSON fails with TESSERA_INVALID_JSON.
+ * Records cross as UTF-8 JSON. Malformed JSON fails with TESSERA_INVALID_JSON, and so does a
+ * document of the wrong shape (not an object, an unknown or missing field, a value of the
+ * wrong JSON type); a well-formed record holding a value that is not allowed (an unknown enum
+ * value such as a device type, a negative count) fails with TESSERA_INVALID_ARGUMENT.
  *
  * Output buffers are (char *buf, size_t cap, size_t *out_len) triples, as with snprintf: on
  * success the text is written NUL-terminated and *out_len receives its length WITHOUT the NUL.
@@ -58,6 +67,41 @@
 /** X * 1000000 + Y * 1000 + Z; compare with tessera_version_number(). */
 #define TESSERA_VERSION_NUMBER 1000
 
+/**
+ * Longest user id any configuration allows, in characters (Unicode scalar values): the
+ * largest accepted `user_id_max_chars`.
+ */
+#define TESSERA_USER_ID_MAX_CHARS 191
+
+/**
+ * Default of `access_tokens_per_user`, the most valid access tokens per user.
+ */
+#define TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT 10
+
+/**
+ * Largest accepted `access_tokens_per_user`, hence the most access tokens one issue can
+ * evict: the capacity `tessera_access_token_issue` requires of `evicted_buf`.
+ */
+#define TESSERA_ACCESS_TOKENS_PER_USER_MAX 100
+
+/**
+ * Largest session epoch: a user's sessions can be revoked this many times and new
+ * session tokens still be issued; the revocation after that seals the user (every
+ * session token fails and issuing one is `TESSERA_EXHAUSTED`).
+ */
+#define TESSERA_SESSION_EPOCH_MAX 99999
+
+/**
+ * Shortest possible session token, in bytes.
+ */
+#define TESSERA_SESSION_TOKEN_MIN_LEN 119
+
+/**
+ * Longest possible session token, in bytes. A buffer for any session token needs
+ * `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
+ */
+#define TESSERA_SESSION_TOKEN_MAX_LEN 168
+
 
 /**
  * Largest input, in bytes, that any `(pointer, length)` argument may have, except the bytes
@@ -83,21 +127,9 @@
 #define TESSERA_KEY_SECRET_LEN 32
 
 /**
- * Longest possible session token, in bytes. A buffer for any session token needs
- * `TESSERA_SESSION_TOKEN_MAX_LEN + 1` bytes.
- */
-#define TESSERA_SESSION_TOKEN_MAX_LEN 168
-
-/**
  * Size of the `key_id` array of `tessera_verified_session`: 1..=3 characters plus the NUL.
  */
 #define TESSERA_KEY_ID_BUF_SIZE 4
-
-/**
- * Pass as `expires_at_ms` to `tessera_session_token_issue` for the configured default
- * lifetime (7 days unless configured otherwise).
- */
-#define TESSERA_SESSION_DEFAULT_EXPIRY 0
 
 /**
  * Size of the `user_id` arrays in result structs: the longest user id any configuration allows
@@ -108,9 +140,12 @@
 /**
  * The C ABI version. It changes only when a change would break a program compiled against an
  * earlier header (a function removed or its signature changed, a struct layout changed);
- * adding functions or status codes does not change it.
+ * adding functions or status codes does not change it. 2: `tessera_access_token_issue` reports
+ * every evicted token id (a caller buffer instead of one optional id);
+ * `tessera_session_token_issue` takes every expiry literally (0 no longer means the default;
+ * see `tessera_session_token_issue_default`) and `TESSERA_SESSION_DEFAULT_EXPIRY` is gone.
  */
-#define TESSERA_ABI_VERSION 1
+#define TESSERA_ABI_VERSION 2
 
 /**
  * The result of every fallible Tessera function.
@@ -145,7 +180,7 @@ enum tessera_status
      */
     TESSERA_USER_ALREADY_EXISTS = 3,
     /**
-     * No user has this id (or the user was deleted).
+     * No user has this id or handle. Never returned by a token check (see docs/ERRORS.md).
      */
     TESSERA_USER_NOT_FOUND = 4,
     /**
@@ -185,7 +220,8 @@ enum tessera_status
      */
     TESSERA_IMAGE_NOT_FOUND = 13,
     /**
-     * The token is malformed, forged, signed by an unknown or retired key, or unknown.
+     * The token is not one of ours: malformed, forged, signed by a key id never issued, an
+     * unknown or revoked access token, or another user's valid token given to authenticate.
      */
     TESSERA_INVALID_TOKEN = 20,
     /**
@@ -193,7 +229,8 @@ enum tessera_status
      */
     TESSERA_TOKEN_EXPIRED = 21,
     /**
-     * The token was genuine but has been revoked.
+     * The session token was genuine but is revoked: its user's sessions revoked, its key
+     * retired (or all keys, by `tessera_session_token_revoke_everyone`), or its user deleted.
      */
     TESSERA_TOKEN_REVOKED = 22,
     /**
@@ -274,8 +311,10 @@ enum tessera_status
      */
     TESSERA_INPUT_TOO_LARGE = 104,
     /**
-     * A JSON argument does not parse, or does not have the documented shape. Nothing was
-     * changed.
+     * A JSON argument does not parse, or does not have the documented shape (not an object, an
+     * unknown or missing field, a value of the wrong JSON type). A well-formed record with a
+     * value that is not allowed (an unknown enum value) is `TESSERA_INVALID_ARGUMENT`.
+     * Nothing was changed.
      */
     TESSERA_INVALID_JSON = 105,
 };
@@ -440,6 +479,8 @@ extern "C" {
  *
  * Thread-local: each thread sees its own message.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `out_len` is NULL.
+ *
  * # Safety
  * `buf` must be valid for writes of `cap` bytes and `out_len` for one `size_t` write.
  */
@@ -452,15 +493,28 @@ tessera_status tessera_last_error_message(char *buf, size_t cap, size_t *out_len
  * `TESSERA_ACCESS_TOKEN_LEN + 1`; this is checked *before* anything is issued
  * (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_ACCESS_TOKEN_LEN`).
  * `*out_token_len` receives the token length. `*out_token_id` (if not NULL) receives the new
- * token's id; `*out_evicted_id` (if not NULL) the id of the user's oldest token if issuing this
- * one revoked it to stay within the per-user limit, else 0 (token ids start at 1).
+ * token's id.
+ *
+ * When the user already holds `access_tokens_per_user` tokens, the oldest are revoked in the
+ * same step so that the user holds exactly that many afterwards, with one
+ * `access_token_evicted` event each: one token normally, more when the limit was lowered
+ * since they were issued (an engine reopened with a smaller `access_tokens_per_user`). Their
+ * ids, oldest first, are written to `evicted_buf` when `evicted_cap` is not 0, and their
+ * number to `*out_evicted_count` (if not NULL). Pass `evicted_buf` NULL and `evicted_cap` 0
+ * when you do not want the ids. Otherwise `evicted_cap` must be at least
+ * `TESSERA_ACCESS_TOKENS_PER_USER_MAX`, the most one issue can evict; this is checked before
+ * anything is issued (`TESSERA_BUFFER_TOO_SMALL`, `*out_evicted_count` set to
+ * `TESSERA_ACCESS_TOKENS_PER_USER_MAX`).
  *
  * The token is shown only now: Tessera keeps its SHA-256 digest. Wipe your copy when done.
  * Hot path: allocates nothing for the caller. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+ *
  * # Safety
- * Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; out-pointers NULL (where
- * allowed) or valid for one write; `engine` a live handle.
+ * Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; `evicted_buf` valid
+ * for `evicted_cap` `uint64_t`s; out-pointers NULL (where allowed) or valid for one write;
+ * `engine` a live handle.
  */
 tessera_status tessera_access_token_issue(const struct tessera_engine *engine,
                                           const char *user_id,
@@ -471,7 +525,9 @@ tessera_status tessera_access_token_issue(const struct tessera_engine *engine,
                                           size_t token_cap,
                                           size_t *out_token_len,
                                           uint64_t *out_token_id,
-                                          uint64_t *out_evicted_id);
+                                          uint64_t *evicted_buf,
+                                          size_t evicted_cap,
+                                          size_t *out_evicted_count);
 
 /**
  * Verifies an access token: `TESSERA_OK` when it is valid, else `TESSERA_INVALID_TOKEN`
@@ -479,6 +535,8 @@ tessera_status tessera_access_token_issue(const struct tessera_engine *engine,
  *
  * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
  * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
@@ -493,6 +551,8 @@ tessera_status tessera_access_token_verify(const struct tessera_engine *engine,
  * (required): `[{"id": 1, "created_at_ms": ..., "label": "phone" or null}, ...]`. Never the
  * secrets. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_tokens` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_tokens` valid for one pointer write; `engine`
  * a live handle.
@@ -506,6 +566,8 @@ tessera_status tessera_access_token_list(const struct tessera_engine *engine,
  * Revokes one access token of a user, by id (an `access_token_revoked` event is queued).
  * Fails with `TESSERA_TOKEN_NOT_FOUND`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
  */
@@ -517,6 +579,8 @@ tessera_status tessera_access_token_revoke(const struct tessera_engine *engine,
 /**
  * Revokes every access token of a user. `*out_count` (if not NULL) receives how many there
  * were. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_count` NULL or valid for one write; `engine`
@@ -530,11 +594,14 @@ tessera_status tessera_access_token_revoke_all(const struct tessera_engine *engi
 /**
  * Registers a push device for a user, from JSON:
  * `{"device_type": "ios" | "android" | "web", "push_token": "...", "voip_push_token": "...",
- * "os_version": "...", "mode": "production" | "sandbox"}` (the last three optional).
+ * "os_version": "...", "mode": "production" | "sandbox"}` (the last three optional). Another
+ * `device_type` or `mode` is `TESSERA_INVALID_ARGUMENT`.
  *
  * Re-registering a push token refreshes it; a push token held by another user moves to this
  * one; past the per-type limit the oldest device of that type is evicted. `*out_result` (if not
  * NULL) receives `{"device": {...}, "evicted": {...} or null}`. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * Pointer/length pairs valid; `out_result` NULL or valid for one pointer write; `engine` live.
@@ -550,6 +617,8 @@ tessera_status tessera_device_add(const struct tessera_engine *engine,
  * Writes the user's devices, oldest first, as a JSON array to `*out_devices` (required).
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_devices` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_devices` valid for one pointer write; `engine`
  * a live handle.
@@ -562,6 +631,8 @@ tessera_status tessera_device_list(const struct tessera_engine *engine,
 /**
  * Removes the user's device with this push token. Fails with `TESSERA_DEVICE_NOT_FOUND`.
  * `*out_device` (if not NULL) receives the removed device as JSON. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * Pointer/length pairs valid; `out_device` NULL or valid for one pointer write; `engine` live.
@@ -577,8 +648,9 @@ tessera_status tessera_device_remove(const struct tessera_engine *engine,
  * Opens an engine that keeps its state in memory only, with the default configuration.
  *
  * On success writes a new handle to `*out_engine`; free it with `tessera_engine_free`. On
- * failure `*out_engine` is left untouched. Returns `TESSERA_NULL_POINTER` when `out_engine`
- * is NULL. Thread-safe.
+ * failure `*out_engine` is left untouched. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
  *
  * # Safety
  * `out_engine`, unless NULL, must be valid for one pointer write.
@@ -592,13 +664,16 @@ tessera_status tessera_engine_open_in_memory(struct tessera_engine **out_engine)
  * `tessera::Config`, by the same names; absent fields keep their documented defaults, e.g.
  * `{"allow_id_only_login": true, "access_tokens_per_user": 20}`.
  * `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
- * `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
+ * `"lowercase"`. Unknown fields and values of the wrong JSON type fail with
+ * `TESSERA_INVALID_JSON`; out-of-range values and unknown enum values with
  * `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
  * `sync_mode` (see `tessera_engine_open`) is accepted only as `"durable"`, which an
  * in-memory engine trivially is.
  *
  * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
  * failure leaves it untouched. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
  *
  * # Safety
  * `config_json` must be valid for `config_len` bytes (or NULL with 0); `out_engine`, unless
@@ -634,6 +709,8 @@ tessera_status tessera_engine_open_in_memory_with_config(const char *config_json
  * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
  * also releases the directory); on failure leaves it untouched. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+ *
  * # Safety
  * `dir` must be valid for `dir_len` bytes and `config_json` for `config_len` bytes (or NULL
  * with 0); `out_engine`, unless NULL, valid for one pointer write.
@@ -660,6 +737,8 @@ tessera_status tessera_engine_open(const char *dir,
  * `tessera_string_free`), or NULL when the directory was intact. On failure neither is
  * written. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+ *
  * # Safety
  * As `tessera_engine_open`; `out_damage`, unless NULL, valid for one pointer write.
  */
@@ -679,6 +758,8 @@ tessera_status tessera_engine_open_salvage(const char *dir,
  * `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
  * record). Thread-safe; concurrent compactions run one at a time.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `engine` must be a live handle.
  */
@@ -696,11 +777,71 @@ tessera_status tessera_engine_compact(const struct tessera_engine *engine);
  * A cut also queues a `store_torn_tail` event. New counters may be added to the object;
  * ignore fields you do not know. Free the string with `tessera_string_free`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_stats` is NULL.
+ *
  * # Safety
  * `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
  */
 tessera_status tessera_engine_store_stats(const struct tessera_engine *engine,
                                           struct tessera_string **out_stats);
+
+/**
+ * Opens a cluster node on a PostgreSQL database shared by every node of the chat service.
+ *
+ * `conninfo` (UTF-8, `conninfo_len` bytes) is a libpq connection string, `host=… port=…
+ * user=… dbname=…`, or a `postgresql://` URL. The schema is created on first use; the whole
+ * state is loaded into memory, and the node then follows what other nodes commit (within
+ * milliseconds; revocation events are raised on every node). Every write returns only after
+ * its transaction committed in PostgreSQL; verification is served from memory.
+ *
+ * `config_json` is as for `tessera_engine_open_in_memory_with_config` (NULL, 0 for the
+ * defaults), plus one optional object, `cluster`:
+ * - `max_staleness_ms` (default 5000): past this long without confirming it is caught up with
+ *   the database, the node refuses verification with `TESSERA_UNAVAILABLE` rather than accept
+ *   a token that may have been revoked on another node. `null` keeps verifying from memory
+ *   through a partition (available, but blind to revocations made elsewhere until it heals).
+ * - `poll_interval_ms` (default 100): how often the node polls when no notification arrives.
+ * - `log_retention` (default 100000): change-log entries kept behind the slowest node.
+ *
+ * Fails with `TESSERA_UNAVAILABLE` when the database cannot be reached (or, in a library built
+ * without the `postgres` feature, always); `TESSERA_UNSUPPORTED_FORMAT` when the database
+ * holds a newer schema than this library knows; `TESSERA_INVALID_ARGUMENT` for a malformed
+ * `conninfo` or an out-of-range option.
+ *
+ * On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
+ * failure leaves it untouched. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+ *
+ * # Safety
+ * `conninfo` must be valid for `conninfo_len` bytes and `config_json` for `config_len` bytes
+ * (or NULL with 0); `out_engine`, unless NULL, valid for one pointer write.
+ */
+tessera_status tessera_engine_open_postgres(const char *conninfo,
+                                            size_t conninfo_len,
+                                            const char *config_json,
+                                            size_t config_len,
+                                            struct tessera_engine **out_engine);
+
+/**
+ * Copies the whole state of `source` into `engine`, which must be new (no user was ever
+ * created in it): users with their access tokens, devices, session epochs and profile
+ * images, the signing keys (issued session tokens keep verifying) and the id counters. This
+ * moves a single node's data directory into a cluster (`engine` from
+ * `tessera_engine_open_postgres`, `source` from `tessera_engine_open`) and backs a cluster up
+ * into a data directory (the other way round). Writes the number of users to `*out_users`
+ * unless it is NULL.
+ *
+ * Fails with `TESSERA_INVALID_ARGUMENT` when `engine` already had users. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `source` is NULL.
+ *
+ * # Safety
+ * `engine` and `source` must be live handles; `out_users`, unless NULL, valid for one write.
+ */
+tessera_status tessera_engine_import_from(const struct tessera_engine *engine,
+                                          const struct tessera_engine *source,
+                                          size_t *out_users);
 
 /**
  * Frees an engine handle and all its in-memory state. `tessera_engine_free(NULL)` does nothing.
@@ -720,6 +861,8 @@ void tessera_engine_free(struct tessera_engine *engine);
 /**
  * Writes the number of users to `*out_count`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
+ *
  * # Safety
  * `engine` must be a live handle; `out_count`, unless NULL, valid for one write.
  */
@@ -738,6 +881,8 @@ tessera_status tessera_engine_user_count(const struct tessera_engine *engine, si
  * Each event is delivered to exactly one drain call, even with several threads draining.
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_events` is NULL.
+ *
  * # Safety
  * `out_events` valid for one pointer write; `engine` a live handle.
  */
@@ -749,6 +894,8 @@ tessera_status tessera_event_drain(const struct tessera_engine *engine,
  * Writes to `*out_count` how many events were dropped because the queue was full (the
  * `event_queue_capacity` setting) since the engine was opened. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
+ *
  * # Safety
  * `out_count` valid for one write; `engine` a live handle.
  */
@@ -759,6 +906,8 @@ tessera_status tessera_event_dropped_count(const struct tessera_engine *engine,
  * Adds a new active signing key; older keys keep verifying until retired. `*out_key` (if not
  * NULL) receives `{"key_id": "b", "created_at_ms": ..., "active": true}`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `out_key` NULL or valid for one pointer write; `engine` a live handle.
  */
@@ -766,9 +915,11 @@ tessera_status tessera_key_rotate(const struct tessera_engine *engine,
                                   struct tessera_string **out_key);
 
 /**
- * Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
- * is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
+ * Retires a signing key by id: session tokens it signed stop verifying and are reported as
+ * `TESSERA_TOKEN_REVOKED` (a `key_retired` event is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
  * (rotate first). Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `key_id` valid for `key_id_len` bytes; `engine` a live handle.
@@ -781,6 +932,8 @@ tessera_status tessera_key_retire(const struct tessera_engine *engine,
  * Writes every live signing key, oldest first, as a JSON array of
  * `{"key_id", "created_at_ms", "active"}` objects to `*out_keys` (required). Never the
  * secrets. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_keys` is NULL.
  *
  * # Safety
  * `out_keys` valid for one pointer write; `engine` a live handle.
@@ -798,9 +951,11 @@ tessera_status tessera_key_list(const struct tessera_engine *engine,
  * encrypted channel, and wipe the buffer when done (e.g. `explicit_bzero`). The key id comes
  * from `tessera_key_list` or a verified token's `key_id`.
  *
- * Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id),
- * `TESSERA_NULL_POINTER` (`out_key` or `engine` NULL) or `TESSERA_INVALID_UTF8`; on failure
- * `out_key` is not written. Works on salvage engines. Thread-safe.
+ * Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id) or
+ * `TESSERA_INVALID_UTF8`; on any failure `out_key` is not written. Works on salvage engines.
+ * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_key` is NULL.
  *
  * # Safety
  * `key_id` valid for `key_id_len` bytes; `out_key`, unless NULL, valid for writes of 32 bytes;
@@ -876,6 +1031,8 @@ void tessera_bytes_free(struct tessera_bytes *b);
  * Fails with `TESSERA_INVALID_IMAGE`, `TESSERA_IMAGE_TOO_LARGE` or `TESSERA_USER_NOT_FOUND`.
  * `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes, `image` for `image_len` bytes; `out_user` NULL or
  * valid for one pointer write; `engine` a live handle.
@@ -894,6 +1051,8 @@ tessera_status tessera_profile_image_upload(const struct tessera_engine *engine,
  * `"image/png"` or `"image/jpeg"` (do not free). Fails with `TESSERA_IMAGE_NOT_FOUND`.
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_image` is NULL.
+ *
  * # Safety
  * `sha256_hex` valid for `sha256_hex_len` bytes; `out_image` valid for one pointer write;
  * `out_content_type` NULL or valid for one pointer write; `engine` a live handle.
@@ -905,17 +1064,22 @@ tessera_status tessera_profile_image_get(const struct tessera_engine *engine,
                                          const char **out_content_type);
 
 /**
- * Issues a session token (an HS256 JWT of 119..=168 characters) for a user and writes it,
- * NUL-terminated, into `token_buf`.
+ * Issues a session token (an HS256 JWT of 119..=168 characters) for a user, expiring at
+ * `expires_at_ms`, and writes it, NUL-terminated, into `token_buf`.
  *
- * `expires_at_ms` is the expiry in ms since the Unix epoch (rounded down to whole seconds), or
- * `TESSERA_SESSION_DEFAULT_EXPIRY` (0) for the configured default; one in the past or beyond
- * the configured maximum fails with `TESSERA_INVALID_EXPIRY`. `token_cap` must be at least
+ * `expires_at_ms` is the expiry in ms since the Unix epoch, rounded down to whole seconds.
+ * Every value is taken literally: one not in the future (0 and every negative value
+ * included), more than the configured maximum from now, or past the year 2286 fails with
+ * `TESSERA_INVALID_EXPIRY` — so an expiry computed by mistake as 0 or as a wrapped sum is
+ * an error, never a token. For the configured default lifetime call
+ * `tessera_session_token_issue_default`. `token_cap` must be at least
  * `TESSERA_SESSION_TOKEN_MAX_LEN + 1`; this is checked before anything happens
  * (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_SESSION_TOKEN_MAX_LEN`).
  * `*out_token_len` receives the token length; `*out_expires_at_ms` (if not NULL) the expiry.
  *
  * Hot path: allocates nothing for the caller. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
  *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `token_buf` valid for `token_cap` bytes;
@@ -932,13 +1096,35 @@ tessera_status tessera_session_token_issue(const struct tessera_engine *engine,
                                            int64_t *out_expires_at_ms);
 
 /**
- * Verifies a session token: format and signature first (any failure there is
- * `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), the user's existence
- * (`TESSERA_USER_NOT_FOUND`), revocation (`TESSERA_TOKEN_REVOKED`) and state
- * (`TESSERA_USER_DEACTIVATED`).
+ * Issues a session token with the configured default lifetime (7 days unless configured
+ * otherwise); otherwise exactly `tessera_session_token_issue`.
+ *
+ * Hot path: allocates nothing for the caller. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+ *
+ * # Safety
+ * As `tessera_session_token_issue`.
+ */
+tessera_status tessera_session_token_issue_default(const struct tessera_engine *engine,
+                                                   const char *user_id,
+                                                   size_t user_id_len,
+                                                   char *token_buf,
+                                                   size_t token_cap,
+                                                   size_t *out_token_len,
+                                                   int64_t *out_expires_at_ms);
+
+/**
+ * Verifies a session token: format and signature first (any failure there, including a key
+ * id never issued, is `TESSERA_INVALID_TOKEN`), then expiry (`TESSERA_TOKEN_EXPIRED`), then
+ * revocation — of the user's sessions, by retiring its key, or by deleting its user, even
+ * when the id has been taken again (`TESSERA_TOKEN_REVOKED`; never `TESSERA_USER_NOT_FOUND`)
+ * — and the user's state (`TESSERA_USER_DEACTIVATED`). See docs/ERRORS.md.
  *
  * `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
  * Thread-safe; verifications never block one another.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
@@ -952,6 +1138,8 @@ tessera_status tessera_session_token_verify(const struct tessera_engine *engine,
  * Revokes every session token of a user issued before this call returns (tokens issued after
  * it verify; access tokens are untouched). A `sessions_revoked` event is queued. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
  */
@@ -961,8 +1149,11 @@ tessera_status tessera_session_token_revoke(const struct tessera_engine *engine,
 
 /**
  * Emergency: invalidates every session token of every user by replacing all signing keys with
- * one fresh key (`key_retired` events and one `all_sessions_revoked` event are queued).
+ * one fresh key; the old tokens are `TESSERA_TOKEN_REVOKED` (`key_retired` events and one
+ * `all_sessions_revoked` event are queued).
  * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `engine` must be a live handle.
@@ -988,6 +1179,8 @@ const char *tessera_status_str(uint32_t code);
  * not NULL, writes the stored user as a JSON `tessera_string` (free with
  * `tessera_string_free`). Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_json` valid for `user_len` bytes; `out_user` NULL or valid for one pointer write;
  * `engine` a live handle.
@@ -1004,6 +1197,8 @@ tessera_status tessera_user_create(const struct tessera_engine *engine,
  * when this call created the user. `*out_user` (if not NULL) receives the stored user as JSON.
  * Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * As `tessera_user_create`; `out_created` NULL or valid for one write.
  */
@@ -1017,6 +1212,8 @@ tessera_status tessera_user_upsert(const struct tessera_engine *engine,
  * Gets a user by id and writes it as a JSON `tessera_string` to `*out_user` (required; free
  * with `tessera_string_free`). Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_user` valid for one pointer write; `engine` a
  * live handle.
@@ -1027,10 +1224,29 @@ tessera_status tessera_user_get(const struct tessera_engine *engine,
                                 struct tessera_string **out_user);
 
 /**
+ * Gets a user by its handle (the `"handle"` field of every user JSON, and the `sub` claim of
+ * its session tokens, as a decimal string) and writes it as a JSON `tessera_string` to
+ * `*out_user` (required; free with `tessera_string_free`). A service that verified a session
+ * token with an exported key (`tessera_key_export`) resolves its subject this way. Fails with
+ * `TESSERA_USER_NOT_FOUND` for a handle no live user has; handles are never reused, so a
+ * deleted user's handle finds nobody even when a new user has its id. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+ *
+ * # Safety
+ * `out_user` valid for one pointer write; `engine` a live handle.
+ */
+tessera_status tessera_user_get_by_handle(const struct tessera_engine *engine,
+                                          uint64_t handle,
+                                          struct tessera_string **out_user);
+
+/**
  * Changes the fields a JSON patch sets, all or nothing. The patch has the optional fields
  * `nickname`, `profile_url`, `metadata`, `tags`, `role`, `status_message`, `link`, `email`,
  * `mobile_number`, `discovery_keys`; a field set to `null` is cleared, a missing field is kept.
  * `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * Pointer/length pairs valid; `out_user` NULL or valid for one pointer write; `engine` live.
@@ -1046,6 +1262,8 @@ tessera_status tessera_user_update(const struct tessera_engine *engine,
  * Deletes a user and revokes every token it held (a `user_deleted` event is queued). A user
  * created later with the same id can never be reached by the old tokens. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+ *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `engine` a live handle.
  */
@@ -1057,6 +1275,8 @@ tessera_status tessera_user_delete(const struct tessera_engine *engine,
  * Deactivates a user: its tokens stop verifying (with `TESSERA_USER_DEACTIVATED`) until it
  * is reactivated; nothing is revoked. Idempotent. `*out_user` (if not NULL) receives the user
  * as JSON. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * `user_id` valid for `user_id_len` bytes; `out_user` NULL or valid for one pointer write;
@@ -1070,6 +1290,8 @@ tessera_status tessera_user_deactivate(const struct tessera_engine *engine,
 /**
  * Reactivates a deactivated user; its unrevoked tokens verify again. Idempotent. `*out_user`
  * (if not NULL) receives the user as JSON. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * As `tessera_user_deactivate`.
@@ -1088,6 +1310,8 @@ tessera_status tessera_user_reactivate(const struct tessera_engine *engine,
  * empty input (NULL, 0) is the first page with no filter. `*out_page` (required) receives
  * `{"users": [...], "next_cursor": "..." or null}`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_page` is NULL.
+ *
  * # Safety
  * `query_json` valid for `query_len` bytes (or NULL with 0); `out_page` valid for one pointer
  * write; `engine` a live handle.
@@ -1101,6 +1325,8 @@ tessera_status tessera_user_list(const struct tessera_engine *engine,
  * Finds the user holding a discovery key and writes it as JSON to `*out_user` (required).
  * Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
  *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+ *
  * # Safety
  * `key` valid for `key_len` bytes; `out_user` valid for one pointer write; `engine` live.
  */
@@ -1112,6 +1338,8 @@ tessera_status tessera_user_find_by_discovery_key(const struct tessera_engine *e
 /**
  * Finds the user owning a device push token and writes it as JSON to `*out_user` (required).
  * Fails with `TESSERA_DEVICE_NOT_FOUND`. Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
  *
  * # Safety
  * `push_token` valid for `push_token_len` bytes; `out_user` valid for one pointer write;
@@ -1126,11 +1354,15 @@ tessera_status tessera_user_find_by_push_token(const struct tessera_engine *engi
  * Logs a user in (Sendbird's rule). With no token (`token` NULL and `token_len` 0), succeeds
  * only when the engine allows id-only login and the user was never issued a token (else
  * `TESSERA_TOKEN_REQUIRED`). With a token, it must be a valid access or session token *of
- * this user* (else `TESSERA_INVALID_TOKEN`, `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`,
- * `TESSERA_USER_DEACTIVATED`, ...).
+ * this user*: a failing token gets its own verify status (`TESSERA_INVALID_TOKEN`,
+ * `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`, `TESSERA_USER_DEACTIVATED`), and a valid
+ * token of anyone else `TESSERA_INVALID_TOKEN` — whether or not `user_id` exists, so a token
+ * never reveals that (only a malformed id fails first, `TESSERA_INVALID_USER_ID`).
  *
  * Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
  * Thread-safe.
+ *
+ * Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
  *
  * # Safety
  * Pointer/length pairs valid; `out` NULL or valid for one write; `engine` a live handle.

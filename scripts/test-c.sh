@@ -16,6 +16,15 @@ make_c() { make --no-print-directory -C tests/c LIBDIR="$libdir" "$@"; }
 
 echo "== C11 / C++17, shared and static"
 make_c -j2 check
+echo "== examples/cluster.c (two cluster nodes; needs TESSERA_PG_DSN)"
+cc -std=c11 -Wall -Wextra -Werror -Iinclude examples/cluster.c -L"$libdir" -ltessera \
+   -Wl,-rpath,"$libdir" -lpthread -o tests/c/build/cluster
+if [ -n "${TESSERA_PG_DSN:-}" ]; then
+  tests/c/build/cluster "$TESSERA_PG_DSN"
+elif [ "${CI:-}" = true ]; then
+  echo "error: no TESSERA_PG_DSN in CI (run through scripts/with-postgres.sh)" >&2
+  exit 1
+fi
 if command -v pkg-config >/dev/null 2>&1; then
   echo "== pkg-config: build login_server from tessera.pc, shared and --static"
   pcdir="tests/c/build/pkgconfig"

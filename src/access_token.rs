@@ -60,8 +60,11 @@ pub struct IssuedAccessToken {
     pub token: AccessToken,
     /// Its id, time and label.
     pub info: AccessTokenInfo,
-    /// The id of the user's oldest token, revoked because the per-user limit was reached.
-    pub revoked: Option<u64>,
+    /// The ids of the user's tokens revoked to keep at most
+    /// [`Config::access_tokens_per_user`](crate::Config::access_tokens_per_user) valid, oldest
+    /// first: empty below the limit, one at it, more when the limit was lowered since the user's
+    /// tokens were issued.
+    pub evicted: Vec<u64>,
 }
 
 /// The result of verifying an access token.

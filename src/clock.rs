@@ -25,7 +25,9 @@ impl Clock for SystemClock {
     #[cfg(target_os = "linux")]
     fn now_ms(&self) -> i64 {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        t.tv_sec.saturating_mul(1000) + (t.tv_nsec / 1_000_000) as i64
+        t.tv_sec
+            .saturating_mul(1000)
+            .saturating_add((t.tv_nsec / 1_000_000) as i64)
     }
 
     #[cfg(not(target_os = "linux"))]

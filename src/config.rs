@@ -33,7 +33,7 @@ pub enum UserIdCase {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Longest user id, in characters (Unicode scalar values). Default 80 (Sendbird); at most
-    /// 191 (MirrorFly).
+    /// [`USER_ID_MAX_CHARS_LIMIT`] (191, MirrorFly).
     pub user_id_max_chars: usize,
     /// Characters allowed in user ids. Default [`UserIdPolicy::Default`].
     pub user_id_policy: UserIdPolicy,
@@ -74,8 +74,11 @@ pub struct Config {
     /// Prefix of the profile URL given to uploaded images; the SHA-256 hex and extension follow.
     /// Default `tessera://images/`.
     pub image_url_base: String,
-    /// Most valid access tokens per user; issuing one more revokes the oldest. Default 10
-    /// (Sendbird); 1..=100 (CometChat keeps 100).
+    /// Most valid access tokens per user. Issuing one more revokes the oldest, so that the user
+    /// holds exactly this many afterwards; after the limit was lowered (an engine reopened with
+    /// a smaller value) that is every token beyond it. Default
+    /// [`ACCESS_TOKENS_PER_USER_DEFAULT`] (10, Sendbird); 1..=[`ACCESS_TOKENS_PER_USER_LIMIT`]
+    /// (100, CometChat).
     pub access_tokens_per_user: usize,
     /// Longest access-token label, in characters. Default 100.
     pub access_token_label_max_chars: usize,
@@ -116,7 +119,7 @@ impl Default for Config {
             os_version_max_chars: 64,
             profile_image_max_bytes: 5 * 1024 * 1024,
             image_url_base: "tessera://images/".to_owned(),
-            access_tokens_per_user: 10,
+            access_tokens_per_user: ACCESS_TOKENS_PER_USER_DEFAULT,
             access_token_label_max_chars: 100,
             session_ttl_ms: 7 * DAY_MS,
             session_max_ttl_ms: 365 * DAY_MS,
@@ -133,7 +136,10 @@ pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// Largest `user_id_max_chars` accepted (MirrorFly's 191).
 pub const USER_ID_MAX_CHARS_LIMIT: usize = 191;
 
-/// Largest `access_tokens_per_user` accepted.
+/// Default `access_tokens_per_user` (Sendbird's 10).
+pub const ACCESS_TOKENS_PER_USER_DEFAULT: usize = 10;
+
+/// Largest `access_tokens_per_user` accepted (CometChat's 100).
 pub const ACCESS_TOKENS_PER_USER_LIMIT: usize = 100;
 
 impl Config {

@@ -31,7 +31,7 @@ use crate::mutation::Mutation;
 use crate::persistence::{Change, MemoryPersistence, Persistence, UserHandles};
 use crate::profile_image::{self, ProfileImage};
 use crate::session_token::{
-    self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, MAX_SECONDS,
+    self, Claims, SessionToken, VerifiedSession, MAX_EPOCH, MAX_HANDLE, SEALED_EPOCH,
 };
 use crate::user::{check_text, normalize_user_id, NewUser, User, UserPatch, UserRecord};
 use crate::user_table::UserTable;
@@ -597,32 +597,46 @@ impl Engine {
 
     /// The events a mutation committed by another node means, from the state before it.
     fn remote_events(&self, m: &Mutation) {
-        let id_of = |h: u64| self.peek_slot(h, |s| String::from(&*s.record.id));
-        let (kind, handle, token) = match m {
-            Mutation::UserDeleted { handle } => (EventKind::UserDeleted, *handle, None),
+        let (kind, handle, tokens): (EventKind, u64, &[u64]) = match m {
+            Mutation::UserDeleted { handle } => (EventKind::UserDeleted, *handle, &[]),
             Mutation::UserReplaced { handle, record } => {
                 let was_active = self.peek_slot(*handle, |s| s.record.active);
                 if was_active != Some(true) || record.active {
                     return;
                 }
-                (EventKind::UserDeactivated, *handle, None)
+                (EventKind::UserDeactivated, *handle, &[])
             }
             Mutation::AccessTokenIssued {
                 handle,
                 evicted: Some(t),
                 ..
-            } => (EventKind::AccessTokenEvicted, *handle, Some(*t)),
-            Mutation::AccessTokenRevoked { handle, token_id } => {
-                (EventKind::AccessTokenRevoked, *handle, Some(*token_id))
-            }
+            } => (
+                EventKind::AccessTokenEvicted,
+                *handle,
+                std::slice::from_ref(t),
+            ),
+            Mutation::AccessTokenIssuedEvicting {
+                handle, evicted, ..
+            } if !evicted.is_empty() => (EventKind::AccessTokenEvicted, *handle, evicted),
+            Mutation::AccessTokenRevoked { handle, token_id } => (
+                EventKind::AccessTokenRevoked,
+                *handle,
+                std::slice::from_ref(token_id),
+            ),
             Mutation::AccessTokensRevoked { handle } => {
-                (EventKind::AccessTokensRevoked, *handle, None)
+                (EventKind::AccessTokensRevoked, *handle, &[])
             }
-            Mutation::SessionsRevoked { handle, .. } => (EventKind::SessionsRevoked, *handle, None),
+            Mutation::SessionsRevoked { handle, .. } => (EventKind::SessionsRevoked, *handle, &[]),
             _ => return,
         };
-        if let Some(id) = id_of(handle) {
-            self.event(kind, Some(&id), token, None);
+        let Some(id) = self.peek_slot(handle, |s| String::from(&*s.record.id)) else {
+            return;
+        };
+        if tokens.is_empty() {
+            self.event(kind, Some(&id), None, None);
+        }
+        for &t in tokens {
+            self.event(kind, Some(&id), Some(t), None);
         }
     }
 
@@ -991,22 +1005,12 @@ impl Engine {
                 handle,
                 entry,
                 evicted,
-            } => {
-                w.next_token_id = w.next_token_id.max(entry.id + 1);
-                let mut slot = self.slot_mut(*handle, seq)?;
-                // Sized exactly up front: growing and then shrinking would leave allocator
-                // fragments behind on every issue.
-                let mut tokens = Vec::with_capacity(slot.tokens.len() + 1);
-                tokens.extend(
-                    slot.tokens
-                        .iter()
-                        .filter(|t| Some(t.id) != *evicted)
-                        .cloned(),
-                );
-                tokens.push(entry.clone());
-                slot.tokens = tokens.into_boxed_slice();
-                slot.token_required = true;
-            }
+            } => self.apply_issued(w, *handle, entry, evicted.as_slice(), seq)?,
+            Mutation::AccessTokenIssuedEvicting {
+                handle,
+                entry,
+                evicted,
+            } => self.apply_issued(w, *handle, entry, evicted, seq)?,
             Mutation::AccessTokenRevoked { handle, token_id } => {
                 let mut slot = self.slot_mut(*handle, seq)?;
                 slot.tokens = slot
@@ -1038,6 +1042,28 @@ impl Engine {
                 ))
             }
         }
+        Ok(())
+    }
+
+    /// Adds an issued access token to the user's tokens and drops the `evicted` ones.
+    fn apply_issued(
+        &self,
+        w: &mut WriterState,
+        handle: u64,
+        entry: &AccessTokenEntry,
+        evicted: &[u64],
+        seq: u64,
+    ) -> Result<()> {
+        w.next_token_id = w.next_token_id.max(entry.id + 1);
+        let mut slot = self.slot_mut(handle, seq)?;
+        let kept = || slot.tokens.iter().filter(|t| !evicted.contains(&t.id));
+        // Sized exactly up front: growing and then shrinking would leave allocator fragments
+        // behind on every issue.
+        let mut tokens = Vec::with_capacity(kept().count() + 1);
+        tokens.extend(kept().cloned());
+        tokens.push(entry.clone());
+        slot.tokens = tokens.into_boxed_slice();
+        slot.token_required = true;
         Ok(())
     }
 
@@ -1118,7 +1144,7 @@ impl Engine {
         let mut w = self.write_lock()?;
         if let Some(handle) = self.handle_of_normalized(&id) {
             if upsert {
-                let user = self.slot_clone(handle).map(|s| s.record.to_user());
+                let user = self.slot_clone(handle).map(|s| s.record.to_user(handle));
                 return self.leave(
                     w,
                     user.map(|user| Upserted {
@@ -1142,7 +1168,7 @@ impl Engine {
         if handle > MAX_HANDLE {
             return Err(Error::new(ErrorKind::Exhausted, "user handles exhausted"));
         }
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserCreated { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -1172,7 +1198,23 @@ impl Engine {
 
     /// Gets a user by id.
     pub fn get_user(&self, user_id: &str) -> Result<User> {
-        self.with_user(user_id, Durability::Read, |s| Ok(s.record.to_user()))
+        let (handle, id) = self.handle_of(user_id)?;
+        self.with_slot(handle, Durability::Read, |s| s.record.to_user(handle))?
+            .ok_or_else(|| not_found(&id))
+    }
+
+    /// Gets a user by its [`User::handle`], the `sub` claim of its session tokens: a service
+    /// that verified a token with an [exported key](Engine::export_key) finds its user here.
+    /// Handles are never reused, so a deleted user's handle finds nobody
+    /// ([`ErrorKind::UserNotFound`]), even when a new user has taken its id.
+    pub fn get_user_by_handle(&self, handle: u64) -> Result<User> {
+        self.with_slot(handle, Durability::Read, |s| s.record.to_user(handle))?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UserNotFound,
+                    format!("no user has handle {handle}"),
+                )
+            })
     }
 
     /// Changes the fields a patch sets; all-or-nothing.
@@ -1187,7 +1229,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
         };
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -1230,10 +1272,10 @@ impl Engine {
             Err(e) => return self.leave(w, Err(e)),
         };
         if record.active == active {
-            return self.leave(w, Ok(record.to_user()));
+            return self.leave(w, Ok(record.to_user(handle)));
         }
         record.active = active;
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         if !active {
@@ -1306,7 +1348,7 @@ impl Engine {
             // Returns false when the page is full and one more match exists.
             let hit = self.peek_slot(handle, |s| {
                 newest = newest.max(s.seq);
-                matches(s).then(|| s.record.to_user())
+                matches(s).then(|| s.record.to_user(handle))
             });
             if let Some(Some(u)) = hit {
                 if users.len() == query.limit {
@@ -1350,7 +1392,7 @@ impl Engine {
     pub fn find_user_by_discovery_key(&self, key: &str) -> Result<User> {
         let handle = self.inner.discovery.read().get(key).copied();
         let user = match handle {
-            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user())?,
+            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user(h))?,
             None => {
                 self.settle_miss()?;
                 None
@@ -1374,7 +1416,7 @@ impl Engine {
             Err(e) => return self.leave(w, Err(e)),
         };
         record.profile_url = Some(url.into_boxed_str());
-        let user = record.to_user();
+        let user = record.to_user(handle);
         let ticket = self.commit(&mut w, Mutation::UserReplaced { handle, record })?;
         drop(w);
         self.durable(ticket)?;
@@ -1489,7 +1531,7 @@ impl Engine {
     pub fn find_user_by_push_token(&self, push_token: &str) -> Result<User> {
         let handle = self.inner.push_tokens.read().get(push_token).copied();
         let user = match handle {
-            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user())?,
+            Some(h) => self.with_slot(h, Durability::Read, |s| s.record.to_user(h))?,
             None => {
                 self.settle_miss()?;
                 None
@@ -1500,8 +1542,11 @@ impl Engine {
 
     // ----- access tokens -------------------------------------------------------------------
 
-    /// Issues a permanent access token. If the user already holds the maximum number, the
-    /// oldest is revoked in the same step and its id returned in `revoked`.
+    /// Issues a permanent access token. If the user already holds
+    /// [`Config::access_tokens_per_user`] tokens, the oldest are revoked in the same step so
+    /// that the user holds exactly that many afterwards, and their ids are returned in
+    /// `evicted`, oldest first, with one [`EventKind::AccessTokenEvicted`] event each. That is
+    /// one token normally, more when the limit was lowered since the tokens were issued.
     pub fn issue_access_token(
         &self,
         user_id: &str,
@@ -1512,23 +1557,21 @@ impl Engine {
         }
         let now = self.now();
         let (mut w, handle, id) = self.write_user(user_id)?;
+        // The limit may have been lowered since the user's tokens were issued, so the oldest
+        // tokens beyond it all go, not just one: afterwards the user holds exactly the limit.
+        let keep = self.inner.config.access_tokens_per_user.saturating_sub(1);
         let found = self.peek_slot(handle, |s| {
-            (
-                s.record.active,
-                s.tokens.first().map(|t| t.id),
-                s.tokens.len(),
-            )
+            let excess = s.tokens.len().saturating_sub(keep);
+            let evicted: Vec<u64> = s.tokens[..excess].iter().map(|t| t.id).collect();
+            (s.record.active, evicted)
         });
-        let (active, oldest, count) = match found {
+        let (active, evicted) = match found {
             Some(f) => f,
             None => return self.leave(w, Err(not_found(&id))),
         };
         if !active {
             return self.leave(w, Err(deactivated(&id)));
         }
-        let evicted = (count >= self.inner.config.access_tokens_per_user)
-            .then_some(oldest)
-            .flatten();
         let (token, digest) = access_token::generate(&self.inner.rng, handle)?;
         let entry = AccessTokenEntry {
             id: w.next_token_id,
@@ -1539,21 +1582,21 @@ impl Engine {
         let info = entry.info();
         let ticket = self.commit(
             &mut w,
-            Mutation::AccessTokenIssued {
+            Mutation::AccessTokenIssuedEvicting {
                 handle,
                 entry,
-                evicted,
+                evicted: evicted.clone(),
             },
         )?;
         drop(w);
-        if let Some(old) = evicted {
+        for &old in &evicted {
             self.event(EventKind::AccessTokenEvicted, Some(&id), Some(old), None);
         }
         self.durable_credential(ticket)?;
         Ok(IssuedAccessToken {
             token,
             info,
-            revoked: evicted,
+            evicted,
         })
     }
 
@@ -1641,23 +1684,12 @@ impl Engine {
     ) -> Result<SessionToken> {
         let config = &self.inner.config;
         let now = self.now();
-        let exp_ms = expires_at_ms.unwrap_or(now.saturating_add(config.session_ttl_ms));
-        let exp_s = exp_ms.div_euclid(1000);
-        if exp_s * 1000 <= now {
-            return Err(Error::new(
-                ErrorKind::InvalidExpiry,
-                "expiry is not in the future (it is rounded down to whole seconds)",
-            ));
-        }
-        if exp_ms > now.saturating_add(config.session_max_ttl_ms) || exp_s > MAX_SECONDS {
-            return Err(Error::new(
-                ErrorKind::InvalidExpiry,
-                format!(
-                    "expiry is more than {} ms from now",
-                    config.session_max_ttl_ms
-                ),
-            ));
-        }
+        let exp_s = session_token::expiry_seconds(
+            now,
+            expires_at_ms,
+            config.session_ttl_ms,
+            config.session_max_ttl_ms,
+        )?;
         self.inner.persistence.check_fresh()?;
         let (handle, id) = self.handle_of(user_id)?;
         // The token carries the epoch read here: a revocation that set it must be on disk
@@ -1671,10 +1703,12 @@ impl Engine {
         if !active {
             return Err(deactivated(&id));
         }
-        if epoch > MAX_EPOCH {
+        if epoch > MAX_EPOCH || handle > MAX_HANDLE {
+            // A handle past the token budget can only come from data of an older release.
             return Err(Error::new(
                 ErrorKind::Exhausted,
-                "this user's session revocations are exhausted; re-create the user",
+                "this user's session revocations (or handle) exceed what a session token can \
+                 carry; re-create the user",
             ));
         }
         if !required {
@@ -1698,36 +1732,47 @@ impl Engine {
         )
     }
 
-    /// Verifies a session token: its format and signature first (any failure there is
-    /// [`ErrorKind::InvalidToken`]), then expiry, the user's existence, revocation and state.
+    /// Verifies a session token. In this order: format and signature (any failure, including
+    /// a key id never issued, is [`ErrorKind::InvalidToken`]); expiry
+    /// ([`ErrorKind::TokenExpired`]); revocation, by [`revoke_sessions`](Engine::revoke_sessions),
+    /// by retiring its key ([`retire_key`](Engine::retire_key),
+    /// [`revoke_all_sessions`](Engine::revoke_all_sessions)) or by deleting its user
+    /// ([`ErrorKind::TokenRevoked`], never `UserNotFound`, even when another user now has
+    /// the id); the user's state ([`ErrorKind::UserDeactivated`]). See docs/ERRORS.md.
     pub fn verify_session_token(&self, token: &str) -> Result<VerifiedSession> {
         let keys = self.inner.keys.load();
-        let (claims, key_id) = session_token::verify(&keys, token)?;
+        let genuine = session_token::verify(&keys, token)?;
         drop(keys);
         self.inner.persistence.check_fresh()?;
-        if claims.exp_s * 1000 + self.inner.config.clock_skew_ms < self.now() {
+        let claims = genuine.claims;
+        if !session_token::accepted_at(claims.exp_s, self.inner.config.clock_skew_ms, self.now()) {
             return Err(Error::new(ErrorKind::TokenExpired, "session token expired"));
+        }
+        let revoked = |why: &str| {
+            Error::new(
+                ErrorKind::TokenRevoked,
+                format!("session token revoked: {why}"),
+            )
+        };
+        if genuine.key_retired {
+            return Err(revoked("its signing key was retired"));
         }
         self.with_slot(claims.handle, Durability::Credential, |s| {
             if s.epoch != claims.epoch {
-                return Err(Error::new(ErrorKind::TokenRevoked, "session token revoked"));
+                return Err(revoked("the user's sessions were revoked"));
             }
             if !s.record.active {
                 return Err(deactivated(&s.record.id));
             }
             Ok(VerifiedSession {
                 user_id: String::from(&*s.record.id),
-                issued_at_ms: claims.iat_s * 1000,
-                expires_at_ms: claims.exp_s * 1000,
-                key_id,
+                issued_at_ms: claims.iat_ms(),
+                expires_at_ms: claims.exp_ms(),
+                key_id: genuine.key_id,
             })
         })?
-        .unwrap_or_else(|| {
-            Err(Error::new(
-                ErrorKind::UserNotFound,
-                "the session token's user no longer exists",
-            ))
-        })
+        // Handles are never reused: whoever now has the id, this token's user is gone.
+        .unwrap_or_else(|| Err(revoked("its user was deleted")))
     }
 
     /// Revokes every session token of the user issued before this call returns; tokens issued
@@ -1738,9 +1783,10 @@ impl Engine {
             Some(e) => e,
             None => return self.leave(w, Err(not_found(&id))),
         };
-        // Past MAX_EPOCH no token can carry the epoch: the user is sealed, with every session
-        // revoked, rather than wrapping around and reviving old tokens.
-        let next = epoch.saturating_add(1).min(MAX_EPOCH + 1);
+        // Past MAX_EPOCH no new token can carry the epoch, and SEALED_EPOCH is in no token of
+        // any format: the user ends sealed, with every session revoked, rather than wrapping
+        // around and reviving old tokens.
+        let next = epoch.saturating_add(1).min(SEALED_EPOCH);
         let ticket = self.commit(
             &mut w,
             Mutation::SessionsRevoked {
@@ -1754,7 +1800,7 @@ impl Engine {
     }
 
     /// Emergency: invalidates every session token of every user by replacing the whole key
-    /// ring with one fresh key.
+    /// ring with one fresh key; the old tokens are [`ErrorKind::TokenRevoked`].
     pub fn revoke_all_sessions(&self) -> Result<()> {
         let _w = self.write_lock()?;
         let (ring, retired) = self
@@ -1787,7 +1833,9 @@ impl Engine {
         info.ok_or_else(|| Error::new(ErrorKind::Internal, "empty key ring"))
     }
 
-    /// Retires a key: session tokens it signed stop verifying. The active key cannot be retired.
+    /// Retires a key: session tokens it signed stop verifying ([`ErrorKind::TokenRevoked`]; the
+    /// key's secret is kept only to tell them from forgeries, never to sign or export). The
+    /// active key cannot be retired.
     pub fn retire_key(&self, key_id: &str) -> Result<()> {
         let id = KeyId::parse(key_id)
             .ok_or_else(|| Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}")))?;
@@ -1800,7 +1848,9 @@ impl Engine {
     }
 
     /// The secret of a live signing key, so another service can verify session tokens with
-    /// any HS256 JWT library. Whoever holds it can mint tokens: treat it like a password.
+    /// any HS256 JWT library; the token's `sub` claim, a decimal string, is the
+    /// [`User::handle`] that [`Engine::get_user_by_handle`] resolves. Whoever holds the secret
+    /// can mint tokens: treat it like a password.
     pub fn export_key(&self, key_id: &str) -> Result<KeySecret> {
         let missing = || Error::new(ErrorKind::KeyNotFound, format!("no live key {key_id:?}"));
         let id = KeyId::parse(key_id).ok_or_else(missing)?;
@@ -1816,19 +1866,22 @@ impl Engine {
 
     /// Sendbird's login rule. With no token, the login succeeds only if
     /// [`Config::allow_id_only_login`] is set and the user was never issued a token. With a
-    /// token, it must be a valid access or session token *of this user*.
+    /// token, it must be a valid access or session token *of this user*: the token's own
+    /// verdict ([`Engine::verify_session_token`], [`Engine::verify_access_token`]) is the
+    /// answer, and a valid token of anyone else is [`ErrorKind::InvalidToken`] — so with a
+    /// token the answer never depends on whether `user_id` exists.
     pub fn authenticate(&self, user_id: &str, token: Option<&str>) -> Result<Authenticated> {
         self.inner.persistence.check_fresh()?;
-        let (handle, id) = self.handle_of(user_id)?;
-        let (active, required) = self
-            .with_slot(handle, Durability::Credential, |s| {
-                (s.record.active, s.token_required)
-            })?
-            .ok_or_else(|| not_found(&id))?;
-        if !active {
-            return Err(deactivated(&id));
-        }
         let Some(token) = token else {
+            let (handle, id) = self.handle_of(user_id)?;
+            let (active, required) = self
+                .with_slot(handle, Durability::Credential, |s| {
+                    (s.record.active, s.token_required)
+                })?
+                .ok_or_else(|| not_found(&id))?;
+            if !active {
+                return Err(deactivated(&id));
+            }
             if self.inner.config.allow_id_only_login && !required {
                 return Ok(Authenticated {
                     user_id: id,
@@ -1840,6 +1893,8 @@ impl Engine {
                 "a token is required to log in",
             ));
         };
+        // The id's shape is checked (that reveals nothing); its existence is not looked up.
+        let id = normalize_user_id(&self.inner.config, user_id)?;
         let (owner, method) = if token.starts_with(ACCESS_TOKEN_PREFIX) {
             let v = self.verify_access_token(token)?;
             (
@@ -1863,7 +1918,7 @@ impl Engine {
             return Err(Error::invalid_token());
         }
         Ok(Authenticated {
-            user_id: id,
+            user_id: owner,
             method,
         })
     }
@@ -1957,6 +2012,106 @@ mod tests {
             panic!("counters first")
         };
         assert_eq!(next_handle, 5);
+    }
+
+    /// The limit lowered in memory: an engine holding the state of one whose limit was 5 (as a
+    /// reopen rebuilds it), with a limit of 2.
+    #[test]
+    fn issuing_under_a_lowered_limit_evicts_down_to_it() {
+        let clock = ManualClock::new(1_700_000_000_000);
+        let cap = |n| Config {
+            access_tokens_per_user: n,
+            ..Config::default()
+        };
+        let five = Engine::builder()
+            .config(cap(5))
+            .clock(clock.clone())
+            .in_memory()
+            .unwrap();
+        five.create_user(NewUser::new("u", "")).unwrap();
+        let old: Vec<IssuedAccessToken> = (0..5)
+            .map(|_| five.issue_access_token("u", None).unwrap())
+            .collect();
+        let two = Engine::assemble(
+            cap(2),
+            Arc::new(clock),
+            Arc::new(MemoryPersistence::default()),
+            KeyRing::from_stored(&five.stored_keys()).unwrap(),
+        );
+        for m in state(&five) {
+            two.replay(m).unwrap();
+        }
+        let new = two.issue_access_token("u", None).unwrap();
+        let old_ids: Vec<u64> = old.iter().map(|t| t.info.id).collect();
+        assert_eq!(new.evicted, old_ids[..4]);
+        let events: Vec<(EventKind, Option<u64>)> = two
+            .drain_events(100)
+            .into_iter()
+            .map(|e| (e.kind, e.token_id))
+            .collect();
+        let expected: Vec<_> = old_ids[..4]
+            .iter()
+            .map(|&id| (EventKind::AccessTokenEvicted, Some(id)))
+            .collect();
+        assert_eq!(events, expected);
+        let valid: Vec<u64> = old
+            .iter()
+            .chain([&new])
+            .filter(|t| two.verify_access_token(t.token.as_str()).is_ok())
+            .map(|t| t.info.id)
+            .collect();
+        assert_eq!(valid, vec![old_ids[4], new.info.id]);
+        // At the limit, an issue evicts exactly one, as before.
+        let next = two.issue_access_token("u", None).unwrap();
+        assert_eq!(next.evicted, vec![old_ids[4]]);
+    }
+
+    /// State an older release could leave: a handle or an epoch past what the current token
+    /// format carries. Issuing is refused (never a token that breaks the length bounds) and
+    /// the old tokens stay revocable.
+    #[test]
+    fn handles_and_epochs_past_the_token_budget_are_refused_not_truncated() {
+        let e = Engine::in_memory().unwrap();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        let record = e.slot_clone(1).unwrap().record;
+        let mut big = record.clone();
+        big.id = "big".into();
+        e.replay(Mutation::UserCreated {
+            handle: MAX_HANDLE + 1,
+            record: big,
+        })
+        .unwrap();
+        let user = e.get_user("big").unwrap();
+        assert_eq!(user.handle, MAX_HANDLE + 1);
+        assert_eq!(e.get_user_by_handle(MAX_HANDLE + 1).unwrap(), user);
+        assert_eq!(
+            e.issue_session_token("big", None).unwrap_err().kind(),
+            ErrorKind::Exhausted
+        );
+        assert_eq!(
+            e.create_user(NewUser::new("c", "")).unwrap_err().kind(),
+            ErrorKind::Exhausted
+        );
+
+        // Format 1 carried epochs up to 9 999 999: revoking must move past the one a token
+        // holds, so it increments up to SEALED_EPOCH, which no token of any format carries.
+        for (epoch, after) in [
+            (MAX_EPOCH, MAX_EPOCH + 1),
+            (150_000, 150_001),
+            (SEALED_EPOCH - 1, SEALED_EPOCH),
+            (SEALED_EPOCH, SEALED_EPOCH),
+        ] {
+            e.replay(Mutation::SessionsRevoked { handle: 1, epoch })
+                .unwrap();
+            let issued = e.issue_session_token("a", None);
+            if epoch == MAX_EPOCH {
+                assert!(issued.is_ok());
+            } else {
+                assert_eq!(issued.unwrap_err().kind(), ErrorKind::Exhausted, "{epoch}");
+            }
+            e.revoke_sessions("a").unwrap();
+            assert_eq!(e.peek_slot(1, |s| s.epoch), Some(after), "{epoch}");
+        }
     }
 
     #[test]

@@ -12,13 +12,15 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// An argument is malformed in a way no more specific kind covers (a bad cursor, a list
-    /// limit outside 1..=100, a configuration value out of range).
+    /// limit outside 1..=100, a configuration value out of range, an unknown enum value in a
+    /// record).
     InvalidArgument,
     /// The user id breaks the id policy (length, forbidden characters).
     InvalidUserId,
     /// A user with this id already exists.
     UserAlreadyExists,
-    /// No user has this id (or the user was deleted).
+    /// No user has this id or handle. Never the answer to a token check (a deleted user's
+    /// session token is [`ErrorKind::TokenRevoked`]), so tokens reveal nothing about ids.
     UserNotFound,
     /// The user exists but is deactivated.
     UserDeactivated,
@@ -38,12 +40,16 @@ pub enum ErrorKind {
     ImageTooLarge,
     /// No stored profile image has this content address.
     ImageNotFound,
-    /// The token is malformed, forged, signed by an unknown or retired key, or unknown.
-    /// Every failure found before a signature is verified is reported as this one kind.
+    /// The token is not one of ours: malformed, forged, signed by a key id never issued (or
+    /// one retired before retired keys were kept), an unknown or revoked access token, or a
+    /// valid token of another user presented to `authenticate`. Every failure found before a
+    /// signature is verified is reported as this one kind.
     InvalidToken,
-    /// The session token was genuine but its expiry has passed.
+    /// The session token was genuine but its expiry has passed (checked before revocation).
     TokenExpired,
-    /// The token was genuine but has been revoked.
+    /// The session token was genuine (its signature verified) but is revoked: its user's
+    /// sessions were revoked, its signing key was retired (one key, or all of them by
+    /// `revoke_all_sessions`), or its user was deleted.
     TokenRevoked,
     /// A requested session expiry is in the past or beyond the configured maximum.
     InvalidExpiry,

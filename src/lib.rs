@@ -45,7 +45,10 @@ pub use access_token::{
     ACCESS_TOKEN_PREFIX,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, UserIdCase, UserIdPolicy, DAY_MS};
+pub use config::{
+    Config, UserIdCase, UserIdPolicy, ACCESS_TOKENS_PER_USER_DEFAULT, ACCESS_TOKENS_PER_USER_LIMIT,
+    DAY_MS, USER_ID_MAX_CHARS_LIMIT,
+};
 pub use device::{Device, DeviceAdded, DeviceType, NewDevice, PushMode};
 pub use engine::{AuthMethod, Authenticated, Engine, EngineBuilder, Upserted, UserPage, UserQuery};
 pub use error::{Error, ErrorKind, Result};
@@ -55,7 +58,8 @@ pub use key_ring::{KeyId, KeyInfo, KeySecret};
 pub use persistence::postgres::ClusterOptions;
 pub use profile_image::{ImageFormat, ProfileImage};
 pub use session_token::{
-    SessionToken, VerifiedSession, SESSION_TOKEN_MAX_LEN, SESSION_TOKEN_MIN_LEN,
+    SessionToken, VerifiedSession, MAX_EPOCH as SESSION_EPOCH_MAX, SESSION_TOKEN_MAX_LEN,
+    SESSION_TOKEN_MIN_LEN,
 };
 pub use store::{StoreStats, SyncMode};
 pub use user::{NewUser, User, UserPatch, PRIVATE_METADATA_KEY};

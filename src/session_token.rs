@@ -1,10 +1,18 @@
 //! Stateless session tokens: HS256 JWTs (RFC 7515 compact serialisation, RFC 7519 claims)
 //! that any JWT library holding the key can verify.
 //!
-//! Header `{"alg":"HS256","kid":"<kid>"}`; payload `{"u":<handle>,"rv":<epoch>,"iat":<s>,"exp":<s>}`.
-//! The user is named by its internal numeric handle, never its id, so the length does not
-//! depend on the id: with kid ≤ 3 characters, handle ≤ 12 digits, epoch ≤ 7 digits and times
-//! ≤ 10 digits every token is 119..=168 characters (the bounds Sendbird documents).
+//! Header `{"alg":"HS256","kid":"<kid>"}`; payload
+//! `{"sub":"<handle>","rv":<epoch>,"iat":<s>,"exp":<s>}`. The subject is the user's internal
+//! numeric handle as a decimal string (`sub` is a StringOrURI, RFC 7519 §4.1.2), never its
+//! id, so the length does not depend on the id, and a verifier holding an exported key can
+//! resolve it with `Engine::get_user_by_handle`. With kid ≤ 3 characters, handle ≤ 10
+//! digits, epoch ≤ 5 digits and times ≤ 10 digits every token is 125..=168 characters,
+//! within the 119..=168 Sendbird documents.
+//!
+//! Format 1, written before `sub`, had `{"u":<handle>,...}` with handle ≤ 12 digits and
+//! epoch ≤ 7 digits (119..=168 characters). Tokens in it keep verifying until they expire:
+//! both shapes are signed by the same keys, neither is a prefix of the other, and each is
+//! parsed exactly, so a format-1 token means what it meant when it was issued.
 //!
 //! Verification accepts only the exact bytes Tessera writes: that header, that claim order,
 //! canonical numbers, strict unpadded base64url with no stray bits. Everything that fails
@@ -12,21 +20,30 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::Mac;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::constant_time;
 use crate::error::{Error, ErrorKind, Result};
-use crate::key_ring::{KeyId, KeyRing, SigningKey};
+use crate::key_ring::{KeyId, KeyRef, KeyRing, SigningKey};
 
-/// Shortest possible session token, in characters.
+/// Shortest possible session token, in characters. Tokens issued now are at least 125; 119
+/// is the shortest of the previous format, which still verifies.
 pub const SESSION_TOKEN_MIN_LEN: usize = 119;
 /// Longest possible session token, in characters.
 pub const SESSION_TOKEN_MAX_LEN: usize = 168;
-/// Largest user handle a token can carry (12 digits).
-pub(crate) const MAX_HANDLE: u64 = 999_999_999_999;
-/// Largest session epoch a token can carry (7 digits).
-pub(crate) const MAX_EPOCH: u32 = 9_999_999;
+/// Shortest token the current format writes (1-character kid, 1-digit handle, epoch and times).
+#[cfg(test)]
+const ISSUED_MIN_LEN: usize = 125;
+/// Largest user handle a token can carry (10 digits).
+pub(crate) const MAX_HANDLE: u64 = 9_999_999_999;
+/// Largest session epoch a token can carry (5 digits): a user's sessions can be revoked this
+/// many times and new session tokens still be issued; the revocation after that seals the user.
+pub const MAX_EPOCH: u32 = 99_999;
+/// An epoch no token of any format carries (format 1 allowed 7 digits): a user whose epoch
+/// reaches it has every session revoked and can be issued no more.
+pub(crate) const SEALED_EPOCH: u32 = 10_000_000;
 /// Largest timestamp, in seconds (10 digits: year 2286).
 pub(crate) const MAX_SECONDS: i64 = 9_999_999_999;
 
@@ -35,6 +52,12 @@ const HEADER_PREFIX: &[u8] = br#"{"alg":"HS256","kid":""#;
 const HEADER_PREFIX_B64: &[u8] = b"eyJhbGciOiJIUzI1NiIsImtpZCI6";
 const HEADER_SUFFIX: &[u8] = br#""}"#;
 const SIG_B64_LEN: usize = 43;
+/// The payload's start up to the subject's digits, and what follows them.
+const SUB: &[u8] = br#"{"sub":""#;
+const RV_AFTER_SUB: &[u8] = br#"","rv":"#;
+/// The same two pieces in format 1.
+const V1_U: &[u8] = br#"{"u":"#;
+const V1_RV: &[u8] = br#","rv":"#;
 
 /// A freshly issued session token. `Debug` is redacted; the text is wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
@@ -86,6 +109,85 @@ pub(crate) struct Claims {
     pub exp_s: i64,
 }
 
+impl Claims {
+    /// `iat` in milliseconds.
+    pub fn iat_ms(&self) -> i64 {
+        seconds_to_ms(self.iat_s)
+    }
+
+    /// `exp` in milliseconds.
+    pub fn exp_ms(&self) -> i64 {
+        seconds_to_ms(self.exp_s)
+    }
+}
+
+/// Seconds to milliseconds. Token times are 0..=[`MAX_SECONDS`] (parsing and [`expiry_seconds`]
+/// guarantee it), where this is exact; anything else saturates instead of wrapping.
+fn seconds_to_ms(s: i64) -> i64 {
+    s.saturating_mul(1000)
+}
+
+/// The `exp` claim, in seconds, of a token issued at `now_ms` (which is not negative):
+/// `requested_ms` rounded down to whole seconds, or `now_ms + ttl_ms` when none is requested.
+/// Fails with [`ErrorKind::InvalidExpiry`] unless the expiry is after `now_ms`, at most
+/// `max_ttl_ms` after it, and no later than [`MAX_SECONDS`]. Every step is checked: no input,
+/// `i64::MIN` and `i64::MAX` included, can wrap into a valid-looking expiry.
+pub(crate) fn expiry_seconds(
+    now_ms: i64,
+    requested_ms: Option<i64>,
+    ttl_ms: i64,
+    max_ttl_ms: i64,
+) -> Result<i64> {
+    let past = || {
+        Error::new(
+            ErrorKind::InvalidExpiry,
+            "expiry is not in the future (it is rounded down to whole seconds)",
+        )
+    };
+    let too_far = || {
+        Error::new(
+            ErrorKind::InvalidExpiry,
+            format!("expiry is more than {max_ttl_ms} ms from now, or after the year 2286"),
+        )
+    };
+    let exp_ms = match requested_ms {
+        Some(ms) => ms,
+        None => now_ms.checked_add(ttl_ms).ok_or_else(too_far)?,
+    };
+    let exp_s = exp_ms.div_euclid(1000);
+    // The range check comes first, so the multiplication after it cannot overflow.
+    if exp_s < 0 {
+        return Err(past());
+    }
+    if exp_s > MAX_SECONDS {
+        return Err(too_far());
+    }
+    let whole_ms = exp_s.checked_mul(1000).ok_or_else(too_far)?;
+    if whole_ms <= now_ms {
+        return Err(past());
+    }
+    // A limit beyond i64::MAX cannot be exceeded.
+    if now_ms
+        .checked_add(max_ttl_ms)
+        .is_some_and(|limit| exp_ms > limit)
+    {
+        return Err(too_far());
+    }
+    Ok(exp_s)
+}
+
+/// Whether a token expiring at `exp_s` is still accepted at `now_ms` with `leeway_ms` of clock
+/// skew. RFC 7519 §4.1.4: it MUST NOT be accepted on or after `exp`, so the bound is
+/// exclusive — accepted up to `exp + leeway - 1 ms`. A bound that would overflow accepts
+/// nothing.
+#[inline]
+pub(crate) fn accepted_at(exp_s: i64, leeway_ms: i64, now_ms: i64) -> bool {
+    exp_s
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(leeway_ms))
+        .is_some_and(|limit| now_ms < limit)
+}
+
 /// A small stack buffer writer, so encoding allocates only the returned string.
 struct Buf<const N: usize> {
     bytes: [u8; N],
@@ -123,23 +225,31 @@ impl<const N: usize> Buf<N> {
 
 /// Signs `claims` with `key`. The claims must be within the documented ranges.
 pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> {
-    debug_assert!(claims.handle >= 1 && claims.handle <= MAX_HANDLE);
-    debug_assert!(claims.epoch <= MAX_EPOCH);
-    debug_assert!((0..=MAX_SECONDS).contains(&claims.iat_s));
-    debug_assert!((0..=MAX_SECONDS).contains(&claims.exp_s));
+    // The engine checks each of these first; a value outside them would break the length
+    // bounds (or, negative, could not be written), so it is refused rather than clamped.
+    if !((1..=MAX_HANDLE).contains(&claims.handle)
+        && claims.epoch <= MAX_EPOCH
+        && (0..=MAX_SECONDS).contains(&claims.iat_s)
+        && (0..=MAX_SECONDS).contains(&claims.exp_s))
+    {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            "session token claims out of range",
+        ));
+    }
     let mut header = Buf::<32>::new();
     header.push(HEADER_PREFIX);
     header.push(key.id.as_str().as_bytes());
     header.push(HEADER_SUFFIX);
     let mut payload = Buf::<72>::new();
-    payload.push(br#"{"u":"#);
+    payload.push(SUB);
     payload.push_u64(claims.handle);
-    payload.push(br#","rv":"#);
+    payload.push(RV_AFTER_SUB);
     payload.push_u64(u64::from(claims.epoch));
     payload.push(br#","iat":"#);
-    payload.push_u64(claims.iat_s.max(0) as u64);
+    payload.push_u64(claims.iat_s.unsigned_abs());
     payload.push(br#","exp":"#);
-    payload.push_u64(claims.exp_s.max(0) as u64);
+    payload.push_u64(claims.exp_s.unsigned_abs());
     payload.push(b"}");
 
     // Assembled in a stack buffer with slice encoders (the string-appending encoder costs
@@ -165,7 +275,7 @@ pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> 
     let text = std::str::from_utf8(&buf[..n]).map_err(|_| internal())?;
     Ok(SessionToken {
         token: Zeroizing::new(String::from(text)),
-        expires_at_ms: claims.exp_s * 1000,
+        expires_at_ms: claims.exp_ms(),
     })
 }
 
@@ -182,9 +292,19 @@ fn decode<'a>(input: &[u8], out: &'a mut [u8]) -> Result<&'a [u8]> {
     }
 }
 
-/// Checks a token's format and MAC and returns its claims and key id. Expiry, revocation and
-/// the user's state are the engine's to check.
-pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
+/// A token whose MAC one of our keys verified.
+#[derive(Debug)]
+pub(crate) struct Genuine {
+    pub claims: Claims,
+    pub key_id: KeyId,
+    /// Signed by a retired key: genuine, but revoked.
+    pub key_retired: bool,
+}
+
+/// Checks a token's format and MAC and returns its claims and key. Expiry, revocation and the
+/// user's state are the engine's to check. A token signed by a retired key is returned too
+/// (marked), since only after its MAC is checked may it be called revoked rather than invalid.
+pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
     let bytes = token.as_bytes();
     if !(SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&bytes.len()) {
         return Err(Error::invalid_token());
@@ -214,11 +334,20 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
         .and_then(|t| t.strip_suffix(HEADER_SUFFIX))
         .ok_or_else(Error::invalid_token)?;
     let number = KeyId::parse_number(kid).ok_or_else(Error::invalid_token)?;
-    let key = ring.get(number).ok_or_else(Error::invalid_token)?;
+    let (mut mac, key_id, key_retired) =
+        match ring.lookup(number).ok_or_else(Error::invalid_token)? {
+            KeyRef::Live(key) => (key.mac.clone(), key.id, false),
+            // Rare (only revoked tokens come here): derive the HMAC state from the kept secret.
+            KeyRef::Retired(secret) => (
+                <Hmac<Sha256> as Mac>::new_from_slice(secret)
+                    .map_err(|_| Error::new(ErrorKind::Internal, "HMAC takes any key length"))?,
+                KeyId::from_number(number),
+                true,
+            ),
+        };
 
     // Encode the expected MAC and compare text in constant time: cheaper than decoding the
     // presented one, and equally strict, since only the canonical encoding can be equal.
-    let mut mac = key.mac.clone();
     mac.update(&bytes[..d2]);
     let expected = mac.finalize().into_bytes();
     let mut expected_b64 = [0u8; SIG_B64_LEN];
@@ -232,10 +361,15 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<(Claims, KeyId)> {
     let mut payload_buf = [0u8; 72];
     let payload = decode(payload_b64, &mut payload_buf)?;
     let claims = parse_payload(payload).ok_or_else(Error::invalid_token)?;
-    Ok((claims, key.id))
+    Ok(Genuine {
+        claims,
+        key_id,
+        key_retired,
+    })
 }
 
-/// Parses `{"u":N,"rv":N,"iat":N,"exp":N}` with canonical decimal numbers.
+/// Parses `{"sub":"N","rv":N,"iat":N,"exp":N}` (or format 1's `{"u":N,"rv":N,...}`) with
+/// canonical decimal numbers.
 fn parse_payload(p: &[u8]) -> Option<Claims> {
     /// Reads `name` then a canonical number of at most `max_digits` digits.
     #[inline(always)]
@@ -261,18 +395,24 @@ fn parse_payload(p: &[u8]) -> Option<Claims> {
         Some(v)
     }
     let mut at = 0;
-    let handle = field(p, &mut at, br#"{"u":"#, 12)?;
-    let epoch = field(p, &mut at, br#","rv":"#, 7)?;
+    let (handle, epoch) = if p.starts_with(SUB) {
+        let handle = field(p, &mut at, SUB, 10)?;
+        (handle, field(p, &mut at, RV_AFTER_SUB, 5)?)
+    } else {
+        let handle = field(p, &mut at, V1_U, 12)?;
+        (handle, field(p, &mut at, V1_RV, 7)?)
+    };
     let iat = field(p, &mut at, br#","iat":"#, 10)?;
     let exp = field(p, &mut at, br#","exp":"#, 10)?;
     if &p[at..] != b"}" || handle == 0 {
         return None;
     }
+    // At most 12, 7 and 10 digits: every value fits its type.
     Some(Claims {
         handle,
-        epoch: epoch as u32,
-        iat_s: iat as i64,
-        exp_s: exp as i64,
+        epoch: u32::try_from(epoch).ok()?,
+        iat_s: i64::try_from(iat).ok()?,
+        exp_s: i64::try_from(exp).ok()?,
     })
 }
 
@@ -300,16 +440,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn shortest_and_longest_tokens_hit_the_documented_bounds() {
-        let short_ring = ring_with_keys(1);
-        let t = encode(short_ring.active(), &claims(1, 0, 0, 0)).unwrap();
-        assert_eq!(t.as_str().len(), SESSION_TOKEN_MIN_LEN);
-        assert_eq!(
-            verify(&short_ring, t.as_str()).unwrap().0,
-            claims(1, 0, 0, 0)
+    /// Signs any header and payload with `r`'s active key, as a JWT library would.
+    fn sign(r: &KeyRing, header: &str, payload: &str) -> String {
+        let mut s = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
         );
+        let mut m = r.active().mac.clone();
+        m.update(s.as_bytes());
+        s.push('.');
+        s.push_str(&URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
+        s
+    }
 
+    /// A ring whose only key is the last possible one (`zzz`, the longest key id).
+    fn longest_kid_ring() -> KeyRing {
         let stored = crate::key_ring::StoredKeyRing {
             keys: vec![crate::key_ring::StoredKey {
                 number: crate::key_ring::MAX_KEY_NUMBER,
@@ -317,18 +463,70 @@ mod tests {
                 secret: [1; 32],
             }],
             next_number: crate::key_ring::MAX_KEY_NUMBER + 1,
+            ..Default::default()
         };
-        let long_ring = KeyRing::from_stored(&stored).unwrap();
-        let c = claims(MAX_HANDLE, MAX_EPOCH, MAX_SECONDS, MAX_SECONDS);
-        let t = encode(long_ring.active(), &c).unwrap();
-        assert_eq!(t.as_str().len(), SESSION_TOKEN_MAX_LEN);
-        assert_eq!(verify(&long_ring, t.as_str()).unwrap().0, c);
+        KeyRing::from_stored(&stored).unwrap()
     }
 
     #[test]
-    fn golden_token_stays_byte_identical() {
-        // Pins the wire format: a token issued by this release must verify in the next one.
-        // If this fails, the format changed; that needs a new key-id scheme, not a new literal.
+    fn shortest_and_longest_tokens_hit_the_documented_bounds() {
+        let short_ring = ring_with_keys(1);
+        let t = encode(short_ring.active(), &claims(1, 0, 0, 0)).unwrap();
+        assert_eq!(t.as_str().len(), ISSUED_MIN_LEN);
+        const { assert!(ISSUED_MIN_LEN >= SESSION_TOKEN_MIN_LEN) };
+        assert_eq!(
+            verify(&short_ring, t.as_str()).unwrap().claims,
+            claims(1, 0, 0, 0)
+        );
+
+        let long_ring = longest_kid_ring();
+        let c = claims(MAX_HANDLE, MAX_EPOCH, MAX_SECONDS, MAX_SECONDS);
+        let t = encode(long_ring.active(), &c).unwrap();
+        assert_eq!(t.as_str().len(), SESSION_TOKEN_MAX_LEN);
+        assert_eq!(verify(&long_ring, t.as_str()).unwrap().claims, c);
+
+        // One past each field's budget cannot be written.
+        for over in [
+            claims(MAX_HANDLE + 1, 0, 0, 0),
+            claims(1, MAX_EPOCH + 1, 0, 0),
+            claims(1, 0, MAX_SECONDS + 1, 0),
+            claims(1, 0, 0, MAX_SECONDS + 1),
+            claims(1, 0, -1, 0),
+            claims(1, 0, 0, i64::MIN),
+            claims(0, 0, 0, 0),
+        ] {
+            assert_eq!(
+                encode(long_ring.active(), &over).unwrap_err().kind(),
+                ErrorKind::Internal,
+                "{over:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn format_1_tokens_keep_verifying_at_both_length_bounds() {
+        let short_ring = ring_with_keys(1);
+        let t = sign(
+            &short_ring,
+            r#"{"alg":"HS256","kid":"1"}"#,
+            r#"{"u":1,"rv":0,"iat":0,"exp":0}"#,
+        );
+        assert_eq!(t.len(), SESSION_TOKEN_MIN_LEN);
+        assert_eq!(verify(&short_ring, &t).unwrap().claims, claims(1, 0, 0, 0));
+
+        let long_ring = longest_kid_ring();
+        let t = sign(
+            &long_ring,
+            r#"{"alg":"HS256","kid":"zzz"}"#,
+            r#"{"u":999999999999,"rv":9999999,"iat":9999999999,"exp":9999999999}"#,
+        );
+        assert_eq!(t.len(), SESSION_TOKEN_MAX_LEN);
+        let c = claims(999_999_999_999, 9_999_999, MAX_SECONDS, MAX_SECONDS);
+        assert_eq!(verify(&long_ring, &t).unwrap().claims, c);
+        const { assert!(SEALED_EPOCH > 9_999_999 && SEALED_EPOCH > MAX_EPOCH) };
+    }
+
+    fn golden_ring() -> KeyRing {
         let stored = crate::key_ring::StoredKeyRing {
             keys: vec![crate::key_ring::StoredKey {
                 number: 1,
@@ -336,16 +534,33 @@ mod tests {
                 secret: *b"tessera-golden-vector-secret-32b",
             }],
             next_number: 2,
+            ..Default::default()
         };
-        let r = KeyRing::from_stored(&stored).unwrap();
+        KeyRing::from_stored(&stored).unwrap()
+    }
+
+    #[test]
+    fn golden_token_stays_byte_identical() {
+        // Pins the wire format: a token issued by this release must verify in the next one.
+        // If this fails, the format changed; keep verifying the old one (GOLDEN_V1 below).
+        let r = golden_ring();
         let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
         let t = encode(r.active(), &c).unwrap();
         assert_eq!(t.as_str(), GOLDEN);
-        assert_eq!(verify(&r, GOLDEN).unwrap().0, c);
+        assert_eq!(verify(&r, GOLDEN).unwrap().claims, c);
+    }
+
+    #[test]
+    fn golden_format_1_token_still_verifies() {
+        // Issued by the release before `sub`: the same claims, read the same way.
+        let c = claims(42, 3, 1_763_000_000, 1_763_604_800);
+        assert_eq!(verify(&golden_ring(), GOLDEN_V1).unwrap().claims, c);
     }
 
     /// Computed independently with Python's hmac module (HS256 over the signing input).
-    const GOLDEN: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJ1Ijo0MiwicnYiOjMsImlhdCI6MTc2MzAwMDAwMCwiZXhwIjoxNzYzNjA0ODAwfQ.dCd7pqjXAY4dOB2Lz8-Lwq7QMm4lKJhsed7PE_HuBZ0";
+    const GOLDEN: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiI0MiIsInJ2IjozLCJpYXQiOjE3NjMwMDAwMDAsImV4cCI6MTc2MzYwNDgwMH0.73e7pI-TOup0s6puZLR586IfirjAwGUYwAMHfgKxvak";
+    /// The same claims in format 1 (`"u":42`), as the previous release issued them.
+    const GOLDEN_V1: &str = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjEifQ.eyJ1Ijo0MiwicnYiOjMsImlhdCI6MTc2MzAwMDAwMCwiZXhwIjoxNzYzNjA0ODAwfQ.dCd7pqjXAY4dOB2Lz8-Lwq7QMm4lKJhsed7PE_HuBZ0";
 
     #[test]
     fn header_prefix_constant_is_the_encoding_of_the_fixed_part() {
@@ -364,7 +579,10 @@ mod tests {
         let h = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
         let p = URL_SAFE_NO_PAD.decode(parts[1]).unwrap();
         assert_eq!(h, br#"{"alg":"HS256","kid":"1"}"#);
-        assert_eq!(p, br#"{"u":42,"rv":3,"iat":1700000000,"exp":1700604800}"#);
+        assert_eq!(
+            p,
+            br#"{"sub":"42","rv":3,"iat":1700000000,"exp":1700604800}"#
+        );
     }
 
     #[test]
@@ -374,12 +592,13 @@ mod tests {
         let t = encode(r.active(), &claims(7, 0, 1_700_000_000, 4_000_000_000)).unwrap();
         #[derive(serde::Deserialize)]
         struct C {
-            u: u64,
+            sub: String,
             rv: u32,
             exp: u64,
         }
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.required_spec_claims.clear();
+        v.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
+        v.sub = Some("7".into());
         let d = jsonwebtoken::decode::<C>(
             t.as_str(),
             &jsonwebtoken::DecodingKey::from_secret(&secret),
@@ -387,8 +606,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (d.claims.u, d.claims.rv, d.claims.exp),
-            (7, 0, 4_000_000_000)
+            (d.claims.sub.as_str(), d.claims.rv, d.claims.exp),
+            ("7", 0, 4_000_000_000)
         );
         assert_eq!(d.header.kid.as_deref(), Some("1"));
     }
@@ -397,62 +616,87 @@ mod tests {
     fn foreign_but_validly_signed_shapes_are_rejected() {
         // Tokens a JWT library would accept with the same key, but Tessera never writes.
         let r = ring_with_keys(1);
-        let sign = |header: &str, payload: &str| {
-            let mut s = format!(
-                "{}.{}",
-                URL_SAFE_NO_PAD.encode(header),
-                URL_SAFE_NO_PAD.encode(payload)
-            );
-            let mut m = r.active().mac.clone();
-            m.update(s.as_bytes());
-            s.push('.');
-            s.push_str(&URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
-            s
-        };
-        let good = sign(
-            r#"{"alg":"HS256","kid":"1"}"#,
+        const H: &str = r#"{"alg":"HS256","kid":"1"}"#;
+        for good in [
+            r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
+            r#"{"sub":"9999999999","rv":99999,"iat":1700000000,"exp":1700000001}"#,
             r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
-        );
-        assert!(verify(&r, &good).is_ok());
+            r#"{"u":999999999999,"rv":9999999,"iat":1700000000,"exp":1700000001}"#,
+        ] {
+            assert!(verify(&r, &sign(&r, H, good)).is_ok(), "{good}");
+        }
         for (h, p) in [
             (
                 r#"{"alg":"none","kid":"1"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
                 r#"{"kid":"1","alg":"HS256"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
                 r#"{"alg":"HS256","kid":"1","typ":"JWT"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
                 r#"{"alg":"HS256","kid":"01"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":01,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"sub":"01","rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (H, r#"{"sub":"0","rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"sub":"","rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"sub":1,"rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (
+                H,
+                r#"{"sub":"1 ","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":0,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"sub":"\u0031","rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            // One digit past the format's budget: handle, epoch.
+            (
+                H,
+                r#"{"sub":"10000000000","rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"rv":0,"u":1,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"sub":"1","rv":100000,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":1,"rv":0,"iat":1700000000,"exp":1700000001,"x":1}"#,
+                H,
+                r#"{"u":1000000000000,"rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
             (
-                r#"{"alg":"HS256","kid":"1"}"#,
-                r#"{"u":1, "rv":0,"iat":1700000000,"exp":1700000001}"#,
+                H,
+                r#"{"u":1,"rv":10000000,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (
+                H,
+                r#"{"sub":"1","rv":0,"iat":17000000000,"exp":1700000001}"#,
+            ),
+            // The two formats do not mix.
+            (H, r#"{"u":"1","rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (
+                H,
+                r#"{"sub":"1","u":1,"rv":0,"iat":1700000000,"exp":1700000001}"#,
+            ),
+            (H, r#"{"u":01,"rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"u":0,"rv":0,"iat":1700000000,"exp":1700000001}"#),
+            (H, r#"{"rv":0,"sub":"1","iat":1700000000,"exp":1700000001}"#),
+            (
+                H,
+                r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001,"x":1}"#,
+            ),
+            (
+                H,
+                r#"{"sub":"1", "rv":0,"iat":1700000000,"exp":1700000001}"#,
             ),
         ] {
-            let t = sign(h, p);
+            let t = sign(&r, h, p);
             assert!(verify(&r, &t).is_err(), "{h} {p}");
         }
     }
@@ -476,18 +720,47 @@ mod tests {
     }
 
     #[test]
-    fn retired_or_unknown_key_is_invalid() {
+    fn retired_keys_are_recognised_only_through_the_mac() {
         let rng = SystemRandom::new();
         let r1 = KeyRing::generate(&rng, 0).unwrap();
-        let t = encode(r1.active(), &claims(1, 0, 1_700_000_000, 1_700_000_001)).unwrap();
+        let c = claims(1, 0, 1_700_000_000, 1_700_000_001);
+        let t = encode(r1.active(), &c).unwrap();
         let r2 = r1.rotated(&rng, 0).unwrap();
-        assert!(verify(&r2, t.as_str()).is_ok(), "old keys keep verifying");
+        let live = verify(&r2, t.as_str()).unwrap();
+        assert!(!live.key_retired, "old keys keep verifying");
+        // Retired: still genuine (MAC checked with the kept secret), marked retired.
         let r3 = r2.retired(r1.active().id).unwrap();
-        assert!(verify(&r3, t.as_str()).is_err());
+        let g = verify(&r3, t.as_str()).unwrap();
+        assert_eq!((g.claims, g.key_id.as_str(), g.key_retired), (c, "1", true));
+        let (r4, _) = r3.replaced(&rng, 0).unwrap();
+        assert!(verify(&r4, t.as_str()).unwrap().key_retired);
+        // A forgery naming the retired key, or any tampering, is invalid, not revoked.
+        let forged = sign(
+            &ring_with_keys(1),
+            r#"{"alg":"HS256","kid":"1"}"#,
+            r#"{"sub":"1","rv":0,"iat":1700000000,"exp":1700000001}"#,
+        );
+        assert_eq!(
+            verify(&r4, &forged).unwrap_err().kind(),
+            ErrorKind::InvalidToken
+        );
+        let mut tampered = t.as_str().to_owned();
+        tampered.pop();
+        tampered.push(if t.as_str().ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(
+            verify(&r4, &tampered).unwrap_err().kind(),
+            ErrorKind::InvalidToken
+        );
+        // A key id never issued, or the same id with another secret: invalid.
         let other = KeyRing::generate(&rng, 0).unwrap();
         assert!(
             verify(&other, t.as_str()).is_err(),
             "same kid, different secret"
+        );
+        let unissued = encode(ring_with_keys(9).active(), &c).unwrap();
+        assert_eq!(
+            verify(&r4, unissued.as_str()).unwrap_err().kind(),
+            ErrorKind::InvalidToken
         );
     }
 
@@ -513,7 +786,7 @@ mod tests {
             let c = claims(handle, epoch, iat, exp);
             let t = encode(r.active(), &c).unwrap();
             prop_assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&t.as_str().len()));
-            prop_assert_eq!(verify(&r, t.as_str()).unwrap().0, c);
+            prop_assert_eq!(verify(&r, t.as_str()).unwrap().claims, c);
         }
 
         #[test]

@@ -41,6 +41,12 @@ pub struct User {
     pub is_active: bool,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// The internal handle (1.., never reused, not secret): the subject (`sub`, as a decimal
+    /// string) of the user's session tokens. [`Engine::get_user_by_handle`] finds the user
+    /// from it.
+    ///
+    /// [`Engine::get_user_by_handle`]: crate::Engine::get_user_by_handle
+    pub handle: u64,
 }
 
 /// The fields of a user to create. Only `user_id` is required.
@@ -175,7 +181,7 @@ fn boxed_list(v: &[String]) -> Vec<Box<str>> {
 
 impl UserRecord {
     /// The public view of the record.
-    pub fn to_user(&self) -> User {
+    pub fn to_user(&self, handle: u64) -> User {
         let extra = self.extra.as_deref();
         let metadata = extra
             .and_then(|e| e.metadata.as_deref())
@@ -201,6 +207,7 @@ impl UserRecord {
             discovery_keys: list(|e| &e.discovery_keys),
             is_active: self.active,
             created_at_ms: self.created_at_ms,
+            handle,
         }
     }
 
@@ -802,7 +809,7 @@ mod tests {
         assert!(!r.metadata_matches("team", "blue"));
         assert!(!r.metadata_matches(PRIVATE_METADATA_KEY, "x"));
         assert!(!r.metadata_matches("email", "x@y.io"));
-        assert_eq!(r.to_user().metadata, new.metadata);
+        assert_eq!(r.to_user(1).metadata, new.metadata);
     }
 
     #[test]
@@ -824,7 +831,7 @@ mod tests {
             ..Default::default()
         };
         r.apply_patch(&c, &good).unwrap();
-        let u = r.to_user();
+        let u = r.to_user(1);
         assert_eq!(
             (u.nickname.as_str(), u.email.as_deref()),
             ("New", Some("a@b.io"))

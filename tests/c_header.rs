@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-/// The `#define`s that cbindgen cannot derive itself: the version, from `Cargo.toml`.
+/// The `#define`s of the version, from `Cargo.toml` (cbindgen cannot derive them itself).
 fn version_macros() -> String {
     let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
     let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
@@ -35,10 +35,24 @@ fn version_macros() -> String {
     )
 }
 
+/// The limits (`tessera::ffi::LIMITS`): constants of the crate that cbindgen cannot evaluate,
+/// written from their Rust values so the header follows them.
+fn limit_macros() -> String {
+    let mut out = String::new();
+    for (name, value, doc) in tessera::ffi::LIMITS {
+        out.push_str("\n/**\n");
+        for line in *doc {
+            out.push_str(&format!(" *{}\n", line.trim_end()));
+        }
+        out.push_str(&format!(" */\n#define {name} {value}\n"));
+    }
+    out
+}
+
 fn generate() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).unwrap();
-    config.after_includes = Some(version_macros());
+    config.after_includes = Some(version_macros() + &limit_macros());
     let mut out = Vec::new();
     cbindgen::Builder::new()
         // Only the ffi module: public items of the core (config limits, ...) stay out of C.

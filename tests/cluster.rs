@@ -264,7 +264,7 @@ fn exec(e: &Engine, line: &str) -> String {
         "deactivate" => e.deactivate_user(arg(1)).map(none),
         "reactivate" => e.reactivate_user(arg(1)).map(none),
         "issue_access" => e.issue_access_token(arg(1), None).map(|t| {
-            let evicted: Vec<String> = t.revoked.iter().map(u64::to_string).collect();
+            let evicted: Vec<String> = t.evicted.iter().map(u64::to_string).collect();
             format!("{} {} {}", t.token.as_str(), t.info.id, evicted.join(" "))
         }),
         "verify_access" => e
@@ -958,7 +958,7 @@ fn key_ring_changes_on_two_nodes_at_once_all_take_effect() {
     }
     for node in [&mut a, &mut b] {
         for s in &before {
-            assert_eq!(code(&node.call(&format!("verify_session {s}"))), Some(20));
+            assert_eq!(code(&node.call(&format!("verify_session {s}"))), Some(22));
         }
     }
 }
@@ -1025,11 +1025,11 @@ fn every_change_reaches_the_other_nodes_within_a_second_with_its_events() {
         &format!("verify_session {s3}"),
     );
     a.ok(&format!("retire_key {first_key}"));
-    b.wait(1000, "err:20", &format!("verify_session {s2}"));
+    b.wait(1000, "err:22", &format!("verify_session {s2}"));
     b.event(1000, "key_retired", Some(&first_key));
     b.wait(1000, "ok:p", &format!("verify_session {s3}"));
     a.ok("revoke_all_sessions");
-    b.wait(1000, "err:20", &format!("verify_session {s3}"));
+    b.wait(1000, "err:22", &format!("verify_session {s3}"));
     b.event(1000, "key_retired", Some(&second_key));
     b.event(1000, "all_sessions_revoked", None);
 

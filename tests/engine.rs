@@ -436,11 +436,11 @@ fn access_token_limit_evicts_oldest_atomically() {
     let mut issued = Vec::new();
     for i in 0..10 {
         let t = e.issue_access_token("a", Some(&format!("dev{i}"))).unwrap();
-        assert!(t.revoked.is_none());
+        assert!(t.evicted.is_empty());
         issued.push(t);
     }
     let eleventh = e.issue_access_token("a", None).unwrap();
-    assert_eq!(eleventh.revoked, Some(issued[0].info.id));
+    assert_eq!(eleventh.evicted, vec![issued[0].info.id]);
     assert_eq!(
         kind(e.verify_access_token(issued[0].token.as_str())),
         ErrorKind::InvalidToken
@@ -487,7 +487,7 @@ fn access_token_limit_is_configurable_and_labels_are_bounded() {
     e.create_user(NewUser::new("a", "")).unwrap();
     let t1 = e.issue_access_token("a", None).unwrap();
     let t2 = e.issue_access_token("a", None).unwrap();
-    assert_eq!(t2.revoked, Some(t1.info.id));
+    assert_eq!(t2.evicted, vec![t1.info.id]);
     assert!(e.issue_access_token("a", Some(&"l".repeat(100))).is_ok());
     assert_eq!(
         kind(e.issue_access_token("a", Some(&"l".repeat(101)))),
@@ -514,15 +514,219 @@ fn deleted_user_tokens_never_reach_a_recreated_user() {
         kind(e.verify_access_token(access.token.as_str())),
         ErrorKind::InvalidToken
     );
+    // Genuine, and its user is gone: revoked, never "not found" (which would hint at ids).
     assert_eq!(
         kind(e.verify_session_token(session.as_str())),
-        ErrorKind::UserNotFound
+        ErrorKind::TokenRevoked
     );
     assert_eq!(
         kind(e.authenticate("a", Some(session.as_str()))),
-        ErrorKind::UserNotFound
+        ErrorKind::TokenRevoked
     );
     assert_eq!(e.drain_events(10)[0].kind, EventKind::UserDeleted);
+}
+
+/// docs/ERRORS.md, "One failure, one error kind": every way a token can fail, with the one
+/// kind it gets from `verify_*` and from `authenticate` — for its own user, for another
+/// user, and for an id nobody has (the same answer: a token error never tells whether an id
+/// exists). Each case starts from a fresh engine with users "a" (the token's) and "b".
+#[test]
+fn every_token_failure_has_one_error_kind() {
+    type Make = fn(&Engine, &ManualClock) -> String;
+    use ErrorKind::*;
+    fn session(e: &Engine) -> String {
+        e.issue_session_token("a", Some(T0 + 60_000))
+            .unwrap()
+            .as_str()
+            .to_owned()
+    }
+    fn access(e: &Engine) -> String {
+        e.issue_access_token("a", None)
+            .unwrap()
+            .token
+            .as_str()
+            .to_owned()
+    }
+    fn stranger() -> Engine {
+        let e = Engine::in_memory().unwrap();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        e
+    }
+    let expired: Make = |e, c| {
+        let t = session(e);
+        c.set(T0 + 60_000 + Config::default().clock_skew_ms);
+        t
+    };
+    let cases: Vec<(&str, Make, Option<ErrorKind>)> = vec![
+        ("valid session", |e, _| session(e), None),
+        ("valid access", |e, _| access(e), None),
+        ("garbage", |_, _| "garbage".into(), Some(InvalidToken)),
+        (
+            "session, tampered signature",
+            |e, _| {
+                let mut t = session(e);
+                let last = t.pop().unwrap();
+                t.push(if last == 'A' { 'B' } else { 'A' });
+                t
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "session, signed by another engine's key 1",
+            |_, _| {
+                stranger()
+                    .issue_session_token("a", None)
+                    .unwrap()
+                    .as_str()
+                    .into()
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "session, key id never issued here",
+            |_, _| {
+                let other = stranger();
+                for _ in 0..4 {
+                    other.rotate_key().unwrap();
+                }
+                other
+                    .issue_session_token("a", None)
+                    .unwrap()
+                    .as_str()
+                    .into()
+            },
+            Some(InvalidToken),
+        ),
+        ("session, expired", expired, Some(TokenExpired)),
+        (
+            "session, expired and revoked",
+            |e, c| {
+                let t = session(e);
+                e.revoke_sessions("a").unwrap();
+                c.set(T0 + 3_600_000);
+                t
+            },
+            Some(TokenExpired),
+        ),
+        (
+            "session, user's sessions revoked",
+            |e, _| {
+                let t = session(e);
+                e.revoke_sessions("a").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, key retired",
+            |e, _| {
+                let t = session(e);
+                e.rotate_key().unwrap();
+                e.retire_key("1").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, all sessions revoked",
+            |e, _| {
+                let t = session(e);
+                e.revoke_all_sessions().unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, user deleted",
+            |e, _| {
+                let t = session(e);
+                e.delete_user("a").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, user deleted and the id re-created",
+            |e, _| {
+                let t = session(e);
+                e.delete_user("a").unwrap();
+                e.create_user(NewUser::new("a", "")).unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        (
+            "session, user deactivated",
+            |e, _| {
+                let t = session(e);
+                e.deactivate_user("a").unwrap();
+                t
+            },
+            Some(UserDeactivated),
+        ),
+        (
+            "session, revoked and deactivated",
+            |e, _| {
+                let t = session(e);
+                e.revoke_sessions("a").unwrap();
+                e.deactivate_user("a").unwrap();
+                t
+            },
+            Some(TokenRevoked),
+        ),
+        // Access tokens are not signed, only looked up: a revoked one is indistinguishable
+        // from one never issued, so every such failure is InvalidToken.
+        (
+            "access, revoked",
+            |e, _| {
+                let t = access(e);
+                e.revoke_all_access_tokens("a").unwrap();
+                t
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "access, user deleted and the id re-created",
+            |e, _| {
+                let t = access(e);
+                e.delete_user("a").unwrap();
+                e.create_user(NewUser::new("a", "")).unwrap();
+                t
+            },
+            Some(InvalidToken),
+        ),
+        (
+            "access, user deactivated",
+            |e, _| {
+                let t = access(e);
+                e.deactivate_user("a").unwrap();
+                t
+            },
+            Some(UserDeactivated),
+        ),
+    ];
+    for (name, make, want) in cases {
+        let (e, clock) = engine();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        e.create_user(NewUser::new("b", "")).unwrap();
+        let token = make(&e, &clock);
+        let verified = if token.starts_with(ACCESS_TOKEN_PREFIX) {
+            e.verify_access_token(&token).map(|_| ())
+        } else {
+            e.verify_session_token(&token).map(|_| ())
+        };
+        assert_eq!(verified.err().map(|e| e.kind()), want, "{name}: verify");
+        let own = e.authenticate("a", Some(&token));
+        assert_eq!(own.err().map(|e| e.kind()), want, "{name}: authenticate a");
+        for other in ["b", "nobody"] {
+            let got = e.authenticate(other, Some(&token)).unwrap_err().kind();
+            assert_eq!(
+                got,
+                want.unwrap_or(InvalidToken),
+                "{name}: authenticate {other}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -537,8 +741,8 @@ fn session_token_expiry_default_custom_and_bounds() {
     assert_eq!(v.expires_at_ms, T0 + 7 * DAY_MS);
     assert_eq!(v.key_id.as_str(), "1");
 
-    // Expiry with the 5 s leeway.
-    clock.set(T0 + 7 * DAY_MS + 5_000);
+    // Expiry with the 5 s leeway (the bound itself: session_expiry_bound_is_exclusive).
+    clock.set(T0 + 7 * DAY_MS + 4_999);
     assert!(e.verify_session_token(t.as_str()).is_ok());
     clock.advance(1);
     assert_eq!(
@@ -563,6 +767,132 @@ fn session_token_expiry_default_custom_and_bounds() {
         kind(e.issue_session_token("a", Some(T0 + max + 1))),
         ErrorKind::InvalidExpiry
     );
+}
+
+#[test]
+fn session_expiry_bound_is_exclusive() {
+    // RFC 7519 §4.1.4: a token MUST NOT be accepted on or after `exp` (+ the leeway).
+    for leeway in [0, 1, 5_000, 3_600_000] {
+        let (e, clock) = engine_with(Config {
+            clock_skew_ms: leeway,
+            ..Config::default()
+        });
+        e.create_user(NewUser::new("a", "")).unwrap();
+        let exp = T0 + 60_000;
+        let t = e.issue_session_token("a", Some(exp)).unwrap();
+        assert_eq!(t.expires_at_ms(), exp);
+        clock.set(exp + leeway - 1);
+        assert!(
+            e.verify_session_token(t.as_str()).is_ok(),
+            "leeway {leeway}"
+        );
+        assert!(e.authenticate("a", Some(t.as_str())).is_ok());
+        clock.set(exp + leeway);
+        assert_eq!(
+            kind(e.verify_session_token(t.as_str())),
+            ErrorKind::TokenExpired,
+            "leeway {leeway}"
+        );
+        assert_eq!(
+            kind(e.authenticate("a", Some(t.as_str()))),
+            ErrorKind::TokenExpired
+        );
+    }
+}
+
+#[test]
+fn session_expiry_arithmetic_is_checked_at_every_extreme() {
+    let (e, clock) = engine();
+    e.create_user(NewUser::new("a", "")).unwrap();
+    let mut refused = vec![
+        i64::MAX,
+        i64::MAX - 999,
+        i64::MAX / 1000,
+        i64::MAX / 1000 * 1000,
+        0,
+        -1,
+        -999,
+        -1_000,
+        -1_001,
+        i64::MIN / 1000,
+        i64::MIN / 1000 * 1000,
+        T0,
+        T0 - 1,
+        T0 + 999,           // rounds down to T0
+        10_000_000_000_000, // after 9 999 999 999 s, the largest `exp` a token can hold
+    ];
+    refused.extend((0..=1_000).map(|d| i64::MIN + d));
+    for exp in refused {
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(exp))),
+            ErrorKind::InvalidExpiry,
+            "{exp}"
+        );
+    }
+    assert_eq!(
+        e.issue_session_token("a", Some(T0 + 1_000))
+            .unwrap()
+            .expires_at_ms(),
+        T0 + 1_000
+    );
+
+    // The latest expiry a token can carry, 9 999 999 999 s (the year 2286), is the edge.
+    let last = 9_999_999_999_000;
+    let (far, far_clock) = engine_with(Config {
+        session_max_ttl_ms: 100 * 365 * DAY_MS,
+        ..Config::default()
+    });
+    far.create_user(NewUser::new("a", "")).unwrap();
+    far_clock.set(last - DAY_MS);
+    let t = far.issue_session_token("a", Some(last + 999)).unwrap();
+    assert_eq!(t.expires_at_ms(), last);
+    assert_eq!(
+        far.verify_session_token(t.as_str()).unwrap().expires_at_ms,
+        last
+    );
+    assert_eq!(
+        kind(far.issue_session_token("a", Some(last + 1_000))),
+        ErrorKind::InvalidExpiry
+    );
+    // The default lifetime would end past it.
+    assert_eq!(
+        kind(far.issue_session_token("a", None)),
+        ErrorKind::InvalidExpiry
+    );
+
+    // A clock at the ends of time: nothing panics or wraps.
+    let token = e.issue_session_token("a", None).unwrap();
+    for now in [i64::MAX, i64::MAX - 1, last + 1_000] {
+        clock.set(now);
+        assert_eq!(
+            kind(e.issue_session_token("a", None)),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(i64::MAX))),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(e.verify_session_token(token.as_str())),
+            ErrorKind::TokenExpired
+        );
+    }
+    // A clock before 1970 reads as the epoch itself.
+    for now in [i64::MIN, i64::MIN + 1, -1] {
+        clock.set(now);
+        let t = e.issue_session_token("a", Some(1_000)).unwrap();
+        assert_eq!(t.expires_at_ms(), 1_000);
+        let v = e.verify_session_token(t.as_str()).unwrap();
+        assert_eq!((v.issued_at_ms, v.expires_at_ms), (0, 1_000));
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(0))),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(e.issue_session_token("a", Some(i64::MIN))),
+            ErrorKind::InvalidExpiry
+        );
+    }
 }
 
 #[test]
@@ -606,7 +936,7 @@ fn key_rotation_retirement_and_emergency_revocation() {
     e.retire_key("1").unwrap();
     assert_eq!(
         kind(e.verify_session_token(t1.as_str())),
-        ErrorKind::InvalidToken
+        ErrorKind::TokenRevoked
     );
     assert!(e.verify_session_token(t2.as_str()).is_ok());
     let ev = e.drain_events(10);
@@ -618,7 +948,11 @@ fn key_rotation_retirement_and_emergency_revocation() {
     e.revoke_all_sessions().unwrap();
     assert_eq!(
         kind(e.verify_session_token(t2.as_str())),
-        ErrorKind::InvalidToken
+        ErrorKind::TokenRevoked
+    );
+    assert_eq!(
+        kind(e.verify_session_token(t1.as_str())),
+        ErrorKind::TokenRevoked
     );
     let t3 = e.issue_session_token("a", None).unwrap();
     assert!(e.verify_session_token(t3.as_str()).is_ok());
@@ -630,6 +964,34 @@ fn key_rotation_retirement_and_emergency_revocation() {
     );
 }
 
+/// What a service holding an exported key sees: jsonwebtoken verifies the token, and its
+/// `sub` resolves, through `get_user_by_handle`, to the user it was issued to.
+fn external_subject(e: &Engine, token: &str) -> User {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: String,
+        iat: i64,
+        exp: i64,
+    }
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let secret = e.export_key(&kid).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.validate_exp = false; // the test clock is in the past of the library's wall clock
+    v.required_spec_claims = ["exp", "sub"].iter().map(|c| c.to_string()).collect();
+    let d = jsonwebtoken::decode::<Claims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &v,
+    )
+    .unwrap();
+    let verified = e.verify_session_token(token).unwrap();
+    assert_eq!(
+        (d.claims.iat * 1000, d.claims.exp * 1000),
+        (verified.issued_at_ms, verified.expires_at_ms)
+    );
+    e.get_user_by_handle(d.claims.sub.parse().unwrap()).unwrap()
+}
+
 #[test]
 fn exported_key_verifies_session_tokens_with_a_standard_jwt_library() {
     let (e, _) = engine();
@@ -637,29 +999,61 @@ fn exported_key_verifies_session_tokens_with_a_standard_jwt_library() {
     let t = e.issue_session_token("a", None).unwrap();
     let secret = e.export_key("1").unwrap();
     assert_eq!(format!("{secret:?}"), "KeySecret(<redacted>)");
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        u: u64,
-        rv: u32,
-        iat: i64,
-        exp: i64,
-    }
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    v.validate_exp = false; // the test clock is in the past of the library's wall clock
-    v.required_spec_claims.clear();
-    let d = jsonwebtoken::decode::<Claims>(
-        t.as_str(),
-        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
-        &v,
-    )
-    .unwrap();
-    assert_eq!((d.claims.u, d.claims.rv), (1, 0));
-    assert_eq!(
-        (d.claims.iat * 1000, d.claims.exp * 1000),
-        (T0, t.expires_at_ms())
-    );
+    let a = external_subject(&e, t.as_str());
+    assert_eq!((a.user_id.as_str(), a.handle), ("a", 1));
+    assert_eq!(a, e.get_user("a").unwrap());
     assert_eq!(kind(e.export_key("2")), ErrorKind::KeyNotFound);
     assert_eq!(kind(e.export_key("")), ErrorKind::KeyNotFound);
+}
+
+#[test]
+fn session_token_subjects_resolve_to_their_users() {
+    let (e, _) = engine_with(Config {
+        user_id_max_chars: 191,
+        ..Config::default()
+    });
+    let long = "é".repeat(191);
+    let ids = ["a", "bob", "Zoë", long.as_str(), "x-1_2"];
+    for id in ids {
+        e.create_user(NewUser::new(id, "")).unwrap();
+    }
+    e.rotate_key().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let u = e.get_user(id).unwrap();
+        assert_eq!(u.handle, i as u64 + 1);
+        assert_eq!(e.get_user_by_handle(u.handle).unwrap(), u);
+        let t = e.issue_session_token(id, None).unwrap();
+        let len = t.as_str().len();
+        assert!(
+            (SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&len),
+            "{len}"
+        );
+        assert_eq!(external_subject(&e, t.as_str()), u);
+    }
+    // The handle names one user forever: after a delete it finds nobody, even when the id is
+    // taken again (the new user gets a new handle).
+    let old = e.get_user("bob").unwrap();
+    let t = e.issue_session_token("bob", None).unwrap();
+    e.delete_user("bob").unwrap();
+    let new = e.create_user(NewUser::new("bob", "")).unwrap();
+    assert_ne!(new.handle, old.handle);
+    assert_eq!(
+        kind(e.get_user_by_handle(old.handle)),
+        ErrorKind::UserNotFound
+    );
+    assert_eq!(
+        external_subject(&e, e.issue_session_token("bob", None).unwrap().as_str()),
+        new
+    );
+    assert!(e.verify_session_token(t.as_str()).is_err());
+    for nobody in [0, 999, u64::MAX, u64::MAX / 64, 1 << 63] {
+        assert_eq!(kind(e.get_user_by_handle(nobody)), ErrorKind::UserNotFound);
+    }
+    // Every way of reading a user reports the same handle.
+    let page = e.list_users(&UserQuery::default()).unwrap();
+    for u in &page.users {
+        assert_eq!(e.get_user_by_handle(u.handle).unwrap(), *u);
+    }
 }
 
 #[test]
@@ -853,7 +1247,8 @@ mod props {
             let t = e.issue_session_token(&id, Some(T0 + ttl)).unwrap();
             let len = t.as_str().len();
             prop_assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&len), "{len}");
-            prop_assert_eq!(e.verify_session_token(t.as_str()).unwrap().user_id, id);
+            prop_assert_eq!(e.verify_session_token(t.as_str()).unwrap().user_id, id.as_str());
+            prop_assert_eq!(e.get_user_by_handle(1).unwrap().user_id, id);
         }
 
         #[test]
@@ -885,4 +1280,148 @@ mod props {
             prop_assert_eq!(err.kind(), ErrorKind::InvalidToken);
         }
     }
+}
+
+#[test]
+fn exported_limits_hold_at_their_edges() {
+    assert_eq!(
+        Config::default().access_tokens_per_user,
+        ACCESS_TOKENS_PER_USER_DEFAULT
+    );
+    let valid = |c: Config| Engine::builder().config(c).in_memory().map(|_| ());
+    let cap = |n| Config {
+        access_tokens_per_user: n,
+        ..Config::default()
+    };
+    assert!(valid(cap(ACCESS_TOKENS_PER_USER_LIMIT)).is_ok());
+    assert_eq!(
+        kind(valid(cap(ACCESS_TOKENS_PER_USER_LIMIT + 1))),
+        ErrorKind::InvalidArgument
+    );
+    let ids = |n| Config {
+        user_id_max_chars: n,
+        ..Config::default()
+    };
+    assert_eq!(
+        kind(valid(ids(USER_ID_MAX_CHARS_LIMIT + 1))),
+        ErrorKind::InvalidArgument
+    );
+    let (e, _) = engine_with(ids(USER_ID_MAX_CHARS_LIMIT));
+    let longest = "é".repeat(USER_ID_MAX_CHARS_LIMIT);
+    e.create_user(NewUser::new(&longest, "")).unwrap();
+    assert_eq!(
+        kind(e.create_user(NewUser::new(format!("{longest}é"), ""))),
+        ErrorKind::InvalidUserId
+    );
+    let s = e.issue_session_token(&longest, None).unwrap();
+    assert!((SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&s.as_str().len()));
+    // Public, so callers can tell how often a user's sessions can be revoked.
+    let _: u32 = SESSION_EPOCH_MAX;
+}
+
+/// A scratch data directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("tessera-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn durable_with_cap(dir: &TempDir, cap: usize) -> Engine {
+    let mut attempts = 0;
+    loop {
+        let r = Engine::builder()
+            .config(Config {
+                access_tokens_per_user: cap,
+                ..Config::default()
+            })
+            .open(&dir.0);
+        match r {
+            // A background compaction may hold the directory a moment after the drop.
+            Err(e) if e.kind() == ErrorKind::Locked && attempts < 500 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
+#[test]
+fn a_lowered_access_token_limit_evicts_down_to_it_on_the_next_issue() {
+    let dir = TempDir::new("lowered-cap");
+    let old: Vec<IssuedAccessToken> = {
+        let e = durable_with_cap(&dir, 5);
+        e.create_user(NewUser::new("u", "")).unwrap();
+        (0..5)
+            .map(|_| e.issue_access_token("u", None).unwrap())
+            .collect()
+    };
+    let e = durable_with_cap(&dir, 2);
+    // Lowering the limit alone revokes nothing: the next issue does.
+    assert_eq!(e.list_access_tokens("u").unwrap().len(), 5);
+    let new = e.issue_access_token("u", None).unwrap();
+    let ids = |ts: &[IssuedAccessToken]| ts.iter().map(|t| t.info.id).collect::<Vec<_>>();
+    assert_eq!(new.evicted, ids(&old[..4]), "the 4 oldest, oldest first");
+    let events = e.drain_events(100);
+    assert_eq!(events.len(), 4);
+    for (ev, t) in events.iter().zip(&old) {
+        assert_eq!(ev.kind, EventKind::AccessTokenEvicted);
+        assert_eq!(
+            (ev.user_id.as_deref(), ev.token_id),
+            (Some("u"), Some(t.info.id))
+        );
+    }
+    let valid = |e: &Engine| {
+        old.iter()
+            .chain([&new])
+            .filter(|t| e.verify_access_token(t.token.as_str()).is_ok())
+            .map(|t| t.info.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(valid(&e), vec![old[4].info.id, new.info.id]);
+    // The next issue evicts one, as always; and the eviction survives a reopen.
+    let next = e.issue_access_token("u", None).unwrap();
+    assert_eq!(next.evicted, vec![old[4].info.id]);
+    drop(e);
+    let e = durable_with_cap(&dir, 2);
+    let listed: Vec<u64> = e
+        .list_access_tokens("u")
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec![new.info.id, next.info.id]);
+}
+
+#[test]
+fn a_limit_of_one_after_a_hundred_evicts_all_of_them() {
+    let dir = TempDir::new("cap-100-to-1");
+    let old: Vec<u64> = {
+        let e = durable_with_cap(&dir, ACCESS_TOKENS_PER_USER_LIMIT);
+        e.create_user(NewUser::new("u", "")).unwrap();
+        (0..ACCESS_TOKENS_PER_USER_LIMIT)
+            .map(|_| e.issue_access_token("u", None).unwrap().info.id)
+            .collect()
+    };
+    let e = durable_with_cap(&dir, 1);
+    let new = e.issue_access_token("u", None).unwrap();
+    assert_eq!(new.evicted, old);
+    assert_eq!(e.drain_events(1000).len(), ACCESS_TOKENS_PER_USER_LIMIT);
+    let listed: Vec<u64> = e
+        .list_access_tokens("u")
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec![new.info.id]);
 }

@@ -21,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "tessera.h"
 
@@ -109,8 +110,9 @@ struct VerifiedAccessToken {
 struct IssuedAccessToken {
     std::string token;
     uint64_t token_id = 0;
-    /// The user's oldest token, revoked to stay within the per-user limit.
-    std::optional<uint64_t> evicted_token_id;
+    /// The user's tokens revoked to stay within the per-user limit, oldest first: none below
+    /// it, one at it, more when the limit was lowered since they were issued.
+    std::vector<uint64_t> evicted_token_ids;
 };
 
 /// A freshly issued session token.
@@ -154,6 +156,27 @@ public:
         detail::check(tessera_engine_open(dir.data(), dir.size(), config_json.data(),
                                           config_json.size(), &e));
         return Engine(e);
+    }
+
+    /// A cluster node on the PostgreSQL database `conninfo` ("host=... dbname=..." or a
+    /// postgresql:// URL), shared by every node of the service. `config_json` as for
+    /// in_memory, plus an optional "cluster": {"max_staleness_ms": N or null,
+    /// "poll_interval_ms": N, "log_retention": N}. Throws Error with TESSERA_UNAVAILABLE when
+    /// the database cannot be reached.
+    static Engine open_postgres(std::string_view conninfo, std::string_view config_json = {}) {
+        tessera_engine *e = nullptr;
+        detail::check(tessera_engine_open_postgres(conninfo.data(), conninfo.size(),
+                                                   config_json.data(), config_json.size(), &e));
+        return Engine(e);
+    }
+
+    /// Copies the whole state of `source` (users, tokens, devices, images, keys, counters)
+    /// into this engine, which must be new; returns the number of users. Moves a data
+    /// directory into a cluster, or backs a cluster up into a data directory.
+    size_t import_from(const Engine &source) const {
+        size_t users = 0;
+        detail::check(tessera_engine_import_from(e_, source.e_, &users));
+        return users;
     }
 
     /// A read-only engine on a damaged data directory, holding every record before the
@@ -226,6 +249,18 @@ public:
     std::optional<std::string> get_user(std::string_view user_id) const {
         tessera_string *out = nullptr;
         tessera_status st = tessera_user_get(e_, user_id.data(), user_id.size(), &out);
+        if (st == TESSERA_USER_NOT_FOUND) {
+            return std::nullopt;
+        }
+        detail::check(st);
+        return detail::take(out);
+    }
+
+    /// The user with this handle (the "handle" of its JSON, the `sub` of its session tokens)
+    /// as JSON, or nullopt when no live user has it.
+    std::optional<std::string> get_user_by_handle(uint64_t handle) const {
+        tessera_string *out = nullptr;
+        tessera_status st = tessera_user_get_by_handle(e_, handle, &out);
         if (st == TESSERA_USER_NOT_FOUND) {
             return std::nullopt;
         }
@@ -350,16 +385,17 @@ public:
     IssuedAccessToken issue_access_token(
         std::string_view user_id, std::optional<std::string_view> label = std::nullopt) const {
         char buf[TESSERA_ACCESS_TOKEN_LEN + 1];
-        size_t len = 0;
-        uint64_t id = 0, evicted = 0;
+        std::array<uint64_t, TESSERA_ACCESS_TOKENS_PER_USER_MAX> evicted;
+        size_t len = 0, n_evicted = 0;
+        uint64_t id = 0;
         detail::check(tessera_access_token_issue(
             e_, user_id.data(), user_id.size(), label ? label->data() : nullptr,
-            label ? label->size() : 0, buf, sizeof buf, &len, &id, &evicted));
-        IssuedAccessToken out{std::string(buf, len), id, std::nullopt};
+            label ? label->size() : 0, buf, sizeof buf, &len, &id, evicted.data(),
+            evicted.size(), &n_evicted));
+        n_evicted = n_evicted < evicted.size() ? n_evicted : evicted.size();
+        IssuedAccessToken out{std::string(buf, len), id,
+                              std::vector<uint64_t>(evicted.begin(), evicted.begin() + n_evicted)};
         detail::wipe(buf, sizeof buf);
-        if (evicted != 0) {
-            out.evicted_token_id = evicted;
-        }
         return out;
     }
 
@@ -388,17 +424,16 @@ public:
 
     // ----- session tokens -----
 
-    /// expires_at_ms: ms since the Unix epoch, or 0 for the configured default.
-    IssuedSession issue_session_token(std::string_view user_id,
-                                      int64_t expires_at_ms = TESSERA_SESSION_DEFAULT_EXPIRY) const {
-        char buf[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
-        size_t len = 0;
-        int64_t exp = 0;
-        detail::check(tessera_session_token_issue(e_, user_id.data(), user_id.size(),
-                                                  expires_at_ms, buf, sizeof buf, &len, &exp));
-        IssuedSession out{std::string(buf, len), exp};
-        detail::wipe(buf, sizeof buf);
-        return out;
+    /// A session token with the configured default lifetime.
+    IssuedSession issue_session_token(std::string_view user_id) const {
+        return issue_session(user_id, nullptr);
+    }
+
+    /// A session token expiring at `expires_at_ms` (ms since the Unix epoch, rounded down to
+    /// whole seconds), taken literally: 0 or any other past value throws
+    /// TESSERA_INVALID_EXPIRY, as does one beyond the configured maximum.
+    IssuedSession issue_session_token(std::string_view user_id, int64_t expires_at_ms) const {
+        return issue_session(user_id, &expires_at_ms);
     }
 
     VerifiedSession verify_session_token(std::string_view token) const {
@@ -456,6 +491,22 @@ public:
     }
 
 private:
+    IssuedSession issue_session(std::string_view user_id, const int64_t *expires_at_ms) const {
+        char buf[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+        size_t len = 0;
+        int64_t exp = 0;
+        tessera_status st =
+            expires_at_ms == nullptr
+                ? tessera_session_token_issue_default(e_, user_id.data(), user_id.size(), buf,
+                                                      sizeof buf, &len, &exp)
+                : tessera_session_token_issue(e_, user_id.data(), user_id.size(), *expires_at_ms,
+                                              buf, sizeof buf, &len, &exp);
+        detail::check(st);
+        IssuedSession out{std::string(buf, len), exp};
+        detail::wipe(buf, sizeof buf);
+        return out;
+    }
+
     explicit Engine(tessera_engine *e) noexcept : e_(e) {}
     tessera_engine *e_;
 };

@@ -3,10 +3,12 @@
 use std::ffi::c_char;
 use std::ptr::addr_of_mut;
 
+use super::boundary::Failure;
 use super::engine::{engine, tessera_engine};
-use super::io::{fill_array, non_null, opt_str_in, str_in, text_capacity, text_out};
+use super::io::{fail, fill_array, null_buffer};
+use super::limits::TESSERA_ACCESS_TOKENS_PER_USER_MAX;
 use super::owned::tessera_string;
-use super::status::tessera_status;
+use super::status::tessera_status::{self, TESSERA_BUFFER_TOO_SMALL};
 use super::user::{user_id_in, TESSERA_USER_ID_BUF_SIZE};
 use crate::access_token::ACCESS_TOKEN_LEN;
 
@@ -33,15 +35,28 @@ pub struct tessera_verified_access_token {
 /// `TESSERA_ACCESS_TOKEN_LEN + 1`; this is checked *before* anything is issued
 /// (`TESSERA_BUFFER_TOO_SMALL`, `*out_token_len` set to `TESSERA_ACCESS_TOKEN_LEN`).
 /// `*out_token_len` receives the token length. `*out_token_id` (if not NULL) receives the new
-/// token's id; `*out_evicted_id` (if not NULL) the id of the user's oldest token if issuing this
-/// one revoked it to stay within the per-user limit, else 0 (token ids start at 1).
+/// token's id.
+///
+/// When the user already holds `access_tokens_per_user` tokens, the oldest are revoked in the
+/// same step so that the user holds exactly that many afterwards, with one
+/// `access_token_evicted` event each: one token normally, more when the limit was lowered
+/// since they were issued (an engine reopened with a smaller `access_tokens_per_user`). Their
+/// ids, oldest first, are written to `evicted_buf` when `evicted_cap` is not 0, and their
+/// number to `*out_evicted_count` (if not NULL). Pass `evicted_buf` NULL and `evicted_cap` 0
+/// when you do not want the ids. Otherwise `evicted_cap` must be at least
+/// `TESSERA_ACCESS_TOKENS_PER_USER_MAX`, the most one issue can evict; this is checked before
+/// anything is issued (`TESSERA_BUFFER_TOO_SMALL`, `*out_evicted_count` set to
+/// `TESSERA_ACCESS_TOKENS_PER_USER_MAX`).
 ///
 /// The token is shown only now: Tessera keeps its SHA-256 digest. Wipe your copy when done.
 /// Hot path: allocates nothing for the caller. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_token_len` is NULL.
+///
 /// # Safety
-/// Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; out-pointers NULL (where
-/// allowed) or valid for one write; `engine` a live handle.
+/// Pointer/length pairs valid; `token_buf` valid for `token_cap` bytes; `evicted_buf` valid
+/// for `evicted_cap` `uint64_t`s; out-pointers NULL (where allowed) or valid for one write;
+/// `engine` a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn tessera_access_token_issue(
     engine: *const tessera_engine,
@@ -53,24 +68,68 @@ pub unsafe extern "C" fn tessera_access_token_issue(
     token_cap: usize,
     out_token_len: *mut usize,
     out_token_id: *mut u64,
-    out_evicted_id: *mut u64,
+    evicted_buf: *mut u64,
+    evicted_cap: usize,
+    out_evicted_count: *mut usize,
 ) -> tessera_status {
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let label = unsafe { opt_str_in(label, label_len, "label") }?;
-        unsafe { text_capacity(token_buf, token_cap, out_token_len, ACCESS_TOKEN_LEN) }?;
+        let label = unsafe { opt_str_in!(label, label_len) }?;
+        let token_out = text_out!(token_buf, token_cap, out_token_len);
+        unsafe { token_out.reserve(ACCESS_TOKEN_LEN) }?;
+        unsafe { evicted_capacity(evicted_buf, evicted_cap, out_evicted_count) }?;
         let issued = e.issue_access_token(id, label)?;
-        unsafe { text_out(issued.token.as_str(), token_buf, token_cap, out_token_len) }?;
+        unsafe { token_out.write(issued.token.as_str()) }?;
         if !out_token_id.is_null() {
             unsafe { out_token_id.write(issued.info.id) };
         }
-        if !out_evicted_id.is_null() {
-            unsafe { out_evicted_id.write(issued.revoked.unwrap_or(0)) };
+        if evicted_cap > 0 {
+            // evicted_capacity checked that the buffer is not NULL and holds
+            // TESSERA_ACCESS_TOKENS_PER_USER_MAX ids, as many as a user can hold; `min` keeps
+            // even a broken invariant inside it. The source is a distinct Rust allocation.
+            let ids = &issued.evicted[..issued.evicted.len().min(evicted_cap)];
+            unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), evicted_buf, ids.len()) };
+        }
+        if !out_evicted_count.is_null() {
+            unsafe { out_evicted_count.write(issued.evicted.len()) };
         }
         Ok(())
     })
+}
+
+/// Checks the evicted-ids buffer of `tessera_access_token_issue` before anything is issued:
+/// capacity 0 means "not wanted"; anything else must be a real buffer with room for the most
+/// ids one issue can evict.
+///
+/// # Safety
+/// `out_evicted_count`, unless NULL, must be valid for one write.
+unsafe fn evicted_capacity(
+    evicted_buf: *mut u64,
+    evicted_cap: usize,
+    out_evicted_count: *mut usize,
+) -> Result<(), Failure> {
+    if evicted_cap == 0 {
+        return Ok(());
+    }
+    if evicted_buf.is_null() {
+        return Err(null_buffer("evicted_buf", evicted_cap));
+    }
+    if evicted_cap < TESSERA_ACCESS_TOKENS_PER_USER_MAX {
+        if !out_evicted_count.is_null() {
+            // SAFETY: the caller's contract.
+            unsafe { out_evicted_count.write(TESSERA_ACCESS_TOKENS_PER_USER_MAX) };
+        }
+        return fail(
+            TESSERA_BUFFER_TOO_SMALL,
+            format!(
+                "evicted_buf has room for {evicted_cap} ids; it needs \
+                 TESSERA_ACCESS_TOKENS_PER_USER_MAX ({TESSERA_ACCESS_TOKENS_PER_USER_MAX})"
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Verifies an access token: `TESSERA_OK` when it is valid, else `TESSERA_INVALID_TOKEN`
@@ -78,6 +137,8 @@ pub unsafe extern "C" fn tessera_access_token_issue(
 ///
 /// `*out` (if not NULL) is filled on success only. Hot path: allocates nothing for the caller.
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `token` valid for `token_len` bytes; `out` NULL or valid for one write; `engine` live.
@@ -91,7 +152,7 @@ pub unsafe extern "C" fn tessera_access_token_verify(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let token = unsafe { str_in(token, token_len, "token") }?;
+        let token = unsafe { str_in!(token, token_len) }?;
         let v = e.verify_access_token(token)?;
         if !out.is_null() {
             unsafe {
@@ -108,6 +169,8 @@ pub unsafe extern "C" fn tessera_access_token_verify(
 /// (required): `[{"id": 1, "created_at_ms": ..., "label": "phone" or null}, ...]`. Never the
 /// secrets. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_tokens` is NULL.
+///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_tokens` valid for one pointer write; `engine`
 /// a live handle.
@@ -122,7 +185,7 @@ pub unsafe extern "C" fn tessera_access_token_list(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        non_null(out_tokens, "out_tokens")?;
+        let out_tokens = non_null!(out_tokens)?;
         let tokens = e.list_access_tokens(id)?;
         unsafe { tessera_string::give_json(&tokens, out_tokens) }
     })
@@ -130,6 +193,8 @@ pub unsafe extern "C" fn tessera_access_token_list(
 
 /// Revokes one access token of a user, by id (an `access_token_revoked` event is queued).
 /// Fails with `TESSERA_TOKEN_NOT_FOUND`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `engine` a live handle.
@@ -150,6 +215,8 @@ pub unsafe extern "C" fn tessera_access_token_revoke(
 
 /// Revokes every access token of a user. `*out_count` (if not NULL) receives how many there
 /// were. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_count` NULL or valid for one write; `engine`

@@ -6,7 +6,7 @@
 //! #[no_mangle]
 //! pub unsafe extern "C" fn tessera_thing_do(...) -> tessera_status {
 //!     ffi_boundary!({
-//!         let input = str_in(ptr, len, "input")?;   // Failure on NULL / UTF-8 / size
+//!         let input = str_in!(ptr, len)?;   // Failure on NULL / UTF-8 / size
 //!         engine.do_it(input)?;                     // crate::Error converts into a Failure
 //!         Ok(())
 //!     })
@@ -150,6 +150,8 @@ macro_rules! ffi_boundary {
 ///
 /// Thread-local: each thread sees its own message.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `out_len` is NULL.
+///
 /// # Safety
 /// `buf` must be valid for writes of `cap` bytes and `out_len` for one `size_t` write.
 #[no_mangle]
@@ -162,7 +164,7 @@ pub unsafe extern "C" fn tessera_last_error_message(
     ffi_boundary!(value, tessera_status::TESSERA_PANIC, {
         let message = last_error();
         // SAFETY: the caller's contract above.
-        match unsafe { super::io::text_out(&message, buf, cap, out_len) } {
+        match unsafe { text_out!(buf, cap, out_len).write(&message) } {
             Ok(()) => tessera_status::TESSERA_OK,
             Err(failure) => failure.status,
         }

@@ -1,6 +1,7 @@
 //! `tessera_engine`: opening, configuring and freeing an engine.
 
 use std::ffi::c_char;
+use std::ptr::NonNull;
 
 use serde::Deserialize;
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::boundary::Failure;
-use super::io::{fail, json_in, non_null, str_in, write_out};
+use super::io::{fail, write_out};
 use super::owned::tessera_string;
 use super::status::tessera_status::{self, *};
 use crate::config::{Config, UserIdCase, UserIdPolicy};
@@ -29,22 +30,22 @@ pub struct tessera_engine {
 /// The engine behind a required handle argument.
 ///
 /// # Safety
-/// `e`, unless NULL, must be a live handle from `tessera_engine_open*` for `'a`.
-pub(crate) unsafe fn engine<'a>(e: *const tessera_engine) -> Result<&'a Engine, Failure> {
-    let e = non_null(e, "engine")?;
+/// `engine`, unless NULL, must be a live handle from `tessera_engine_open*` for `'a`.
+pub(crate) unsafe fn engine<'a>(engine: *const tessera_engine) -> Result<&'a Engine, Failure> {
+    let engine = non_null!(engine)?;
     // SAFETY: the caller's contract: a live handle, shared (`&`) access only.
-    Ok(unsafe { &e.as_ref().engine })
+    Ok(unsafe { &engine.as_ref().engine })
 }
 
-/// Hands a new engine to the caller through a checked, non-NULL `out`.
+/// Hands a new engine to the caller through `out_engine`, checked before the engine was built.
 ///
 /// # Safety
-/// `out` must be valid for one pointer write.
-unsafe fn give(engine: Engine, out: *mut *mut tessera_engine) -> Result<(), Failure> {
+/// `out_engine` must be valid for one pointer write.
+unsafe fn give(engine: Engine, out_engine: NonNull<*mut tessera_engine>) -> Result<(), Failure> {
     let handle = Box::into_raw(Box::new(tessera_engine { engine }));
-    // SAFETY: the caller's contract; `out` was checked before the engine was built, so this
-    // cannot fail and leak the handle.
-    unsafe { write_out(out, handle, "out_engine") }
+    // SAFETY: the caller's contract.
+    unsafe { write_out(out_engine, handle) };
+    Ok(())
 }
 
 /// Configuration as JSON: every field of `tessera::Config` is optional and defaults to its
@@ -53,6 +54,7 @@ unsafe fn give(engine: Engine, out: *mut *mut tessera_engine) -> Result<(), Fail
 #[serde(deny_unknown_fields)]
 struct ConfigJson {
     sync_mode: Option<SyncJson>,
+    cluster: Option<ClusterJson>,
     user_id_max_chars: Option<usize>,
     user_id_policy: Option<PolicyJson>,
     user_id_case: Option<CaseJson>,
@@ -88,6 +90,22 @@ struct ConfigJson {
 enum SyncJson {
     Durable,
     RelaxedMs(u64),
+}
+
+/// Cluster options (`tessera_engine_open_postgres` only); every field optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterJson {
+    /// Milliseconds, or `null` to keep verifying through a partition.
+    #[serde(default, deserialize_with = "present")]
+    max_staleness_ms: Option<Option<u64>>,
+    poll_interval_ms: Option<u64>,
+    log_retention: Option<u64>,
+}
+
+/// Tells a present `null` (`Some(None)`) from an absent field (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 /// Longest relaxed sync interval accepted: beyond a minute "relaxed" is "unsynced".
@@ -128,17 +146,40 @@ impl ConfigJson {
     ///
     /// # Safety
     /// As [`json_in`].
-    unsafe fn parse(ptr: *const c_char, len: usize) -> Result<(Config, SyncMode), Failure> {
-        if ptr.is_null() && len == 0 {
-            return Ok((Config::default(), SyncMode::default()));
+    unsafe fn parse(
+        config_json: *const c_char,
+        config_len: usize,
+    ) -> Result<(Config, SyncMode), Failure> {
+        // SAFETY: forwarded contract.
+        let (config, sync, cluster) = unsafe { ConfigJson::parse_all(config_json, config_len) }?;
+        if cluster.is_some() {
+            return fail(
+                TESSERA_INVALID_ARGUMENT,
+                "cluster applies to tessera_engine_open_postgres only",
+            );
+        }
+        Ok((config, sync))
+    }
+
+    /// [`ConfigJson::parse`], with the cluster options.
+    ///
+    /// # Safety
+    /// As [`json_in`].
+    unsafe fn parse_all(
+        config_json: *const c_char,
+        config_len: usize,
+    ) -> Result<(Config, SyncMode, Option<ClusterJson>), Failure> {
+        if config_json.is_null() && config_len == 0 {
+            return Ok((Config::default(), SyncMode::default(), None));
         }
         // SAFETY: forwarded contract.
-        let mut json = unsafe { json_in::<ConfigJson>(ptr, len, "config") }?;
+        let mut json: ConfigJson = unsafe { json_in!(config_json, config_len) }?;
         let sync = match json.sync_mode.take() {
             Some(s) => s.into_mode()?,
             None => SyncMode::default(),
         };
-        Ok((json.into_config(), sync))
+        let cluster = json.cluster.take();
+        Ok((json.into_config(), sync, cluster))
     }
 
     fn into_config(self) -> Config {
@@ -192,8 +233,9 @@ impl ConfigJson {
 /// Opens an engine that keeps its state in memory only, with the default configuration.
 ///
 /// On success writes a new handle to `*out_engine`; free it with `tessera_engine_free`. On
-/// failure `*out_engine` is left untouched. Returns `TESSERA_NULL_POINTER` when `out_engine`
-/// is NULL. Thread-safe.
+/// failure `*out_engine` is left untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
 ///
 /// # Safety
 /// `out_engine`, unless NULL, must be valid for one pointer write.
@@ -202,7 +244,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: checked non-NULL; the caller's contract.
         unsafe { give(Engine::in_memory()?, out_engine) }
     })
@@ -214,13 +256,16 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory(
 /// `tessera::Config`, by the same names; absent fields keep their documented defaults, e.g.
 /// `{"allow_id_only_login": true, "access_tokens_per_user": 20}`.
 /// `user_id_policy` is `"default"` or `"strict"`; `user_id_case` is `"preserve"` or
-/// `"lowercase"`. Unknown fields fail with `TESSERA_INVALID_JSON`, out-of-range values with
+/// `"lowercase"`. Unknown fields and values of the wrong JSON type fail with
+/// `TESSERA_INVALID_JSON`; out-of-range values and unknown enum values with
 /// `TESSERA_INVALID_ARGUMENT`. An empty input (NULL, 0) means the default configuration.
 /// `sync_mode` (see `tessera_engine_open`) is accepted only as `"durable"`, which an
 /// in-memory engine trivially is.
 ///
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
 /// failure leaves it untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
 ///
 /// # Safety
 /// `config_json` must be valid for `config_len` bytes (or NULL with 0); `out_engine`, unless
@@ -232,7 +277,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract.
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
         if !matches!(sync, SyncMode::Durable) {
@@ -253,7 +298,7 @@ pub unsafe extern "C" fn tessera_engine_open_in_memory_with_config(
 /// As [`str_in`].
 unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Failure> {
     // SAFETY: forwarded contract.
-    let dir = unsafe { str_in(dir, dir_len, "dir") }?;
+    let dir = unsafe { str_in!(dir, dir_len) }?;
     if dir.is_empty() {
         return fail(TESSERA_INVALID_ARGUMENT, "dir is empty");
     }
@@ -288,6 +333,8 @@ unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Fai
 /// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`, which
 /// also releases the directory); on failure leaves it untouched. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+///
 /// # Safety
 /// `dir` must be valid for `dir_len` bytes and `config_json` for `config_len` bytes (or NULL
 /// with 0); `out_engine`, unless NULL, valid for one pointer write.
@@ -300,7 +347,7 @@ pub unsafe extern "C" fn tessera_engine_open(
     out_engine: *mut *mut tessera_engine,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let dir = unsafe { dir_in(dir, dir_len) }?;
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
@@ -324,6 +371,8 @@ pub unsafe extern "C" fn tessera_engine_open(
 /// `tessera_string_free`), or NULL when the directory was intact. On failure neither is
 /// written. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+///
 /// # Safety
 /// As `tessera_engine_open`; `out_damage`, unless NULL, valid for one pointer write.
 #[no_mangle]
@@ -336,7 +385,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
     out_damage: *mut *mut tessera_string,
 ) -> tessera_status {
     ffi_boundary!({
-        non_null(out_engine, "out_engine")?;
+        let out_engine = non_null!(out_engine)?;
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let dir = unsafe { dir_in(dir, dir_len) }?;
         let (config, sync) = unsafe { ConfigJson::parse(config_json, config_len) }?;
@@ -345,7 +394,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
             .sync_mode(sync)
             .open_salvage(dir)?;
         // The damage first: once the handle is written, nothing after it may fail.
-        if !out_damage.is_null() {
+        if let Some(out_damage) = NonNull::new(out_damage) {
             match damage {
                 Some(err) => unsafe {
                     tessera_string::give_json(
@@ -356,7 +405,7 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
                         out_damage,
                     )
                 }?,
-                None => unsafe { out_damage.write(std::ptr::null_mut()) },
+                None => unsafe { write_out(out_damage, std::ptr::null_mut()) },
             }
         }
         unsafe { give(engine, out_engine) }
@@ -370,6 +419,8 @@ pub unsafe extern "C" fn tessera_engine_open_salvage(
 /// only while the state is copied out. Fails with `TESSERA_READ_ONLY` on a salvage engine and
 /// `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
 /// record). Thread-safe; concurrent compactions run one at a time.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `engine` must be a live handle.
@@ -393,6 +444,8 @@ pub unsafe extern "C" fn tessera_engine_compact(engine: *const tessera_engine) -
 /// A cut also queues a `store_torn_tail` event. New counters may be added to the object;
 /// ignore fields you do not know. Free the string with `tessera_string_free`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_stats` is NULL.
+///
 /// # Safety
 /// `engine` must be a live handle; `out_stats`, unless NULL, valid for one pointer write.
 #[no_mangle]
@@ -403,7 +456,7 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_stats, "out_stats")?;
+        let out_stats = non_null!(out_stats)?;
         let s = e.store_stats();
         let json = serde_json::json!({
             "records_synced": s.records_synced,
@@ -413,6 +466,130 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
             "torn_tail_records": s.torn_tail_records,
         });
         unsafe { tessera_string::give_json(&json, out_stats) }
+    })
+}
+
+/// Opens a cluster node on a PostgreSQL database shared by every node of the chat service.
+///
+/// `conninfo` (UTF-8, `conninfo_len` bytes) is a libpq connection string, `host=… port=…
+/// user=… dbname=…`, or a `postgresql://` URL. The schema is created on first use; the whole
+/// state is loaded into memory, and the node then follows what other nodes commit (within
+/// milliseconds; revocation events are raised on every node). Every write returns only after
+/// its transaction committed in PostgreSQL; verification is served from memory.
+///
+/// `config_json` is as for `tessera_engine_open_in_memory_with_config` (NULL, 0 for the
+/// defaults), plus one optional object, `cluster`:
+/// - `max_staleness_ms` (default 5000): past this long without confirming it is caught up with
+///   the database, the node refuses verification with `TESSERA_UNAVAILABLE` rather than accept
+///   a token that may have been revoked on another node. `null` keeps verifying from memory
+///   through a partition (available, but blind to revocations made elsewhere until it heals).
+/// - `poll_interval_ms` (default 100): how often the node polls when no notification arrives.
+/// - `log_retention` (default 100000): change-log entries kept behind the slowest node.
+///
+/// Fails with `TESSERA_UNAVAILABLE` when the database cannot be reached (or, in a library built
+/// without the `postgres` feature, always); `TESSERA_UNSUPPORTED_FORMAT` when the database
+/// holds a newer schema than this library knows; `TESSERA_INVALID_ARGUMENT` for a malformed
+/// `conninfo` or an out-of-range option.
+///
+/// On success writes a new handle to `*out_engine` (free with `tessera_engine_free`); on
+/// failure leaves it untouched. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `out_engine` is NULL.
+///
+/// # Safety
+/// `conninfo` must be valid for `conninfo_len` bytes and `config_json` for `config_len` bytes
+/// (or NULL with 0); `out_engine`, unless NULL, valid for one pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_open_postgres(
+    conninfo: *const c_char,
+    conninfo_len: usize,
+    config_json: *const c_char,
+    config_len: usize,
+    out_engine: *mut *mut tessera_engine,
+) -> tessera_status {
+    ffi_boundary!({
+        let out_engine = non_null!(out_engine)?;
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let conninfo = unsafe { str_in!(conninfo, conninfo_len) }?;
+        let (config, sync, cluster) = unsafe { ConfigJson::parse_all(config_json, config_len) }?;
+        if !matches!(sync, SyncMode::Durable) {
+            return fail(
+                TESSERA_INVALID_ARGUMENT,
+                "sync_mode applies to tessera_engine_open only; a cluster write commits",
+            );
+        }
+        let engine = open_postgres(conninfo, config, cluster)?;
+        unsafe { give(engine, out_engine) }
+    })
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(
+    conninfo: &str,
+    config: Config,
+    cluster: Option<ClusterJson>,
+) -> Result<Engine, Failure> {
+    let mut options = crate::ClusterOptions::default();
+    if let Some(c) = cluster {
+        if let Some(max) = c.max_staleness_ms {
+            options = options.max_staleness(max.map(Duration::from_millis));
+        }
+        if let Some(ms) = c.poll_interval_ms {
+            options = options.poll_interval(Duration::from_millis(ms));
+        }
+        if let Some(n) = c.log_retention {
+            options = options.log_retention(n);
+        }
+    }
+    Ok(Engine::builder()
+        .config(config)
+        .open_postgres(conninfo, options)?)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(
+    _conninfo: &str,
+    _config: Config,
+    _cluster: Option<ClusterJson>,
+) -> Result<Engine, Failure> {
+    fail(
+        TESSERA_UNAVAILABLE,
+        "this library was built without the postgres feature (cluster mode)",
+    )
+}
+
+/// Copies the whole state of `source` into `engine`, which must be new (no user was ever
+/// created in it): users with their access tokens, devices, session epochs and profile
+/// images, the signing keys (issued session tokens keep verifying) and the id counters. This
+/// moves a single node's data directory into a cluster (`engine` from
+/// `tessera_engine_open_postgres`, `source` from `tessera_engine_open`) and backs a cluster up
+/// into a data directory (the other way round). Writes the number of users to `*out_users`
+/// unless it is NULL.
+///
+/// Fails with `TESSERA_INVALID_ARGUMENT` when `engine` already had users. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `source` is NULL.
+///
+/// # Safety
+/// `engine` and `source` must be live handles; `out_users`, unless NULL, valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_import_from(
+    engine: *const tessera_engine,
+    source: *const tessera_engine,
+    out_users: *mut usize,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract.
+        let e = unsafe { self::engine(engine) }?;
+        let source = non_null!(source)?;
+        // SAFETY: the caller's contract: a live handle, shared access only.
+        let source = unsafe { &source.as_ref().engine };
+        let users = e.import_from(source)?;
+        if let Some(out) = NonNull::new(out_users) {
+            // SAFETY: non-NULL; the caller's contract.
+            unsafe { out.as_ptr().write(users) };
+        }
+        Ok(())
     })
 }
 
@@ -439,6 +616,8 @@ pub unsafe extern "C" fn tessera_engine_free(engine: *mut tessera_engine) {
 
 /// Writes the number of users to `*out_count`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
+///
 /// # Safety
 /// `engine` must be a live handle; `out_count`, unless NULL, valid for one write.
 #[no_mangle]
@@ -449,9 +628,10 @@ pub unsafe extern "C" fn tessera_engine_user_count(
     ffi_boundary!({
         // SAFETY: the caller's contract.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_count, "out_count")?;
+        let out_count = non_null!(out_count)?;
         // SAFETY: checked non-NULL; the caller's contract.
-        unsafe { write_out(out_count, e.user_count(), "out_count") }
+        unsafe { write_out(out_count, e.user_count()) };
+        Ok(())
     })
 }
 
@@ -512,9 +692,19 @@ mod tests {
                 r#"{"sync_mode": {"relaxed_ms": 60001}}"#,
                 TESSERA_INVALID_ARGUMENT,
             ),
-            (r#"{"sync_mode": "relaxed"}"#, TESSERA_INVALID_JSON),
-            (r#"{"sync_mode": {"relaxed_ms": -1}}"#, TESSERA_INVALID_JSON),
-            (r#"{"sync_mode": {"relaxed": 5}}"#, TESSERA_INVALID_JSON),
+            // Well-formed, with a value not allowed: an unknown mode, a negative interval.
+            (r#"{"sync_mode": "relaxed"}"#, TESSERA_INVALID_ARGUMENT),
+            (
+                r#"{"sync_mode": {"relaxed_ms": -1}}"#,
+                TESSERA_INVALID_ARGUMENT,
+            ),
+            (r#"{"sync_mode": {"relaxed": 5}}"#, TESSERA_INVALID_ARGUMENT),
+            // Not the shape of a mode.
+            (r#"{"sync_mode": 5}"#, TESSERA_INVALID_JSON),
+            (
+                r#"{"sync_mode": {"relaxed_ms": "5"}}"#,
+                TESSERA_INVALID_JSON,
+            ),
         ] {
             assert_eq!(open(dir.as_str(), bad), st, "{bad}");
         }

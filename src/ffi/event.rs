@@ -1,7 +1,7 @@
 //! Events: revocations and store notices.
 
 use super::engine::{engine, tessera_engine};
-use super::io::{fail, non_null, write_out};
+use super::io::{fail, write_out};
 use super::owned::tessera_string;
 use super::status::tessera_status::{self, TESSERA_INVALID_ARGUMENT};
 
@@ -20,6 +20,8 @@ pub const TESSERA_EVENT_DRAIN_MAX: usize = 65536;
 /// Each event is delivered to exactly one drain call, even with several threads draining.
 /// Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_events` is NULL.
+///
 /// # Safety
 /// `out_events` valid for one pointer write; `engine` a live handle.
 #[no_mangle]
@@ -37,7 +39,7 @@ pub unsafe extern "C" fn tessera_event_drain(
                 format!("max must be 1..={TESSERA_EVENT_DRAIN_MAX}, got {max}"),
             );
         }
-        non_null(out_events, "out_events")?;
+        let out_events = non_null!(out_events)?;
         let events: Vec<serde_json::Value> = e
             .drain_events(max)
             .into_iter()
@@ -60,6 +62,8 @@ pub unsafe extern "C" fn tessera_event_drain(
 /// Writes to `*out_count` how many events were dropped because the queue was full (the
 /// `event_queue_capacity` setting) since the engine was opened. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_count` is NULL.
+///
 /// # Safety
 /// `out_count` valid for one write; `engine` a live handle.
 #[no_mangle]
@@ -70,7 +74,8 @@ pub unsafe extern "C" fn tessera_event_dropped_count(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_count, "out_count")?;
-        unsafe { write_out(out_count, e.dropped_events(), "out_count") }
+        let out_count = non_null!(out_count)?;
+        unsafe { write_out(out_count, e.dropped_events()) };
+        Ok(())
     })
 }

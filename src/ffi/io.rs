@@ -2,6 +2,61 @@
 //!
 //! Every check happens before any engine call, so a NULL pointer, bad UTF-8 or an oversized
 //! input changes nothing.
+//!
+//! Failure messages name the argument by its name in `tessera.h`. The `extern "C"` functions
+//! never spell those names: they call the macros below with their own parameters, and the
+//! macros take the name from the parameter (`str_in!(token, token_len)` reports `token`), which
+//! cbindgen copies into the header. `tests/ffi_messages.rs` checks every such name against the
+//! header.
+
+/// `str_in!(ptr, len)`: [`str_in`] naming the input after the parameter `ptr`.
+macro_rules! str_in {
+    ($ptr:ident, $len:ident) => {
+        $crate::ffi::io::str_in($ptr, $len, stringify!($ptr))
+    };
+}
+
+/// `opt_str_in!(ptr, len)`: [`opt_str_in`] naming the input after the parameter `ptr`.
+macro_rules! opt_str_in {
+    ($ptr:ident, $len:ident) => {
+        $crate::ffi::io::opt_str_in($ptr, $len, stringify!($ptr))
+    };
+}
+
+/// `json_in!(ptr, len)`: [`json_in`] naming the input after the parameter `ptr`.
+macro_rules! json_in {
+    ($ptr:ident, $len:ident) => {
+        $crate::ffi::io::json_in($ptr, $len, stringify!($ptr))
+    };
+}
+
+/// `bytes_in_max!(ptr, len, max)`: [`bytes_in_max`] naming the input after the parameter `ptr`.
+macro_rules! bytes_in_max {
+    ($ptr:ident, $len:ident, $max:expr) => {
+        $crate::ffi::io::bytes_in_max($ptr, $len, stringify!($ptr), $max)
+    };
+}
+
+/// `non_null!(ptr)`: [`non_null`] naming the pointer after the parameter `ptr`.
+macro_rules! non_null {
+    ($ptr:ident) => {
+        $crate::ffi::io::non_null($ptr, stringify!($ptr))
+    };
+}
+
+/// `text_out!(buf, cap, out_len)`: the [`TextOut`] of an output triple, its pointers named after
+/// the parameters `buf` and `out_len`.
+macro_rules! text_out {
+    ($buf:ident, $cap:ident, $out_len:ident) => {
+        $crate::ffi::io::TextOut {
+            buf: $buf,
+            cap: $cap,
+            out_len: $out_len,
+            buf_name: stringify!($buf),
+            out_len_name: stringify!($out_len),
+        }
+    };
+}
 
 use std::ffi::c_char;
 use std::ptr::NonNull;
@@ -103,7 +158,9 @@ pub(crate) unsafe fn opt_str_in<'a>(
     unsafe { str_in(ptr, len, what) }.map(Some)
 }
 
-/// A JSON input given as UTF-8 `(ptr, len)`, parsed into `T`.
+/// A JSON input given as UTF-8 `(ptr, len)`, parsed into `T`: `TESSERA_INVALID_JSON` when
+/// malformed, `TESSERA_INVALID_ARGUMENT` when well-formed with a value not allowed
+/// ([`super::json`]).
 ///
 /// # Safety
 /// As [`bytes_in_max`].
@@ -114,11 +171,11 @@ pub(crate) unsafe fn json_in<T: DeserializeOwned>(
 ) -> Result<T, Failure> {
     // SAFETY: forwarded contract.
     let text = unsafe { str_in(ptr, len, what) }?;
-    serde_json::from_str(text)
-        .map_err(|e| Failure::new(TESSERA_INVALID_JSON, format!("{what}: {e}")))
+    super::json::from_str(text, what)
 }
 
-/// A required pointer argument (a handle or an out-parameter).
+/// A required pointer argument (a handle or an out-parameter), checked non-NULL. The typed
+/// result lets helpers that write through an out-pointer demand the check in their signature.
 pub(crate) fn non_null<T>(ptr: *const T, what: &str) -> Result<NonNull<T>, Failure> {
     NonNull::new(ptr.cast_mut()).ok_or_else(|| null(what))
 }
@@ -128,77 +185,85 @@ pub(crate) fn null(what: &str) -> Failure {
     Failure::new(TESSERA_NULL_POINTER, format!("{what} is NULL"))
 }
 
-/// Checks a text output buffer before any work is done: `out_len` must not be NULL, `buf` may
-/// be NULL only with `cap == 0`, and `cap` must hold `need_len` bytes plus the NUL. On
-/// `TESSERA_BUFFER_TOO_SMALL`, `*out_len` is set to `need_len`.
-///
-/// Used before operations that change state (issuing a token), so a small buffer cannot lose
-/// an issued secret.
-///
-/// # Safety
-/// `out_len`, unless NULL, must be valid for one write.
-pub(crate) unsafe fn text_capacity(
-    buf: *mut c_char,
-    cap: usize,
-    out_len: *mut usize,
-    need_len: usize,
-) -> Result<(), Failure> {
-    if out_len.is_null() {
-        return Err(null("out_len"));
-    }
-    if buf.is_null() && cap > 0 {
-        return Err(Failure::new(
-            TESSERA_NULL_POINTER,
-            format!("buf is NULL with capacity {cap}"),
-        ));
-    }
-    if cap <= need_len {
-        // SAFETY: checked non-NULL; the caller's contract makes it writable.
-        unsafe { out_len.write(need_len) };
-        return Err(Failure::new(
-            TESSERA_BUFFER_TOO_SMALL,
-            format!(
-                "output needs {} bytes (text plus NUL); the buffer has {cap}",
-                need_len + 1
-            ),
-        ));
-    }
-    Ok(())
+/// The failure for a buffer `what` that is NULL although its capacity `cap` is not 0.
+pub(crate) fn null_buffer(what: &str, cap: usize) -> Failure {
+    Failure::new(
+        TESSERA_NULL_POINTER,
+        format!("{what} is NULL with capacity {cap}"),
+    )
 }
 
-/// Writes `text` into the caller's buffer, NUL-terminated, and its length (without the NUL)
-/// into `*out_len`. See the header's "Output buffers" section for the contract.
-///
-/// # Safety
-/// `buf`, unless NULL, must be valid for writes of `cap` bytes; `out_len`, unless NULL, for one
-/// write.
-pub(crate) unsafe fn text_out(
-    text: &str,
-    buf: *mut c_char,
-    cap: usize,
-    out_len: *mut usize,
-) -> Result<(), Failure> {
-    // SAFETY: forwarded contract.
-    unsafe { text_capacity(buf, cap, out_len, text.len()) }?;
-    // SAFETY: buf is non-NULL (cap > len >= 0) and valid for cap >= len + 1 bytes; the source
-    // is a distinct Rust allocation, so they do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
-        buf.add(text.len()).write(0);
-        out_len.write(text.len());
-    }
-    Ok(())
+/// A text output triple `(char *buf, size_t cap, size_t *out_len)` and the header's names of
+/// its two pointers, for failure messages. Made with `text_out!(buf, cap, out_len)`. See the
+/// header's "Output buffers" section for the contract.
+pub(crate) struct TextOut {
+    pub(crate) buf: *mut c_char,
+    pub(crate) cap: usize,
+    pub(crate) out_len: *mut usize,
+    pub(crate) buf_name: &'static str,
+    pub(crate) out_len_name: &'static str,
 }
 
-/// Writes `value` through a required out-pointer.
+impl TextOut {
+    /// Checks the buffer before any work is done: `out_len` must not be NULL, `buf` may be NULL
+    /// only with `cap == 0`, and `cap` must hold `need_len` bytes plus the NUL. On
+    /// `TESSERA_BUFFER_TOO_SMALL`, `*out_len` is set to `need_len`.
+    ///
+    /// Used before operations that change state (issuing a token), so a small buffer cannot
+    /// lose an issued secret.
+    ///
+    /// # Safety
+    /// `out_len`, unless NULL, must be valid for one write.
+    pub(crate) unsafe fn reserve(&self, need_len: usize) -> Result<(), Failure> {
+        let TextOut { buf, cap, .. } = *self;
+        if self.out_len.is_null() {
+            return Err(null(self.out_len_name));
+        }
+        if buf.is_null() && cap > 0 {
+            return Err(null_buffer(self.buf_name, cap));
+        }
+        if cap <= need_len {
+            // SAFETY: checked non-NULL; the caller's contract makes it writable.
+            unsafe { self.out_len.write(need_len) };
+            return Err(Failure::new(
+                TESSERA_BUFFER_TOO_SMALL,
+                format!(
+                    "{} needs {} bytes (text plus NUL); it has {cap}",
+                    self.buf_name,
+                    need_len + 1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `text` into the buffer, NUL-terminated, and its length (without the NUL) into
+    /// `*out_len`.
+    ///
+    /// # Safety
+    /// `buf`, unless NULL, must be valid for writes of `cap` bytes; `out_len`, unless NULL, for
+    /// one write.
+    pub(crate) unsafe fn write(&self, text: &str) -> Result<(), Failure> {
+        // SAFETY: forwarded contract.
+        unsafe { self.reserve(text.len()) }?;
+        // SAFETY: buf is non-NULL (cap > len >= 0) and valid for cap >= len + 1 bytes; the
+        // source is a distinct Rust allocation, so they do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), self.buf.cast::<u8>(), text.len());
+            self.buf.add(text.len()).write(0);
+            self.out_len.write(text.len());
+        }
+        Ok(())
+    }
+}
+
+/// Writes `value` through an out-pointer checked by [`non_null`].
 ///
 /// # Safety
-/// `out`, unless NULL, must be valid for one write of `T`.
-pub(crate) unsafe fn write_out<T>(out: *mut T, value: T, what: &str) -> Result<(), Failure> {
-    let out = non_null(out, what)?;
-    // SAFETY: non-NULL and writable by the caller's contract.
+/// `out` must be valid for one write of `T`.
+pub(crate) unsafe fn write_out<T>(out: NonNull<T>, value: T) {
+    // SAFETY: the caller's contract.
     unsafe { out.as_ptr().write(value) };
-    Ok(())
 }
 
 /// Writes `text` NUL-terminated into the fixed array at `dst` (of `N` bytes) without creating a
@@ -281,22 +346,36 @@ mod tests {
     }
 
     #[test]
-    fn text_out_needs_room_for_the_nul() {
+    fn text_out_needs_room_for_the_nul_and_names_its_parameters() {
         let mut len = 99usize;
         let mut buf = [1 as c_char; 4];
+        let (token_buf, token_cap, out_token_len) = (buf.as_mut_ptr(), 4, &mut len as *mut usize);
+        let out = text_out!(token_buf, token_cap, out_token_len);
         // SAFETY: buffers valid for their sizes.
         unsafe {
-            let f = text_out("abcd", buf.as_mut_ptr(), 4, &mut len).unwrap_err();
+            let f = out.write("abcd").unwrap_err();
             assert_eq!(f.status, TESSERA_BUFFER_TOO_SMALL);
-            assert_eq!(len, 4);
-            assert_eq!(buf, [1; 4]);
-            text_out("abc", buf.as_mut_ptr(), 4, &mut len).unwrap();
-            assert_eq!(len, 3);
+            assert!(
+                f.message.starts_with("token_buf needs 5 bytes"),
+                "{}",
+                f.message
+            );
+            assert_eq!(*out_token_len, 4);
+            out.write("abc").unwrap();
+            assert_eq!(*out_token_len, 3);
             assert_eq!(buf, [b'a' as c_char, b'b' as c_char, b'c' as c_char, 0]);
-            let f = text_out("abc", std::ptr::null_mut(), 4, &mut len).unwrap_err();
+            let token_buf = std::ptr::null_mut::<c_char>();
+            let f = text_out!(token_buf, token_cap, out_token_len)
+                .write("abc")
+                .unwrap_err();
             assert_eq!(f.status, TESSERA_NULL_POINTER);
-            let f = text_out("abc", buf.as_mut_ptr(), 4, std::ptr::null_mut()).unwrap_err();
+            assert_eq!(f.message, "token_buf is NULL with capacity 4");
+            let (token_buf, out_token_len) = (buf.as_mut_ptr(), std::ptr::null_mut::<usize>());
+            let f = text_out!(token_buf, token_cap, out_token_len)
+                .write("abc")
+                .unwrap_err();
             assert_eq!(f.status, TESSERA_NULL_POINTER);
+            assert_eq!(f.message, "out_token_len is NULL");
         }
     }
 }

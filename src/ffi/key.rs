@@ -3,7 +3,6 @@
 use std::ffi::c_char;
 
 use super::engine::{engine, tessera_engine};
-use super::io::{non_null, str_in};
 use super::owned::tessera_string;
 use super::status::tessera_status;
 use crate::key_ring::KeyInfo;
@@ -22,6 +21,8 @@ fn key_json(k: &KeyInfo) -> serde_json::Value {
 /// Adds a new active signing key; older keys keep verifying until retired. `*out_key` (if not
 /// NULL) receives `{"key_id": "b", "created_at_ms": ..., "active": true}`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
 /// # Safety
 /// `out_key` NULL or valid for one pointer write; `engine` a live handle.
 #[no_mangle]
@@ -37,9 +38,11 @@ pub unsafe extern "C" fn tessera_key_rotate(
     })
 }
 
-/// Retires a signing key by id: session tokens it signed stop verifying (a `key_retired` event
-/// is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
+/// Retires a signing key by id: session tokens it signed stop verifying and are reported as
+/// `TESSERA_TOKEN_REVOKED` (a `key_retired` event is queued). Fails with `TESSERA_KEY_NOT_FOUND`, or `TESSERA_KEY_ACTIVE` for the active key
 /// (rotate first). Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `key_id` valid for `key_id_len` bytes; `engine` a live handle.
@@ -52,7 +55,7 @@ pub unsafe extern "C" fn tessera_key_retire(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let key_id = unsafe { str_in(key_id, key_id_len, "key_id") }?;
+        let key_id = unsafe { str_in!(key_id, key_id_len) }?;
         Ok(e.retire_key(key_id)?)
     })
 }
@@ -60,6 +63,8 @@ pub unsafe extern "C" fn tessera_key_retire(
 /// Writes every live signing key, oldest first, as a JSON array of
 /// `{"key_id", "created_at_ms", "active"}` objects to `*out_keys` (required). Never the
 /// secrets. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_keys` is NULL.
 ///
 /// # Safety
 /// `out_keys` valid for one pointer write; `engine` a live handle.
@@ -71,7 +76,7 @@ pub unsafe extern "C" fn tessera_key_list(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        non_null(out_keys, "out_keys")?;
+        let out_keys = non_null!(out_keys)?;
         let keys: Vec<serde_json::Value> = e.keys().iter().map(key_json).collect();
         unsafe { tessera_string::give_json(&keys, out_keys) }
     })
@@ -86,9 +91,11 @@ pub unsafe extern "C" fn tessera_key_list(
 /// encrypted channel, and wipe the buffer when done (e.g. `explicit_bzero`). The key id comes
 /// from `tessera_key_list` or a verified token's `key_id`.
 ///
-/// Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id),
-/// `TESSERA_NULL_POINTER` (`out_key` or `engine` NULL) or `TESSERA_INVALID_UTF8`; on failure
-/// `out_key` is not written. Works on salvage engines. Thread-safe.
+/// Fails with `TESSERA_KEY_NOT_FOUND` (unknown or retired key, or a malformed id) or
+/// `TESSERA_INVALID_UTF8`; on any failure `out_key` is not written. Works on salvage engines.
+/// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_key` is NULL.
 ///
 /// # Safety
 /// `key_id` valid for `key_id_len` bytes; `out_key`, unless NULL, valid for writes of 32 bytes;
@@ -103,14 +110,14 @@ pub unsafe extern "C" fn tessera_key_export(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let key_id = unsafe { str_in(key_id, key_id_len, "key_id") }?;
-        non_null(out_key, "out_key")?;
+        let key_id = unsafe { str_in!(key_id, key_id_len) }?;
+        let out_key = non_null!(out_key)?;
         let secret = e.export_key(key_id)?;
         // The type ties the constant in the header to the key size.
         let bytes: &[u8; TESSERA_KEY_SECRET_LEN] = secret.as_bytes();
         // SAFETY: non-NULL and valid for 32 bytes by the caller's contract; `secret` is a
         // distinct Rust allocation (zeroized when dropped at the end of this scope).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_key, bytes.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_key.as_ptr(), bytes.len()) };
         Ok(())
     })
 }

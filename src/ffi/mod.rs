@@ -15,15 +15,19 @@
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
 
+// `io` first: its argument macros are used from `boundary` on.
+#[macro_use]
+pub(crate) mod io;
 #[macro_use]
 pub(crate) mod boundary;
-pub(crate) mod io;
+mod json;
 
 mod access_token;
 mod device;
 mod engine;
 mod event;
 mod key;
+mod limits;
 mod owned;
 mod profile_image;
 mod session_token;
@@ -42,6 +46,7 @@ pub use engine::{
 pub use event::*;
 pub use io::TESSERA_MAX_INPUT_LEN;
 pub use key::*;
+pub use limits::*;
 pub use owned::*;
 pub use profile_image::*;
 pub use session_token::*;

@@ -2,6 +2,7 @@
 //! `tessera_bytes` (binary data), each with its own `_free`, which zeroes the bytes first.
 
 use std::ffi::c_char;
+use std::ptr::NonNull;
 
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -29,25 +30,22 @@ pub struct tessera_bytes {
     bytes: Zeroizing<Vec<u8>>,
 }
 
-/// Boxes `value` and writes the pointer to `*out`; frees it again if `out` is NULL.
+/// Boxes `value` and writes the pointer to `*out`. The out-pointer was checked by the caller
+/// (`non_null!`), whose failure names it as the header does.
 ///
 /// # Safety
-/// `out`, unless NULL, must be valid for one pointer write.
-unsafe fn give<T>(value: T, out: *mut *mut T) -> Result<(), Failure> {
-    let boxed = Box::into_raw(Box::new(value));
+/// `out` must be valid for one pointer write.
+unsafe fn give<T>(value: T, out: NonNull<*mut T>) {
     // SAFETY: the caller's contract.
-    unsafe { write_out(out, boxed, "out") }.inspect_err(|_| {
-        // SAFETY: just made by Box::into_raw and not handed out.
-        drop(unsafe { Box::from_raw(boxed) });
-    })
+    unsafe { write_out(out, Box::into_raw(Box::new(value))) }
 }
 
 impl tessera_string {
     /// Gives `text` (NUL-terminated) to the caller through `*out`.
     ///
     /// # Safety
-    /// `out`, unless NULL, must be valid for one pointer write.
-    pub(crate) unsafe fn give(text: String, out: *mut *mut tessera_string) -> Result<(), Failure> {
+    /// `out` must be valid for one pointer write.
+    pub(crate) unsafe fn give(text: String, out: NonNull<*mut tessera_string>) {
         let mut bytes = Zeroizing::new(text.into_bytes());
         bytes.push(0);
         // SAFETY: forwarded contract.
@@ -57,15 +55,16 @@ impl tessera_string {
     /// Gives `value` serialised as compact JSON to the caller through `*out`.
     ///
     /// # Safety
-    /// `out`, unless NULL, must be valid for one pointer write.
+    /// `out` must be valid for one pointer write.
     pub(crate) unsafe fn give_json<T: Serialize + ?Sized>(
         value: &T,
-        out: *mut *mut tessera_string,
+        out: NonNull<*mut tessera_string>,
     ) -> Result<(), Failure> {
         let text = serde_json::to_string(value)
             .map_err(|e| Failure::new(TESSERA_INTERNAL, format!("serialising JSON: {e}")))?;
         // SAFETY: forwarded contract.
-        unsafe { tessera_string::give(text, out) }
+        unsafe { tessera_string::give(text, out) };
+        Ok(())
     }
 
     /// Like [`give_json`](Self::give_json), but a NULL `out` means the caller does not want the
@@ -77,11 +76,11 @@ impl tessera_string {
         value: &T,
         out: *mut *mut tessera_string,
     ) -> Result<(), Failure> {
-        if out.is_null() {
-            return Ok(());
+        match NonNull::new(out) {
+            // SAFETY: forwarded contract.
+            Some(out) => unsafe { tessera_string::give_json(value, out) },
+            None => Ok(()),
         }
-        // SAFETY: forwarded contract.
-        unsafe { tessera_string::give_json(value, out) }
     }
 }
 
@@ -89,8 +88,8 @@ impl tessera_bytes {
     /// Gives `bytes` to the caller through `*out`.
     ///
     /// # Safety
-    /// `out`, unless NULL, must be valid for one pointer write.
-    pub(crate) unsafe fn give(bytes: Vec<u8>, out: *mut *mut tessera_bytes) -> Result<(), Failure> {
+    /// `out` must be valid for one pointer write.
+    pub(crate) unsafe fn give(bytes: Vec<u8>, out: NonNull<*mut tessera_bytes>) {
         let bytes = Zeroizing::new(bytes);
         // SAFETY: forwarded contract.
         unsafe { give(tessera_bytes { bytes }, out) }
@@ -190,14 +189,13 @@ pub unsafe extern "C" fn tessera_bytes_free(b: *mut tessera_bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::tessera_status::TESSERA_NULL_POINTER;
 
     #[test]
     fn string_give_read_free() {
         let mut s: *mut tessera_string = std::ptr::null_mut();
         // SAFETY: `s` is a valid out-pointer; the string is freed once.
         unsafe {
-            tessera_string::give("{\"id\":\"alice\"}".to_owned(), &mut s).unwrap();
+            tessera_string::give("{\"id\":\"alice\"}".to_owned(), NonNull::from(&mut s));
             assert_eq!(tessera_string_len(s), 14);
             let text = std::ffi::CStr::from_ptr(tessera_string_ptr(s));
             assert_eq!(text.to_str().unwrap(), "{\"id\":\"alice\"}");
@@ -205,8 +203,6 @@ mod tests {
             tessera_string_free(std::ptr::null_mut());
             assert_eq!(tessera_string_len(std::ptr::null()), 0);
             assert!(tessera_string_ptr(std::ptr::null()).is_null());
-            let f = tessera_string::give("x".to_owned(), std::ptr::null_mut()).unwrap_err();
-            assert_eq!(f.status, TESSERA_NULL_POINTER);
             tessera_string::give_json_opt(&[1, 2], std::ptr::null_mut()).unwrap();
         }
     }
@@ -216,7 +212,7 @@ mod tests {
         let mut b: *mut tessera_bytes = std::ptr::null_mut();
         // SAFETY: `b` is a valid out-pointer; freed once.
         unsafe {
-            tessera_bytes::give(vec![0, 1, 2], &mut b).unwrap();
+            tessera_bytes::give(vec![0, 1, 2], NonNull::from(&mut b));
             assert_eq!(tessera_bytes_len(b), 3);
             assert_eq!(
                 std::slice::from_raw_parts(tessera_bytes_ptr(b), 3),

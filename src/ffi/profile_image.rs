@@ -3,7 +3,6 @@
 use std::ffi::c_char;
 
 use super::engine::{engine, tessera_engine};
-use super::io::{bytes_in_max, non_null, str_in};
 use super::owned::{tessera_bytes, tessera_string};
 use super::status::tessera_status;
 use super::user::user_id_in;
@@ -15,6 +14,8 @@ use super::user::user_id_in;
 ///
 /// Fails with `TESSERA_INVALID_IMAGE`, `TESSERA_IMAGE_TOO_LARGE` or `TESSERA_USER_NOT_FOUND`.
 /// `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes, `image` for `image_len` bytes; `out_user` NULL or
@@ -33,7 +34,7 @@ pub unsafe extern "C" fn tessera_profile_image_upload(
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
         // The engine enforces its configured image limit with TESSERA_IMAGE_TOO_LARGE.
-        let bytes = unsafe { bytes_in_max(image, image_len, "image", usize::MAX) }?;
+        let bytes = unsafe { bytes_in_max!(image, image_len, usize::MAX) }?;
         let user = e.set_profile_image(id, bytes)?;
         unsafe { tessera_string::give_json_opt(&user, out_user) }
     })
@@ -44,6 +45,8 @@ pub unsafe extern "C" fn tessera_profile_image_upload(
 /// `tessera_bytes_free`); `*out_content_type` (if not NULL) receives a static string,
 /// `"image/png"` or `"image/jpeg"` (do not free). Fails with `TESSERA_IMAGE_NOT_FOUND`.
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_image` is NULL.
 ///
 /// # Safety
 /// `sha256_hex` valid for `sha256_hex_len` bytes; `out_image` valid for one pointer write;
@@ -59,14 +62,14 @@ pub unsafe extern "C" fn tessera_profile_image_get(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let hex = unsafe { str_in(sha256_hex, sha256_hex_len, "sha256_hex") }?;
-        non_null(out_image, "out_image")?;
+        let hex = unsafe { str_in!(sha256_hex, sha256_hex_len) }?;
+        let out_image = non_null!(out_image)?;
         let image = e.profile_image(hex)?;
         let content_type = match image.format {
             crate::ImageFormat::Png => c"image/png",
             crate::ImageFormat::Jpeg => c"image/jpeg",
         };
-        unsafe { tessera_bytes::give(image.bytes, out_image) }?;
+        unsafe { tessera_bytes::give(image.bytes, out_image) };
         if !out_content_type.is_null() {
             unsafe { out_content_type.write(content_type.as_ptr()) };
         }

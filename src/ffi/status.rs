@@ -25,7 +25,7 @@ pub enum tessera_status {
     TESSERA_INVALID_USER_ID = 2,
     /// A user with this id already exists.
     TESSERA_USER_ALREADY_EXISTS = 3,
-    /// No user has this id (or the user was deleted).
+    /// No user has this id or handle. Never returned by a token check (see docs/ERRORS.md).
     TESSERA_USER_NOT_FOUND = 4,
     /// The user exists but is deactivated.
     TESSERA_USER_DEACTIVATED = 5,
@@ -45,11 +45,13 @@ pub enum tessera_status {
     TESSERA_IMAGE_TOO_LARGE = 12,
     /// No stored profile image has this content address.
     TESSERA_IMAGE_NOT_FOUND = 13,
-    /// The token is malformed, forged, signed by an unknown or retired key, or unknown.
+    /// The token is not one of ours: malformed, forged, signed by a key id never issued, an
+    /// unknown or revoked access token, or another user's valid token given to authenticate.
     TESSERA_INVALID_TOKEN = 20,
     /// The session token was genuine but its expiry has passed.
     TESSERA_TOKEN_EXPIRED = 21,
-    /// The token was genuine but has been revoked.
+    /// The session token was genuine but is revoked: its user's sessions revoked, its key
+    /// retired (or all keys, by `tessera_session_token_revoke_everyone`), or its user deleted.
     TESSERA_TOKEN_REVOKED = 22,
     /// A requested session expiry is in the past or beyond the configured maximum.
     TESSERA_INVALID_EXPIRY = 23,
@@ -92,8 +94,10 @@ pub enum tessera_status {
     TESSERA_PANIC = 103,
     /// An input is longer than the C ABI accepts (`TESSERA_MAX_INPUT_LEN`). Nothing was changed.
     TESSERA_INPUT_TOO_LARGE = 104,
-    /// A JSON argument does not parse, or does not have the documented shape. Nothing was
-    /// changed.
+    /// A JSON argument does not parse, or does not have the documented shape (not an object, an
+    /// unknown or missing field, a value of the wrong JSON type). A well-formed record with a
+    /// value that is not allowed (an unknown enum value) is `TESSERA_INVALID_ARGUMENT`.
+    /// Nothing was changed.
     TESSERA_INVALID_JSON = 105,
 }
 

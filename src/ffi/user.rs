@@ -7,7 +7,7 @@ use std::ptr::addr_of_mut;
 
 use super::boundary::Failure;
 use super::engine::{engine, tessera_engine};
-use super::io::{fill_array, json_in, non_null, opt_str_in, str_in};
+use super::io::fill_array;
 use super::owned::tessera_string;
 use super::status::tessera_status;
 use crate::config::USER_ID_MAX_CHARS_LIMIT;
@@ -23,9 +23,12 @@ const _: () = assert!(TESSERA_USER_ID_BUF_SIZE == USER_ID_MAX_CHARS_LIMIT * 4 + 
 ///
 /// # Safety
 /// As `str_in`.
-pub(crate) unsafe fn user_id_in<'a>(ptr: *const c_char, len: usize) -> Result<&'a str, Failure> {
+pub(crate) unsafe fn user_id_in<'a>(
+    user_id: *const c_char,
+    user_id_len: usize,
+) -> Result<&'a str, Failure> {
     // SAFETY: forwarded contract.
-    unsafe { str_in(ptr, len, "user_id") }
+    unsafe { str_in!(user_id, user_id_len) }
 }
 
 /// Creates a user from a JSON object: `{"user_id": "alice", "nickname": "Alice", ...}` with the
@@ -36,6 +39,8 @@ pub(crate) unsafe fn user_id_in<'a>(ptr: *const c_char, len: usize) -> Result<&'
 /// (`TESSERA_INVALID_USER_ID`, `TESSERA_FIELD_TOO_LONG`, ...). On success, when `out_user` is
 /// not NULL, writes the stored user as a JSON `tessera_string` (free with
 /// `tessera_string_free`). Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_json` valid for `user_len` bytes; `out_user` NULL or valid for one pointer write;
@@ -50,7 +55,7 @@ pub unsafe extern "C" fn tessera_user_create(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let new: NewUser = unsafe { json_in(user_json, user_len, "user") }?;
+        let new: NewUser = unsafe { json_in!(user_json, user_len) }?;
         let user = e.create_user(new)?;
         unsafe { tessera_string::give_json_opt(&user, out_user) }
     })
@@ -61,6 +66,8 @@ pub unsafe extern "C" fn tessera_user_create(
 /// Takes the same JSON as `tessera_user_create`. `*out_created` (if not NULL) receives `true`
 /// when this call created the user. `*out_user` (if not NULL) receives the stored user as JSON.
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// As `tessera_user_create`; `out_created` NULL or valid for one write.
@@ -75,7 +82,7 @@ pub unsafe extern "C" fn tessera_user_upsert(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let new: NewUser = unsafe { json_in(user_json, user_len, "user") }?;
+        let new: NewUser = unsafe { json_in!(user_json, user_len) }?;
         let upserted = e.upsert_user(new)?;
         if !out_created.is_null() {
             unsafe { out_created.write(upserted.created) };
@@ -86,6 +93,8 @@ pub unsafe extern "C" fn tessera_user_upsert(
 
 /// Gets a user by id and writes it as a JSON `tessera_string` to `*out_user` (required; free
 /// with `tessera_string_free`). Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_user` valid for one pointer write; `engine` a
@@ -101,8 +110,34 @@ pub unsafe extern "C" fn tessera_user_get(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        non_null(out_user, "out_user")?;
+        let out_user = non_null!(out_user)?;
         let user = e.get_user(id)?;
+        unsafe { tessera_string::give_json(&user, out_user) }
+    })
+}
+
+/// Gets a user by its handle (the `"handle"` field of every user JSON, and the `sub` claim of
+/// its session tokens, as a decimal string) and writes it as a JSON `tessera_string` to
+/// `*out_user` (required; free with `tessera_string_free`). A service that verified a session
+/// token with an exported key (`tessera_key_export`) resolves its subject this way. Fails with
+/// `TESSERA_USER_NOT_FOUND` for a handle no live user has; handles are never reused, so a
+/// deleted user's handle finds nobody even when a new user has its id. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
+///
+/// # Safety
+/// `out_user` valid for one pointer write; `engine` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_user_get_by_handle(
+    engine: *const tessera_engine,
+    handle: u64,
+    out_user: *mut *mut tessera_string,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let out_user = non_null!(out_user)?;
+        let user = e.get_user_by_handle(handle)?;
         unsafe { tessera_string::give_json(&user, out_user) }
     })
 }
@@ -111,6 +146,8 @@ pub unsafe extern "C" fn tessera_user_get(
 /// `nickname`, `profile_url`, `metadata`, `tags`, `role`, `status_message`, `link`, `email`,
 /// `mobile_number`, `discovery_keys`; a field set to `null` is cleared, a missing field is kept.
 /// `*out_user` (if not NULL) receives the updated user as JSON. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// Pointer/length pairs valid; `out_user` NULL or valid for one pointer write; `engine` live.
@@ -127,7 +164,7 @@ pub unsafe extern "C" fn tessera_user_update(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let patch: UserPatch = unsafe { json_in(patch_json, patch_len, "patch") }?;
+        let patch: UserPatch = unsafe { json_in!(patch_json, patch_len) }?;
         let user = e.update_user(id, &patch)?;
         unsafe { tessera_string::give_json_opt(&user, out_user) }
     })
@@ -135,6 +172,8 @@ pub unsafe extern "C" fn tessera_user_update(
 
 /// Deletes a user and revokes every token it held (a `user_deleted` event is queued). A user
 /// created later with the same id can never be reached by the old tokens. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `engine` a live handle.
@@ -155,6 +194,8 @@ pub unsafe extern "C" fn tessera_user_delete(
 /// Deactivates a user: its tokens stop verifying (with `TESSERA_USER_DEACTIVATED`) until it
 /// is reactivated; nothing is revoked. Idempotent. `*out_user` (if not NULL) receives the user
 /// as JSON. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// `user_id` valid for `user_id_len` bytes; `out_user` NULL or valid for one pointer write;
@@ -177,6 +218,8 @@ pub unsafe extern "C" fn tessera_user_deactivate(
 
 /// Reactivates a deactivated user; its unrevoked tokens verify again. Idempotent. `*out_user`
 /// (if not NULL) receives the user as JSON. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// As `tessera_user_deactivate`.
@@ -204,6 +247,8 @@ pub unsafe extern "C" fn tessera_user_reactivate(
 /// empty input (NULL, 0) is the first page with no filter. `*out_page` (required) receives
 /// `{"users": [...], "next_cursor": "..." or null}`. Thread-safe.
 ///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_page` is NULL.
+///
 /// # Safety
 /// `query_json` valid for `query_len` bytes (or NULL with 0); `out_page` valid for one pointer
 /// write; `engine` a live handle.
@@ -220,9 +265,9 @@ pub unsafe extern "C" fn tessera_user_list(
         let query: UserQuery = if query_json.is_null() && query_len == 0 {
             UserQuery::default()
         } else {
-            unsafe { json_in(query_json, query_len, "query") }?
+            unsafe { json_in!(query_json, query_len) }?
         };
-        non_null(out_page, "out_page")?;
+        let out_page = non_null!(out_page)?;
         let page = e.list_users(&query)?;
         let json = serde_json::json!({ "users": page.users, "next_cursor": page.next_cursor });
         unsafe { tessera_string::give_json(&json, out_page) }
@@ -231,6 +276,8 @@ pub unsafe extern "C" fn tessera_user_list(
 
 /// Finds the user holding a discovery key and writes it as JSON to `*out_user` (required).
 /// Fails with `TESSERA_USER_NOT_FOUND`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
 ///
 /// # Safety
 /// `key` valid for `key_len` bytes; `out_user` valid for one pointer write; `engine` live.
@@ -244,8 +291,8 @@ pub unsafe extern "C" fn tessera_user_find_by_discovery_key(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let key = unsafe { str_in(key, key_len, "discovery key") }?;
-        non_null(out_user, "out_user")?;
+        let key = unsafe { str_in!(key, key_len) }?;
+        let out_user = non_null!(out_user)?;
         let user = e.find_user_by_discovery_key(key)?;
         unsafe { tessera_string::give_json(&user, out_user) }
     })
@@ -253,6 +300,8 @@ pub unsafe extern "C" fn tessera_user_find_by_discovery_key(
 
 /// Finds the user owning a device push token and writes it as JSON to `*out_user` (required).
 /// Fails with `TESSERA_DEVICE_NOT_FOUND`. Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` or `out_user` is NULL.
 ///
 /// # Safety
 /// `push_token` valid for `push_token_len` bytes; `out_user` valid for one pointer write;
@@ -267,8 +316,8 @@ pub unsafe extern "C" fn tessera_user_find_by_push_token(
     ffi_boundary!({
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
-        let token = unsafe { str_in(push_token, push_token_len, "push_token") }?;
-        non_null(out_user, "out_user")?;
+        let token = unsafe { str_in!(push_token, push_token_len) }?;
+        let out_user = non_null!(out_user)?;
         let user = e.find_user_by_push_token(token)?;
         unsafe { tessera_string::give_json(&user, out_user) }
     })
@@ -306,11 +355,15 @@ pub struct tessera_authenticated {
 /// Logs a user in (Sendbird's rule). With no token (`token` NULL and `token_len` 0), succeeds
 /// only when the engine allows id-only login and the user was never issued a token (else
 /// `TESSERA_TOKEN_REQUIRED`). With a token, it must be a valid access or session token *of
-/// this user* (else `TESSERA_INVALID_TOKEN`, `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`,
-/// `TESSERA_USER_DEACTIVATED`, ...).
+/// this user*: a failing token gets its own verify status (`TESSERA_INVALID_TOKEN`,
+/// `TESSERA_TOKEN_EXPIRED`, `TESSERA_TOKEN_REVOKED`, `TESSERA_USER_DEACTIVATED`), and a valid
+/// token of anyone else `TESSERA_INVALID_TOKEN` — whether or not `user_id` exists, so a token
+/// never reveals that (only a malformed id fails first, `TESSERA_INVALID_USER_ID`).
 ///
 /// Hot path: allocates nothing for the caller. `*out` (if not NULL) is filled on success only.
 /// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
 ///
 /// # Safety
 /// Pointer/length pairs valid; `out` NULL or valid for one write; `engine` a live handle.
@@ -327,7 +380,7 @@ pub unsafe extern "C" fn tessera_user_authenticate(
         // SAFETY: the caller's contract, for this and every unsafe call below.
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { user_id_in(user_id, user_id_len) }?;
-        let token = unsafe { opt_str_in(token, token_len, "token") }?;
+        let token = unsafe { opt_str_in!(token, token_len) }?;
         let auth = e.authenticate(id, token)?;
         if out.is_null() {
             return Ok(());

@@ -8,8 +8,11 @@ use std::ffi::c_char;
 
 /// The C ABI version. It changes only when a change would break a program compiled against an
 /// earlier header (a function removed or its signature changed, a struct layout changed);
-/// adding functions or status codes does not change it.
-pub const TESSERA_ABI_VERSION: u32 = 1;
+/// adding functions or status codes does not change it. 2: `tessera_access_token_issue` reports
+/// every evicted token id (a caller buffer instead of one optional id);
+/// `tessera_session_token_issue` takes every expiry literally (0 no longer means the default;
+/// see `tessera_session_token_issue_default`) and `TESSERA_SESSION_DEFAULT_EXPIRY` is gone.
+pub const TESSERA_ABI_VERSION: u32 = 2;
 
 const fn parse_u32(s: &str) -> u32 {
     let b = s.as_bytes();

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventKind;
-use crate::key_ring::{KeyRing, StoredKeyRing};
+use crate::key_ring::{KeyRing, RetiredKeys, StoredKey, StoredKeyRing};
 use crate::mutation::Mutation;
 use crate::persistence::Persistence;
 use crate::store::{LockedDir, Origin, Store, StoreOptions, StoreStats, SyncMode, Ticket};
@@ -252,6 +252,31 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
     })
 }
 
+/// Decodes the key file's record. `StoredKeyRing` is written field by field, and files from
+/// before retired keys were kept hold only its first two fields: read those, then the
+/// retired keys if anything follows. (An older release reading a newer file stops after the
+/// second field, so it keeps its live keys and forgets only the retired ones.)
+pub(crate) fn decode_key_ring(bytes: &[u8]) -> Result<StoredKeyRing> {
+    let corrupt = |e: postcard::Error| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("a key ring record passed its checksum but does not decode ({e})"),
+        )
+    };
+    let ((keys, next_number), rest) =
+        postcard::take_from_bytes::<(Vec<StoredKey>, u32)>(bytes).map_err(corrupt)?;
+    let retired = if rest.is_empty() {
+        RetiredKeys::default()
+    } else {
+        postcard::from_bytes(rest).map_err(corrupt)?
+    };
+    Ok(StoredKeyRing {
+        keys,
+        next_number,
+        retired,
+    })
+}
+
 impl EngineBuilder {
     /// When writes reach the disk in a durable engine. Default [`SyncMode::Durable`].
     pub fn sync_mode(mut self, mode: SyncMode) -> EngineBuilder {
@@ -282,7 +307,7 @@ impl EngineBuilder {
         self.config.validate()?;
         let locked = LockedDir::acquire(dir, salvage)?;
         let keys = match locked.read_key_ring()? {
-            Some(bytes) => KeyRing::from_stored(&decode::<StoredKeyRing>(&bytes, "key ring")?)?,
+            Some(bytes) => KeyRing::from_stored(&decode_key_ring(&bytes)?)?,
             None => {
                 let ring = KeyRing::generate(&SystemRandom::new(), self.clock.now_ms())?;
                 if !salvage {

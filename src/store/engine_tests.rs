@@ -244,6 +244,54 @@ fn tokens_issued_before_a_restart_verify_after_it() {
 }
 
 #[test]
+fn retired_keys_survive_a_restart_and_older_key_files_still_open() {
+    use super::key_file::{read_key_file, write_key_file, KEY_FILE};
+    use crate::key_ring::StoredKey;
+    use crate::persistence::embedded::decode_key_ring;
+
+    let dir = TestDir::new("engine-retired-keys");
+    let (t1, t2) = {
+        let e = Engine::open(dir.path()).unwrap();
+        e.create_user(NewUser::new("u", "")).unwrap();
+        let t1 = e.issue_session_token("u", None).unwrap();
+        e.rotate_key().unwrap();
+        let t2 = e.issue_session_token("u", None).unwrap();
+        e.retire_key("1").unwrap();
+        (t1, t2)
+    };
+    {
+        let e = Engine::open(dir.path()).unwrap();
+        let kind = |t: &crate::SessionToken| e.verify_session_token(t.as_str()).unwrap_err().kind();
+        assert_eq!(kind(&t1), ErrorKind::TokenRevoked);
+        assert!(e.verify_session_token(t2.as_str()).is_ok());
+        e.revoke_all_sessions().unwrap();
+        assert_eq!(kind(&t2), ErrorKind::TokenRevoked);
+    }
+    let path = dir.path().join(KEY_FILE);
+    let bytes = read_key_file(&path).unwrap().unwrap();
+    let ring = decode_key_ring(&bytes).unwrap();
+    assert_eq!((ring.keys.len(), ring.retired.len()), (1, 2));
+    // The release before retired keys were kept reads the live keys of this file...
+    let (keys, next): (Vec<StoredKey>, u32) = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!((&keys, next), (&ring.keys, ring.next_number));
+    // ...and wrote files with only those two fields, which this release still opens.
+    let older = postcard::to_stdvec(&(&ring.keys, ring.next_number)).unwrap();
+    write_key_file(&path, &older).unwrap();
+    let e = Engine::open(dir.path()).unwrap();
+    assert_eq!(e.stored_keys().keys, ring.keys);
+    assert_eq!(e.stored_keys().retired.len(), 0);
+    // Without the retired secrets those tokens cannot be told from forgeries: invalid.
+    for t in [&t1, &t2] {
+        assert_eq!(
+            e.verify_session_token(t.as_str()).unwrap_err().kind(),
+            ErrorKind::InvalidToken
+        );
+    }
+    let t3 = e.issue_session_token("u", None).unwrap();
+    assert!(e.verify_session_token(t3.as_str()).is_ok());
+}
+
+#[test]
 fn no_access_token_plaintext_is_written_anywhere() {
     let dir = TestDir::new("engine-plaintext");
     let mut secrets = Vec::new();
@@ -630,4 +678,35 @@ fn reopening_right_after_a_drop_never_finds_the_directory_locked() {
     // Every cycle compacted (each compaction is a new generation).
     let after = newest_snapshot(dir.path()).unwrap();
     assert!(after >= before + CYCLES, "{before} -> {after}");
+}
+
+/// A journal written before issues could evict several tokens holds the old record form; it
+/// must replay exactly as it did (golden bytes: `mutation::tests::OLD_ISSUED`).
+#[test]
+fn a_journal_record_of_the_old_issue_form_replays() {
+    let dir = TestDir::new("engine-old-issue");
+    let (first, second) = {
+        let e = Engine::open(dir.path()).unwrap();
+        e.create_user(NewUser::new("u", "")).unwrap();
+        let first = e.issue_access_token("u", None).unwrap();
+        let second = e.issue_access_token("u", None).unwrap();
+        (first, second)
+    };
+    // The golden record: user handle 1 gets token 3 and loses token 1.
+    assert_eq!((first.info.id, second.info.id), (1, 2));
+    {
+        let (store, _) = super::Store::open(dir.path(), false, |_, _| Ok(())).unwrap();
+        let old = crate::mutation::tests::OLD_ISSUED;
+        store.wait(store.append(old).unwrap()).unwrap();
+    }
+    let e = Engine::open(dir.path()).unwrap();
+    let tokens = e.list_access_tokens("u").unwrap();
+    let ids: Vec<u64> = tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(tokens[1].label.as_deref(), Some("phone"));
+    assert_eq!(tokens[1].created_at_ms, 1_700_000_000_000);
+    assert!(e.verify_access_token(first.token.as_str()).is_err());
+    assert!(e.verify_access_token(second.token.as_str()).is_ok());
+    // The token-id counter moved past the replayed token.
+    assert_eq!(e.issue_access_token("u", None).unwrap().info.id, 4);
 }

@@ -43,6 +43,9 @@ int main() {
     CHECK(engine.user_count() == 2);
     CHECK(engine.get_user("alice").has_value());
     CHECK(!engine.get_user("nobody").has_value());
+    CHECK(engine.get_user_by_handle(1).value() == engine.get_user("alice").value());
+    CHECK(engine.get_user("bob").value().find("\"handle\":2") != std::string::npos);
+    CHECK(!engine.get_user_by_handle(3).has_value());
     CHECK(code_of([&] { engine.create_user(R"({"user_id": "alice", "nickname": "A"})"); }) ==
           TESSERA_USER_ALREADY_EXISTS);
     try {
@@ -63,6 +66,12 @@ int main() {
     CHECK(v.user_id == "alice" && v.expires_at_ms == s.expires_at_ms && !v.key_id.empty());
     CHECK(engine.authenticate("alice", s.token).method == TESSERA_AUTH_SESSION_TOKEN);
     CHECK(code_of([&] { engine.authenticate("alice"); }) == TESSERA_TOKEN_REQUIRED);
+    // An explicit expiry is literal: 0 is not "the default".
+    CHECK(engine.issue_session_token("alice", s.expires_at_ms - 1000).expires_at_ms ==
+          s.expires_at_ms - 1000);
+    CHECK(code_of([&] { engine.issue_session_token("alice", 0); }) == TESSERA_INVALID_EXPIRY);
+    CHECK(code_of([&] { engine.issue_session_token("alice", INT64_MIN); }) ==
+          TESSERA_INVALID_EXPIRY);
 
     // Concurrent verification through one const Engine.
     {
@@ -88,12 +97,20 @@ int main() {
 
     // Access tokens.
     tessera::IssuedAccessToken a = engine.issue_access_token("bob", "laptop");
-    CHECK(a.token.size() == TESSERA_ACCESS_TOKEN_LEN && !a.evicted_token_id);
+    CHECK(a.token.size() == TESSERA_ACCESS_TOKEN_LEN && a.evicted_token_ids.empty());
     CHECK(engine.verify_access_token(a.token).token_id == a.token_id);
     CHECK(engine.list_access_tokens("bob").find("laptop") != std::string::npos);
     engine.revoke_access_token("bob", a.token_id);
     CHECK(code_of([&] { engine.verify_access_token(a.token); }) == TESSERA_INVALID_TOKEN);
     CHECK(engine.revoke_all_access_tokens("bob") == 0);
+    {
+        // At the limit, each issue evicts the oldest, reported by id.
+        tessera::Engine two = tessera::Engine::in_memory(R"({"access_tokens_per_user": 2})");
+        two.create_user(R"({"user_id": "c"})");
+        uint64_t first = two.issue_access_token("c").token_id;
+        CHECK(two.issue_access_token("c").evicted_token_ids.empty());
+        CHECK(two.issue_access_token("c").evicted_token_ids == std::vector<uint64_t>{first});
+    }
 
     // Devices and images.
     engine.add_device("bob", R"({"device_type": "web", "push_token": "w1"})");

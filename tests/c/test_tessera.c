@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tt.h"
@@ -16,6 +17,14 @@ static const char BAD_UTF8[] = {'a', (char)0xff, 'b'};
 /* The text of a tessera_string, and whether it contains `needle`. */
 static int has(const tessera_string *s, const char *needle) {
     return s != NULL && strstr(tessera_string_ptr(s), needle) != NULL;
+}
+
+/* Whether the calling thread's last error message contains `needle`. */
+static int last_error_has(const char *needle) {
+    char msg[512];
+    size_t len = 0;
+    return tessera_last_error_message(msg, sizeof msg, &len) == TESSERA_OK &&
+           strstr(msg, needle) != NULL;
 }
 
 static size_t user_count(const tessera_engine *e) {
@@ -71,6 +80,18 @@ static void test_engine_open(void) {
     CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"no_such_field\": 1}"), &e),
              TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open_in_memory_with_config(S("{"), &e), TESSERA_INVALID_JSON);
+    /* Unknown enum values and negative counts are invalid arguments (well-formed JSON); a
+     * value of the wrong JSON type is malformed. */
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_policy\": \"lax\"}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_case\": \"upper\"}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"tags_max\": -1}"), &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"user_id_policy\": 1}"), &e),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"tags_max\": \"many\"}"), &e),
+             TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open_in_memory_with_config(BAD_UTF8, sizeof BAD_UTF8, &e),
              TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_engine_open_in_memory_with_config(NULL, 5, &e), TESSERA_NULL_POINTER);
@@ -123,6 +144,7 @@ static void test_users(tessera_engine *e) {
     CHECK_ST(tessera_user_create(e, BAD_UTF8, sizeof BAD_UTF8, NULL), TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\"}  trailing"), NULL),
              TESSERA_INVALID_JSON);
+    CHECK(last_error_has("user_json: "));
     CHECK_ST(tessera_user_create(e, S("{\"user_id\": \"x\", \"nickname\": \"X\", \"bogus\": 1}"),
                                  NULL),
              TESSERA_INVALID_JSON);
@@ -175,6 +197,24 @@ static void test_users(tessera_engine *e) {
     CHECK_ST(tessera_user_get(e, NULL, 1, &s), TESSERA_NULL_POINTER);
     CHECK_ST(tessera_user_get(NULL, S("alice"), &s), TESSERA_NULL_POINTER);
     CHECK_ST(tessera_user_get(e, NULL, 0, &s), TESSERA_INVALID_USER_ID); /* empty id */
+
+    /* get by handle: the "handle" of the user JSON, the `sub` of its session tokens. alice
+     * was created first, bob second; handle 3 ("long") was deleted and is never reused. */
+    s = NULL;
+    CHECK_OK(tessera_user_get(e, S("bob"), &s));
+    CHECK(has(s, "\"handle\":2"));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_OK(tessera_user_get_by_handle(e, 1, &s));
+    CHECK(has(s, "\"user_id\":\"alice\"") && has(s, "\"handle\":1"));
+    tessera_string_free(s);
+    s = NULL;
+    CHECK_ST(tessera_user_get_by_handle(e, 3, &s), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_get_by_handle(e, 0, &s), TESSERA_USER_NOT_FOUND);
+    CHECK_ST(tessera_user_get_by_handle(e, UINT64_MAX, &s), TESSERA_USER_NOT_FOUND);
+    CHECK(s == NULL);
+    CHECK_ST(tessera_user_get_by_handle(e, 1, NULL), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_user_get_by_handle(NULL, 1, &s), TESSERA_NULL_POINTER);
 
     /* update */
     s = NULL;
@@ -277,7 +317,16 @@ static void test_devices(tessera_engine *e) {
     tessera_string_free(s);
     CHECK_OK(tessera_device_add(
         e, S("alice"), S("{\"device_type\": \"android\", \"push_token\": \"fcm-1\"}"), NULL));
-    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"fridge\", \"push_token\": \"x\"}"),
+    /* A well-formed record with an unknown enum value is an invalid argument, as the header
+     * says; a value of the wrong JSON type is malformed JSON. */
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"fax\", \"push_token\": \"x\"}"),
+                                NULL),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_device_add(e, S("alice"),
+                                S("{\"device_type\": \"web\", \"push_token\": \"x\", \"mode\": \"dev\"}"),
+                                NULL),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": 3, \"push_token\": \"x\"}"),
                                 NULL),
              TESSERA_INVALID_JSON);
     CHECK_ST(tessera_device_add(e, S("alice"), S("{\"device_type\": \"web\", \"push_token\": \"\"}"),
@@ -358,15 +407,17 @@ static void test_access_tokens(tessera_engine *e) {
     char tok[TESSERA_ACCESS_TOKEN_LEN + 1];
     char small[TESSERA_ACCESS_TOKEN_LEN];
     size_t len = 0;
-    uint64_t id = 0, evicted = 99, id2 = 0;
+    uint64_t id = 0, id2 = 0;
+    uint64_t evicted[TESSERA_ACCESS_TOKENS_PER_USER_MAX];
+    size_t n_evicted = 99;
     tessera_verified_access_token v;
     tessera_string *list = NULL;
     size_t count = 0;
 
     CHECK_OK(tessera_access_token_issue(e, S("bob"), S("phone"), tok, sizeof tok, &len, &id,
-                                        &evicted));
+                                        evicted, TESSERA_ACCESS_TOKENS_PER_USER_MAX, &n_evicted));
     CHECK(len == TESSERA_ACCESS_TOKEN_LEN && strlen(tok) == len && strncmp(tok, "tsat_", 5) == 0);
-    CHECK(id >= 1 && evicted == 0);
+    CHECK(id >= 1 && n_evicted == 0);
     CHECK_OK(tessera_access_token_verify(e, tok, len, &v));
     CHECK(strcmp(v.user_id, "bob") == 0 && v.user_id_len == 3 && v.token_id == id);
     CHECK_OK(tessera_access_token_verify(e, tok, len, NULL));
@@ -376,23 +427,41 @@ static void test_access_tokens(tessera_engine *e) {
     CHECK(has(list, "\"label\":\"phone\""));
     tessera_string_free(list);
     CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, small, sizeof small, &len, NULL,
-                                        NULL),
+                                        NULL, 0, NULL),
              TESSERA_BUFFER_TOO_SMALL);
     CHECK(len == TESSERA_ACCESS_TOKEN_LEN);
-    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 0, &len, NULL, NULL),
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 0, &len, NULL, NULL, 0, NULL),
              TESSERA_BUFFER_TOO_SMALL);
-    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, NULL, NULL, NULL),
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, NULL, NULL, NULL,
+                                        0, NULL),
+             TESSERA_NULL_POINTER);
+    /* Messages name arguments as this header does. */
+    CHECK(last_error_has("out_token_len is NULL"));
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, NULL, 8, &len, NULL, NULL, 0, NULL),
+             TESSERA_NULL_POINTER);
+    CHECK(last_error_has("token_buf is NULL"));
+    /* The evicted-ids buffer too: it must hold the most one issue can evict. */
+    n_evicted = 0;
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, NULL,
+                                        evicted, TESSERA_ACCESS_TOKENS_PER_USER_MAX - 1,
+                                        &n_evicted),
+             TESSERA_BUFFER_TOO_SMALL);
+    CHECK(n_evicted == TESSERA_ACCESS_TOKENS_PER_USER_MAX);
+    CHECK_ST(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, NULL, NULL,
+                                        1, NULL),
              TESSERA_NULL_POINTER);
     CHECK_ST(tessera_access_token_issue(e, S("bob"), BAD_UTF8, 3, tok, sizeof tok, &len, NULL,
-                                        NULL),
+                                        NULL, 0, NULL),
              TESSERA_INVALID_UTF8);
-    CHECK_ST(tessera_access_token_issue(e, S("zed"), NULL, 0, tok, sizeof tok, &len, NULL, NULL),
+    CHECK_ST(tessera_access_token_issue(e, S("zed"), NULL, 0, tok, sizeof tok, &len, NULL, NULL,
+                                        0, NULL),
              TESSERA_USER_NOT_FOUND);
     count = 99;
     CHECK_OK(tessera_access_token_revoke_all(e, S("bob"), &count));
     CHECK(count == 1); /* only the first token was ever issued */
 
-    CHECK_OK(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, &id2, NULL));
+    CHECK_OK(tessera_access_token_issue(e, S("bob"), NULL, 0, tok, sizeof tok, &len, &id2, NULL,
+                                        0, NULL));
     CHECK(id2 > id);
     /* Tampered, truncated, empty and non-UTF-8 tokens. */
     tok[10] = (char)(tok[10] == 'A' ? 'B' : 'A');
@@ -418,9 +487,9 @@ static void test_session_tokens(tessera_engine *e) {
     tessera_verified_session v;
     tessera_authenticated a;
 
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), TESSERA_SESSION_DEFAULT_EXPIRY, tok,
-                                         sizeof tok, &len, &exp));
-    CHECK(len >= 119 && len <= TESSERA_SESSION_TOKEN_MAX_LEN && strlen(tok) == len);
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, &exp));
+    CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN &&
+          strlen(tok) == len);
     CHECK(exp > 0);
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     CHECK(strcmp(v.user_id, "alice") == 0 && v.user_id_len == 5);
@@ -437,32 +506,62 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 0, &a), TESSERA_TOKEN_REQUIRED);
     CHECK_ST(tessera_user_authenticate(e, S("alice"), BAD_UTF8, 3, &a), TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_user_authenticate(e, S("alice"), NULL, 3, &a), TESSERA_NULL_POINTER);
-    CHECK_ST(tessera_user_authenticate(e, S("zed"), tok, len, &a), TESSERA_USER_NOT_FOUND);
+    /* With a token the answer never depends on whether the id exists. */
+    CHECK_ST(tessera_user_authenticate(e, S("zed"), tok, len, &a), TESSERA_INVALID_TOKEN);
     {
         char at[TESSERA_ACCESS_TOKEN_LEN + 1];
         size_t at_len;
         uint64_t at_id;
         CHECK_OK(tessera_access_token_issue(e, S("alice"), NULL, 0, at, sizeof at, &at_len,
-                                            &at_id, NULL));
+                                            &at_id, NULL, 0, NULL));
         CHECK_OK(tessera_user_authenticate(e, S("alice"), at, at_len, &a));
         CHECK(a.method == TESSERA_AUTH_ACCESS_TOKEN && a.token_id == at_id);
     }
 
     /* Buffer checked before issuing. */
-    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, small, sizeof small, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("alice"), small, sizeof small, &len, NULL),
              TESSERA_BUFFER_TOO_SMALL);
     CHECK(len == TESSERA_SESSION_TOKEN_MAX_LEN);
-    CHECK_ST(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, NULL, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, NULL, NULL),
              TESSERA_NULL_POINTER);
+    CHECK(last_error_has("out_token_len is NULL"));
     CHECK_ST(tessera_session_token_issue(e, S("alice"), 1000, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_EXPIRY);
-    CHECK_ST(tessera_session_token_issue(e, S("zed"), 0, tok, sizeof tok, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, S("zed"), tok, sizeof tok, &len, NULL),
              TESSERA_USER_NOT_FOUND);
-    CHECK_ST(tessera_session_token_issue(e, BAD_UTF8, 3, 0, tok, sizeof tok, &len, NULL),
+    CHECK_ST(tessera_session_token_issue_default(e, BAD_UTF8, 3, tok, sizeof tok, &len, NULL),
              TESSERA_INVALID_UTF8);
 
+    /* An explicit expiry is taken literally: 0 is the distant past, not "the default", and no
+     * extreme value wraps into a valid-looking one. A failure writes no expiry. */
+    {
+        static const int64_t refused[] = {0,         -1,        -1000,         1000,
+                                          INT64_MIN, INT64_MAX, INT64_MAX - 999};
+        int64_t got = 42;
+        int64_t d;
+        size_t i;
+        for (i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+            CHECK_ST(tessera_session_token_issue(e, S("alice"), refused[i], tok, sizeof tok, &len,
+                                                 &got),
+                     TESSERA_INVALID_EXPIRY);
+        }
+        for (d = 1; d <= 1000; d++) {
+            CHECK_ST(tessera_session_token_issue(e, S("alice"), INT64_MIN + d, tok, sizeof tok,
+                                                 &len, &got),
+                     TESSERA_INVALID_EXPIRY);
+        }
+        CHECK(got == 42);
+        CHECK_OK(tessera_session_token_issue(e, S("alice"), exp - 1000, tok, sizeof tok, &len,
+                                             &got));
+        CHECK(got == exp - 1000);
+        CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
+        CHECK(v.expires_at_ms == exp - 1000);
+        CHECK_ST(tessera_session_token_issue(NULL, S("alice"), exp, tok, sizeof tok, &len, NULL),
+                 TESSERA_NULL_POINTER);
+    }
+
     /* Tampering. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     tok[len - 2] = (char)(tok[len - 2] == 'A' ? 'B' : 'A');
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
     CHECK_ST(tessera_session_token_verify(e, BAD_UTF8, 3, &v), TESSERA_INVALID_UTF8);
@@ -470,14 +569,14 @@ static void test_session_tokens(tessera_engine *e) {
     CHECK_ST(tessera_session_token_verify(NULL, tok, len, &v), TESSERA_NULL_POINTER);
 
     /* Revocation of one user's sessions. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_revoke(e, S("alice")));
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_session_token_revoke(e, S("zed")), TESSERA_USER_NOT_FOUND);
     CHECK_ST(tessera_session_token_revoke(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
 
     /* Deactivation stops verification without revoking. */
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_user_deactivate(e, S("alice"), NULL));
     CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_USER_DEACTIVATED);
     CHECK_OK(tessera_user_reactivate(e, S("alice"), NULL));
@@ -485,7 +584,7 @@ static void test_session_tokens(tessera_engine *e) {
 
     /* Engine-wide revocation. */
     CHECK_OK(tessera_session_token_revoke_everyone(e));
-    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_session_token_revoke_everyone(NULL), TESSERA_NULL_POINTER);
 }
 
@@ -497,7 +596,7 @@ static void test_keys(tessera_engine *e) {
     tessera_verified_session v;
     char old_kid[TESSERA_KEY_ID_BUF_SIZE];
 
-    CHECK_OK(tessera_session_token_issue(e, S("alice"), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("alice"), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     memcpy(old_kid, v.key_id, sizeof old_kid);
     CHECK_OK(tessera_key_rotate(e, &k));
@@ -511,7 +610,7 @@ static void test_keys(tessera_engine *e) {
     /* Old tokens verify until their key is retired. */
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     CHECK_OK(tessera_key_retire(e, old_kid, strlen(old_kid)));
-    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_INVALID_TOKEN);
+    CHECK_ST(tessera_session_token_verify(e, tok, len, &v), TESSERA_TOKEN_REVOKED);
     CHECK_ST(tessera_key_retire(e, old_kid, strlen(old_kid)), TESSERA_KEY_NOT_FOUND);
     CHECK_ST(tessera_key_retire(e, S("zzzz")), TESSERA_KEY_NOT_FOUND);
     CHECK_ST(tessera_key_retire(e, BAD_UTF8, 3), TESSERA_INVALID_UTF8);
@@ -642,7 +741,7 @@ static void active_key_id(tessera_engine *e, const char *user, char kid[TESSERA_
     size_t len = 0;
     tessera_verified_session v;
     kid[0] = '\0';
-    CHECK_OK(tessera_session_token_issue(e, user, strlen(user), 0, tok, sizeof tok, &len, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, user, strlen(user), tok, sizeof tok, &len, NULL));
     CHECK_OK(tessera_session_token_verify(e, tok, len, &v));
     memcpy(kid, v.key_id, TESSERA_KEY_ID_BUF_SIZE);
 }
@@ -680,7 +779,8 @@ static void test_durable(void) {
     CHECK_ST(tessera_engine_open(BAD_UTF8, sizeof BAD_UTF8, NULL, 0, &other),
              TESSERA_INVALID_UTF8);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": \"sometimes\"}"), &other),
-             TESSERA_INVALID_JSON);
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": 1}"), &other), TESSERA_INVALID_JSON);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"sync_mode\": {\"relaxed_ms\": 0}}"), &other),
              TESSERA_INVALID_ARGUMENT);
     CHECK_ST(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 0}"), &other),
@@ -701,8 +801,8 @@ static void test_durable(void) {
     }
     CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"dora\", \"nickname\": \"Dora\"}"), NULL));
     CHECK_OK(tessera_access_token_issue(e, S("dora"), S("laptop"), at, sizeof at, &at_len, NULL,
-                                        NULL));
-    CHECK_OK(tessera_session_token_issue(e, S("dora"), 0, tok, sizeof tok, &tok_len, NULL));
+                                        NULL, 0, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("dora"), tok, sizeof tok, &tok_len, NULL));
     CHECK_OK(tessera_engine_store_stats(e, &s));
     CHECK(has(s, "\"records_synced\":") && has(s, "\"syncs\":") && has(s, "\"bytes_written\":"));
     CHECK(!has(s, "\"records_synced\":0"));
@@ -863,11 +963,375 @@ static void test_durable(void) {
     CHECK(access(root, F_OK) != 0);
 }
 
+/* Opens an in-memory engine with `{"<field>": value}`; returns the status. */
+static tessera_status open_with(const char *field, unsigned long value, tessera_engine **e) {
+    char json[128];
+    snprintf(json, sizeof json, "{\"%s\": %lu}", field, value);
+    return tessera_engine_open_in_memory_with_config(S(json), e);
+}
+
+/* The limits of tessera.h hold at their edges: the maximum passes, one more fails. */
+static void test_limits(void) {
+    tessera_engine *e = NULL;
+    char id[TESSERA_USER_ID_MAX_CHARS + 2];
+    char json[TESSERA_USER_ID_MAX_CHARS + 64];
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    size_t len = 0;
+
+    CHECK(TESSERA_USER_ID_BUF_SIZE == TESSERA_USER_ID_MAX_CHARS * 4 + 1);
+    CHECK(TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT >= 1 &&
+          TESSERA_ACCESS_TOKENS_PER_USER_DEFAULT <= TESSERA_ACCESS_TOKENS_PER_USER_MAX);
+    CHECK(TESSERA_SESSION_TOKEN_MIN_LEN <= TESSERA_SESSION_TOKEN_MAX_LEN);
+    CHECK(TESSERA_SESSION_EPOCH_MAX >= 1);
+
+    CHECK_ST(open_with("access_tokens_per_user", TESSERA_ACCESS_TOKENS_PER_USER_MAX + 1, &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(e == NULL);
+    CHECK_OK(open_with("access_tokens_per_user", TESSERA_ACCESS_TOKENS_PER_USER_MAX, &e));
+    tessera_engine_free(e);
+    e = NULL;
+    CHECK_ST(open_with("user_id_max_chars", TESSERA_USER_ID_MAX_CHARS + 1, &e),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(e == NULL);
+    CHECK_OK(open_with("user_id_max_chars", TESSERA_USER_ID_MAX_CHARS, &e));
+    if (e == NULL) {
+        return;
+    }
+    memset(id, 'u', sizeof id);
+    id[TESSERA_USER_ID_MAX_CHARS + 1] = '\0';
+    snprintf(json, sizeof json, "{\"user_id\": \"%s\"}", id);
+    CHECK_ST(tessera_user_create(e, S(json), NULL), TESSERA_INVALID_USER_ID);
+    id[TESSERA_USER_ID_MAX_CHARS] = '\0';
+    snprintf(json, sizeof json, "{\"user_id\": \"%s\"}", id);
+    CHECK_OK(tessera_user_create(e, S(json), NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S(id), tok, sizeof tok, &len, NULL));
+    CHECK(len >= TESSERA_SESSION_TOKEN_MIN_LEN && len <= TESSERA_SESSION_TOKEN_MAX_LEN);
+    tessera_engine_free(e);
+}
+
+/* Lowering access_tokens_per_user takes effect at the next issue: every token beyond the limit
+ * is evicted, oldest first, each one reported and with its own event. */
+static void test_lowered_access_token_limit(void) {
+    char root[] = "/tmp/tessera-c-limit-XXXXXX";
+    char dir[256];
+    char toks[5][TESSERA_ACCESS_TOKEN_LEN + 1];
+    char fresh[TESSERA_ACCESS_TOKEN_LEN + 1];
+    char needle[64];
+    size_t lens[5], fresh_len = 0, n = 99, i;
+    uint64_t ids[5], fresh_id = 0, evicted[TESSERA_ACCESS_TOKENS_PER_USER_MAX];
+    tessera_engine *e = NULL;
+    tessera_string *ev = NULL;
+    const char *p;
+
+    if (mkdtemp(root) == NULL) {
+        CHECK(!"mkdtemp failed");
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/data", root);
+    CHECK_OK(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 5}"), &e));
+    if (e == NULL) {
+        remove_tree(root);
+        return;
+    }
+    CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"u\"}"), NULL));
+    for (i = 0; i < 5; i++) {
+        CHECK_OK(tessera_access_token_issue(e, S("u"), NULL, 0, toks[i], sizeof toks[i], &lens[i],
+                                            &ids[i], NULL, 0, &n));
+        CHECK(n == 0);
+    }
+    tessera_engine_free(e);
+    e = NULL;
+
+    CHECK_OK(tessera_engine_open(S(dir), S("{\"access_tokens_per_user\": 2}"), &e));
+    if (e == NULL) {
+        remove_tree(root);
+        return;
+    }
+    CHECK_OK(tessera_access_token_issue(e, S("u"), NULL, 0, fresh, sizeof fresh, &fresh_len,
+                                        &fresh_id, evicted, TESSERA_ACCESS_TOKENS_PER_USER_MAX,
+                                        &n));
+    CHECK(n == 4);
+    for (i = 0; i < 4 && i < n; i++) {
+        CHECK(evicted[i] == ids[i]);
+        CHECK_ST(tessera_access_token_verify(e, toks[i], lens[i], NULL), TESSERA_INVALID_TOKEN);
+    }
+    CHECK_OK(tessera_access_token_verify(e, toks[4], lens[4], NULL));
+    CHECK_OK(tessera_access_token_verify(e, fresh, fresh_len, NULL));
+    /* One access_token_evicted event per evicted token, oldest first, and nothing else. */
+    CHECK_OK(tessera_event_drain(e, 100, &ev));
+    p = ev != NULL ? tessera_string_ptr(ev) : "";
+    for (i = 0; i < 4; i++) {
+        snprintf(needle, sizeof needle, "\"token_id\":%llu,", (unsigned long long)ids[i]);
+        p = strstr(p, needle);
+        CHECK(p != NULL);
+        if (p == NULL) {
+            break;
+        }
+    }
+    CHECK(p != NULL && strstr(p + 1, "\"seq\"") == NULL);
+    for (i = 0, p = ev != NULL ? tessera_string_ptr(ev) : ""; (p = strstr(p, "\"kind\":")) != NULL;
+         i++, p++) {
+        static const char kind[] = "\"kind\":\"access_token_evicted\"";
+        CHECK(strncmp(p, kind, sizeof kind - 1) == 0);
+    }
+    CHECK(i == 4);
+    tessera_string_free(ev);
+    tessera_engine_free(e);
+    remove_tree(root);
+/* docs/ERRORS.md, "One failure, one error kind": each way a token can fail gets one status from
+ * verify and from authenticate - for its own user "a", another user "b", and an id nobody
+ * has (a token never reveals whether an id exists). Each case runs on a fresh engine. The
+ * expiry cases need a manual clock and are in tests/engine.rs. */
+enum token_case {
+    SESSION_VALID,
+    SESSION_GARBAGE,
+    SESSION_TAMPERED,
+    SESSION_FOREIGN_KEY,
+    SESSION_KID_NEVER_ISSUED,
+    SESSION_REVOKED,
+    SESSION_KEY_RETIRED,
+    SESSION_EVERYONE_REVOKED,
+    SESSION_USER_DELETED,
+    SESSION_ID_RECREATED,
+    SESSION_DEACTIVATED,
+    SESSION_REVOKED_AND_DEACTIVATED,
+    ACCESS_VALID,
+    ACCESS_REVOKED,
+    ACCESS_ID_RECREATED,
+    ACCESS_DEACTIVATED,
+    TOKEN_CASES
+};
+
+static const struct {
+    const char *name;
+    tessera_status want;
+} token_cases[TOKEN_CASES] = {
+    {"session, valid", TESSERA_OK},
+    {"session, garbage", TESSERA_INVALID_TOKEN},
+    {"session, tampered signature", TESSERA_INVALID_TOKEN},
+    {"session, another engine's key", TESSERA_INVALID_TOKEN},
+    {"session, key id never issued", TESSERA_INVALID_TOKEN},
+    {"session, sessions revoked", TESSERA_TOKEN_REVOKED},
+    {"session, key retired", TESSERA_TOKEN_REVOKED},
+    {"session, everyone revoked", TESSERA_TOKEN_REVOKED},
+    {"session, user deleted", TESSERA_TOKEN_REVOKED},
+    {"session, user deleted and id re-created", TESSERA_TOKEN_REVOKED},
+    {"session, user deactivated", TESSERA_USER_DEACTIVATED},
+    {"session, revoked and deactivated", TESSERA_TOKEN_REVOKED},
+    {"access, valid", TESSERA_OK},
+    {"access, revoked", TESSERA_INVALID_TOKEN},
+    {"access, user deleted and id re-created", TESSERA_INVALID_TOKEN},
+    {"access, user deactivated", TESSERA_USER_DEACTIVATED},
+};
+
+/* A session token of user "a" from a fresh engine that has rotated `rotations` times. */
+static size_t foreign_session(int rotations, char *tok, size_t cap) {
+    tessera_engine *f = NULL;
+    size_t len = 0;
+    int i;
+    CHECK_OK(tessera_engine_open_in_memory(&f));
+    CHECK_OK(tessera_user_create(f, S("{\"user_id\": \"a\"}"), NULL));
+    for (i = 0; i < rotations; i++) {
+        CHECK_OK(tessera_key_rotate(f, NULL));
+    }
+    CHECK_OK(tessera_session_token_issue_default(f, S("a"), tok, cap, &len, NULL));
+    tessera_engine_free(f);
+    return len;
+}
+
+static void test_token_error_table(void) {
+    int c;
+    for (c = 0; c < TOKEN_CASES; c++) {
+        tessera_engine *e = NULL;
+        char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+        size_t len = 0;
+        int access_token = c >= ACCESS_VALID;
+        tessera_status want = token_cases[c].want;
+        tessera_status got;
+        const char *others[] = {"b", "nobody"};
+        size_t o;
+
+        CHECK_OK(tessera_engine_open_in_memory(&e));
+        CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"a\"}"), NULL));
+        CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"b\"}"), NULL));
+        if (access_token) {
+            CHECK_OK(tessera_access_token_issue(e, S("a"), NULL, 0, tok, sizeof tok, &len, NULL,
+                                                NULL));
+        } else {
+            CHECK_OK(tessera_session_token_issue_default(e, S("a"), tok, sizeof tok, &len, NULL));
+        }
+        switch ((enum token_case)c) {
+        case SESSION_GARBAGE:
+            len = (size_t)snprintf(tok, sizeof tok, "garbage");
+            break;
+        case SESSION_TAMPERED:
+            tok[len - 1] = (char)(tok[len - 1] == 'A' ? 'B' : 'A');
+            break;
+        case SESSION_FOREIGN_KEY:
+            len = foreign_session(0, tok, sizeof tok);
+            break;
+        case SESSION_KID_NEVER_ISSUED:
+            len = foreign_session(4, tok, sizeof tok);
+            break;
+        case SESSION_REVOKED:
+            CHECK_OK(tessera_session_token_revoke(e, S("a")));
+            break;
+        case SESSION_KEY_RETIRED:
+            CHECK_OK(tessera_key_rotate(e, NULL));
+            CHECK_OK(tessera_key_retire(e, S("1")));
+            break;
+        case SESSION_EVERYONE_REVOKED:
+            CHECK_OK(tessera_session_token_revoke_everyone(e));
+            break;
+        case SESSION_USER_DELETED:
+            CHECK_OK(tessera_user_delete(e, S("a")));
+            break;
+        case SESSION_ID_RECREATED:
+        case ACCESS_ID_RECREATED:
+            CHECK_OK(tessera_user_delete(e, S("a")));
+            CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"a\"}"), NULL));
+            break;
+        case SESSION_DEACTIVATED:
+        case ACCESS_DEACTIVATED:
+            CHECK_OK(tessera_user_deactivate(e, S("a"), NULL));
+            break;
+        case SESSION_REVOKED_AND_DEACTIVATED:
+            CHECK_OK(tessera_session_token_revoke(e, S("a")));
+            CHECK_OK(tessera_user_deactivate(e, S("a"), NULL));
+            break;
+        case ACCESS_REVOKED:
+            CHECK_OK(tessera_access_token_revoke_all(e, S("a"), NULL));
+            break;
+        case SESSION_VALID:
+        case ACCESS_VALID:
+        case TOKEN_CASES:
+            break;
+        }
+
+        got = access_token ? tessera_access_token_verify(e, tok, len, NULL)
+                           : tessera_session_token_verify(e, tok, len, NULL);
+        CHECK(got == want);
+        if (got != want) {
+            fprintf(stderr, "  case \"%s\": verify returned %s\n", token_cases[c].name,
+                    tessera_status_str(got));
+        }
+        got = tessera_user_authenticate(e, S("a"), tok, len, NULL);
+        CHECK(got == want);
+        if (got != want) {
+            fprintf(stderr, "  case \"%s\": authenticate a returned %s\n", token_cases[c].name,
+                    tessera_status_str(got));
+        }
+        for (o = 0; o < sizeof others / sizeof others[0]; o++) {
+            tessera_status other_want = want == TESSERA_OK ? TESSERA_INVALID_TOKEN : want;
+            got = tessera_user_authenticate(e, S(others[o]), tok, len, NULL);
+            CHECK(got == other_want);
+            if (got != other_want) {
+                fprintf(stderr, "  case \"%s\": authenticate %s returned %s\n",
+                        token_cases[c].name, others[o], tessera_status_str(got));
+            }
+        }
+        tessera_engine_free(e);
+    }
+}
+
 static void test_owned_objects(void) {
     CHECK(tessera_string_ptr(NULL) == NULL);
     CHECK(tessera_string_len(NULL) == 0);
     tessera_string_free(NULL);
     CHECK_ST(tessera_engine_user_count(NULL, NULL), TESSERA_NULL_POINTER);
+}
+
+/* Cluster mode: argument checks always; with TESSERA_PG_DSN (scripts/with-postgres.sh), two
+ * nodes on one database: a user created on one appears on the other, and a session revoked on
+ * one is refused by the other, which raises the revocation event too. */
+static int poll_status(tessera_status (*call)(tessera_engine *, const char *), tessera_engine *e,
+                       const char *arg, tessera_status want) {
+    for (int i = 0; i < 400; i++) { /* up to 2 s */
+        if (call(e, arg) == want) {
+            return 1;
+        }
+        struct timespec pause = {0, 5000000};
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
+
+static tessera_status get_user(tessera_engine *e, const char *id) {
+    tessera_string *u = NULL;
+    tessera_status st = tessera_user_get(e, id, strlen(id), &u);
+    tessera_string_free(u);
+    return st;
+}
+
+static tessera_status verify_session(tessera_engine *e, const char *token) {
+    tessera_verified_session v;
+    return tessera_session_token_verify(e, token, strlen(token), &v);
+}
+
+static void test_cluster(void) {
+    tessera_engine *a = NULL, *b = NULL;
+    size_t users = 0;
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1"), NULL, 0, NULL),
+             TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1 nonsense"), NULL, 0, &a),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK(a == NULL);
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1"), S("{\"cluster\": {\"bogus\": 1}}"),
+                                          &a),
+             TESSERA_INVALID_JSON);
+    CHECK_ST(tessera_engine_open_postgres(S("host=127.0.0.1"),
+                                          S("{\"sync_mode\": {\"relaxed_ms\": 5}}"), &a),
+             TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_open_in_memory_with_config(S("{\"cluster\": {}}"), &a),
+             TESSERA_INVALID_ARGUMENT);
+
+    /* import_from between two in-memory engines. */
+    CHECK_OK(tessera_engine_open_in_memory(&a));
+    CHECK_OK(tessera_engine_open_in_memory(&b));
+    CHECK_OK(tessera_user_create(a, S("{\"user_id\": \"moved\", \"nickname\": \"M\"}"), NULL));
+    CHECK_ST(tessera_engine_import_from(b, NULL, &users), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_import_from(NULL, a, &users), TESSERA_NULL_POINTER);
+    CHECK_OK(tessera_engine_import_from(b, a, &users));
+    CHECK(users == 1);
+    CHECK_OK(get_user(b, "moved"));
+    CHECK_ST(tessera_engine_import_from(b, a, NULL), TESSERA_INVALID_ARGUMENT);
+    tessera_engine_free(a);
+    tessera_engine_free(b);
+    a = b = NULL;
+
+    const char *dsn = getenv("TESSERA_PG_DSN");
+    if (dsn == NULL || dsn[0] == '\0') {
+        fprintf(stderr, "test_tessera: no TESSERA_PG_DSN, two-node cluster check skipped\n");
+        return;
+    }
+    CHECK_OK(tessera_engine_open_postgres(dsn, strlen(dsn), NULL, 0, &a));
+    CHECK_OK(tessera_engine_open_postgres(dsn, strlen(dsn), S("{\"cluster\": "
+                                          "{\"max_staleness_ms\": null}}"), &b));
+    if (a == NULL || b == NULL) {
+        tessera_engine_free(a);
+        tessera_engine_free(b);
+        return;
+    }
+    char id[64], body[160], token[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    snprintf(id, sizeof id, "c-node-%ld", (long)getpid());
+    snprintf(body, sizeof body, "{\"user_id\": \"%s\", \"nickname\": \"C\"}", id);
+    CHECK_OK(tessera_user_create(a, body, strlen(body), NULL));
+    CHECK(poll_status(get_user, b, id, TESSERA_OK));
+    size_t len = 0;
+    CHECK_OK(tessera_session_token_issue_default(a, id, strlen(id), token, sizeof token, &len,
+                                                 NULL));
+    token[len] = '\0';
+    CHECK_OK(verify_session(b, token));
+    (void)tessera_event_drain(b, 1000, NULL);
+    CHECK_OK(tessera_session_token_revoke(a, id, strlen(id)));
+    CHECK(poll_status(verify_session, b, token, TESSERA_TOKEN_REVOKED));
+    tessera_string *events = NULL;
+    CHECK_OK(tessera_event_drain(b, 100, &events));
+    CHECK(events != NULL && strstr(tessera_string_ptr(events), "sessions_revoked") != NULL);
+    tessera_string_free(events);
+    CHECK_ST(tessera_engine_import_from(b, a, NULL), TESSERA_INVALID_ARGUMENT);
+    tessera_engine_free(a);
+    tessera_engine_free(b);
 }
 
 int main(void) {
@@ -876,6 +1340,10 @@ int main(void) {
     test_engine_open();
     test_durable();
     test_owned_objects();
+    test_limits();
+    test_lowered_access_token_limit();
+    test_cluster();
+    test_token_error_table();
     CHECK_OK(tessera_engine_open_in_memory(&e));
     if (e == NULL) {
         return tt_finish("test_tessera");

@@ -55,11 +55,11 @@ static void *worker(void *arg) {
         user_id(id, sizeof id, t, u);
         snprintf(json, sizeof json, "{\"user_id\": \"%s\", \"nickname\": \"N\"}", id);
         T_CHECK(r, tessera_user_create(g_engine, json, strlen(json), NULL) == TESSERA_OK);
-        T_CHECK(r, tessera_session_token_issue(g_engine, id, strlen(id), 0, g_tokens[t][u],
+        T_CHECK(r, tessera_session_token_issue_default(g_engine, id, strlen(id), g_tokens[t][u],
                                                sizeof g_tokens[t][u], &g_token_lens[t][u],
                                                NULL) == TESSERA_OK);
         T_CHECK(r, tessera_access_token_issue(g_engine, id, strlen(id), NULL, 0, access,
-                                              sizeof access, &access_len, NULL,
+                                              sizeof access, &access_len, NULL, NULL, 0,
                                               NULL) == TESSERA_OK);
         T_CHECK(r, tessera_access_token_verify(g_engine, access, access_len, &va) == TESSERA_OK &&
                        strcmp(va.user_id, id) == 0);

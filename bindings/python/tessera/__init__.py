@@ -32,12 +32,21 @@ LIBRARY_VERSION_NUMBER: int = _ffi.lib.tessera_version_number()
 #: Version of this Python package (it is built with the library of the same version).
 __version__ = "0.1.0"
 
-#: Session tokens are 119..=168 characters; access tokens exactly 65.
-SESSION_TOKEN_MIN_LEN = 119
-SESSION_TOKEN_MAX_LEN = _ffi.SESSION_TOKEN_MAX_LEN
-ACCESS_TOKEN_LEN = _ffi.ACCESS_TOKEN_LEN
+#: Shortest and longest possible session token, in characters (119 and 168).
+SESSION_TOKEN_MIN_LEN: int = _ffi.SESSION_TOKEN_MIN_LEN
+SESSION_TOKEN_MAX_LEN: int = _ffi.SESSION_TOKEN_MAX_LEN
+#: Length of every access token, in characters (65), and the prefix they all start with.
+ACCESS_TOKEN_LEN: int = _ffi.ACCESS_TOKEN_LEN
 ACCESS_TOKEN_PREFIX = "tsat_"
-
+#: Longest user id any configuration allows, in characters (191): the largest accepted
+#: ``user_id_max_chars``.
+USER_ID_MAX_CHARS: int = _ffi.USER_ID_MAX_CHARS
+#: Default (10) and largest accepted (100) ``access_tokens_per_user``.
+ACCESS_TOKENS_PER_USER_DEFAULT: int = _ffi.ACCESS_TOKENS_PER_USER_DEFAULT
+ACCESS_TOKENS_PER_USER_MAX: int = _ffi.ACCESS_TOKENS_PER_USER_MAX
+#: Largest session epoch (9999999): a user's sessions can be revoked this many times and new
+#: session tokens still be issued; the revocation after that seals the user.
+SESSION_EPOCH_MAX: int = _ffi.SESSION_EPOCH_MAX
 
 
 def status_str(code: int) -> str:
@@ -59,6 +68,10 @@ __all__ = [
     "SESSION_TOKEN_MAX_LEN",
     "ACCESS_TOKEN_LEN",
     "ACCESS_TOKEN_PREFIX",
+    "USER_ID_MAX_CHARS",
+    "ACCESS_TOKENS_PER_USER_DEFAULT",
+    "ACCESS_TOKENS_PER_USER_MAX",
+    "SESSION_EPOCH_MAX",
     *_errors_all,
     *_types_all,
 ]

@@ -37,19 +37,28 @@ from . import _library
 from .errors import AbiVersionMismatch, LibraryNotFound, TesseraError, error_class
 
 #: The C ABI version this binding was written for (``TESSERA_ABI_VERSION`` in the header).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
-# Constants of include/tessera.h.
+# Constants of include/tessera.h (the name there is TESSERA_ + the name here; test_ffi checks
+# that every one of them equals the header's #define). Mirrored rather than read from the
+# library at load time: they are plain numbers known before any library is loaded, the ones
+# the C ABI has no function for would need new exports that only Python used, and a library
+# whose limits differ from its header is refused anyway, since a C program built against the
+# old header breaks too (TESSERA_ABI_VERSION).
 OK = 0
 BUFFER_TOO_SMALL = 102
 ACCESS_TOKEN_LEN = 65
+USER_ID_MAX_CHARS = 191
+ACCESS_TOKENS_PER_USER_DEFAULT = 10
+ACCESS_TOKENS_PER_USER_MAX = 100
+SESSION_EPOCH_MAX = 9_999_999
+SESSION_TOKEN_MIN_LEN = 119
 SESSION_TOKEN_MAX_LEN = 168
 USER_ID_BUF_SIZE = 765
 KEY_ID_BUF_SIZE = 4
 KEY_SECRET_LEN = 32
 EVENT_DRAIN_MAX = 65536
 MAX_INPUT_LEN = 16 * 1024 * 1024
-SESSION_DEFAULT_EXPIRY = 0
 AUTH_USER_ID_ONLY = 1
 AUTH_ACCESS_TOKEN = 2
 AUTH_SESSION_TOKEN = 3
@@ -146,7 +155,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_access_token_issue": (
         status,
         [ENGINE_P, text, c_size_t, text, c_size_t, c_void_p, c_size_t, size_p,
-         POINTER(c_uint64), POINTER(c_uint64)],
+         POINTER(c_uint64), POINTER(c_uint64), c_size_t, size_p],
     ),
     "tessera_access_token_verify": (
         status, [ENGINE_P, text, c_size_t, POINTER(tessera_verified_access_token)]
@@ -169,6 +178,8 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_engine_open_salvage": (
         status, [text, c_size_t, text, c_size_t, POINTER(ENGINE_P), POINTER(STRING_P)]
     ),
+    "tessera_engine_open_postgres": (status, [text, c_size_t, text, c_size_t, POINTER(ENGINE_P)]),
+    "tessera_engine_import_from": (status, [ENGINE_P, ENGINE_P, size_p]),
     "tessera_engine_compact": (status, [ENGINE_P]),
     "tessera_engine_store_stats": (status, [ENGINE_P, POINTER(STRING_P)]),
     "tessera_engine_free": (None, [ENGINE_P]),
@@ -195,6 +206,9 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
         status,
         [ENGINE_P, text, c_size_t, c_int64, c_void_p, c_size_t, size_p, POINTER(c_int64)],
     ),
+    "tessera_session_token_issue_default": (
+        status, [ENGINE_P, text, c_size_t, c_void_p, c_size_t, size_p, POINTER(c_int64)]
+    ),
     "tessera_session_token_verify": (
         status, [ENGINE_P, text, c_size_t, POINTER(tessera_verified_session)]
     ),
@@ -202,6 +216,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_session_token_revoke_everyone": (status, [ENGINE_P]),
     "tessera_status_str": (c_void_p, [c_uint32]),  # static string
     "tessera_user_create": (status, [ENGINE_P, text, c_size_t, POINTER(STRING_P)]),
+    "tessera_user_get_by_handle": (status, [ENGINE_P, c_uint64, POINTER(STRING_P)]),
     "tessera_user_upsert": (
         status, [ENGINE_P, text, c_size_t, POINTER(c_bool), POINTER(STRING_P)]
     ),

@@ -247,6 +247,73 @@ class Engine:
         return cls(out)
 
     @classmethod
+    def open_postgres(
+        cls,
+        dsn: str,
+        *,
+        max_staleness_ms: Optional[int] = 5000,
+        poll_interval_ms: int = 100,
+        log_retention: int = 100_000,
+        **config: Any,
+    ) -> "Engine":
+        """Opens a cluster node on the PostgreSQL database ``dsn`` (``"host=... dbname=..."``
+        or a ``postgresql://`` URL), shared by every node of the service. Writes return once
+        committed in PostgreSQL; reads and verification are served from this node's memory,
+        which follows what other nodes commit within milliseconds.
+
+        ``max_staleness_ms``: past this long without confirming it is caught up with the
+        database, the node refuses verification with :class:`~tessera.Unavailable` rather
+        than accept a token that may have been revoked elsewhere; ``None`` keeps verifying
+        from memory through a partition. Other keywords are configuration fields, as for
+        :meth:`in_memory`.
+
+        Raises :class:`~tessera.Unavailable` when the database cannot be reached,
+        :class:`~tessera.UnsupportedFormat` for a newer schema, and
+        :class:`~tessera.InvalidArgument` for a malformed ``dsn`` or option."""
+        if not isinstance(dsn, str):
+            raise TypeError(f"dsn must be str, not {type(dsn).__name__}")
+        for name, value in (("poll_interval_ms", poll_interval_ms),
+                            ("log_retention", log_retention),
+                            ("max_staleness_ms", max_staleness_ms)):
+            if value is None and name == "max_staleness_ms":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be int, not {type(value).__name__}")
+            _u64(value, name)
+        unknown = sorted(set(config) - CONFIG_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown Tessera config field(s): {', '.join(unknown)}")
+        d = {k: (str(v) if k in ("user_id_policy", "user_id_case") else v)
+             for k, v in config.items()}
+        d["cluster"] = {
+            "max_staleness_ms": max_staleness_ms,
+            "poll_interval_ms": poll_interval_ms,
+            "log_retention": log_retention,
+        }
+        cfg = _json(d)
+        conninfo = dsn.encode("utf-8", "surrogatepass")
+        out = _ffi.ENGINE_P()
+        _ffi.check(lib.tessera_engine_open_postgres(
+            conninfo, len(conninfo), cfg, len(cfg), byref(out)))
+        return cls(out)
+
+    def import_from(self, source: "Engine") -> int:
+        """Copies the whole state of ``source`` (users, access tokens, devices, session epochs,
+        profile images, signing keys and id counters) into this engine, which must be new (no
+        user ever created: otherwise :class:`~tessera.InvalidArgument`). Returns the number of
+        users. ``Engine.open_postgres(dsn).import_from(Engine.open(path))`` moves a data
+        directory into a cluster; the other way round backs a cluster up."""
+        if not isinstance(source, Engine):
+            raise TypeError(f"source must be a tessera.Engine, not {type(source).__name__}")
+        users = c_size_t(0)
+        src = source._h.enter()
+        try:
+            self._call(lib.tessera_engine_import_from, src, byref(users))
+        finally:
+            source._h.leave()
+        return users.value
+
+    @classmethod
     def open_salvage(
         cls, path: Union[str, "os.PathLike[str]"], **config: Any
     ) -> Tuple["Engine", Optional[TesseraError]]:
@@ -365,6 +432,16 @@ class Engine:
         u = _ffi.utf8(user_id, "user_id")
         return User.from_json(self._call_string(lib.tessera_user_get, u, len(u)))
 
+    def get_user_by_handle(self, handle: int) -> User:
+        """The user with this :attr:`~tessera.User.handle`, which is the ``sub`` claim of its
+        session tokens (as a decimal string): a service that verified a token with an
+        exported key (:meth:`export_key`) resolves its subject here. Handles are never
+        reused: :class:`~tessera.UserNotFound` for a deleted user's handle, even when a new
+        user has its id. ``ValueError`` for a value outside 0..2**64-1."""
+        return User.from_json(
+            self._call_string(lib.tessera_user_get_by_handle, _u64(handle, "handle"))
+        )
+
     def update_user(
         self,
         user_id: str,
@@ -392,6 +469,8 @@ class Engine:
                 continue
             if value is None and name not in _CLEARABLE:
                 raise TypeError(f"{name} cannot be None (it cannot be cleared)")
+            if value is not None:
+                _check_user_field(name, value)
             patch[name] = _plain(value)
         u = _ffi.utf8(user_id, "user_id")
         body = _json(patch)
@@ -533,17 +612,20 @@ class Engine:
 
     def issue_access_token(self, user_id: str, label: Optional[str] = None) -> IssuedAccessToken:
         """Issues a permanent access token (``tsat_…``, 65 characters). If the user already
-        holds the maximum (default 10), the oldest is revoked and its id is in ``revoked``."""
+        holds ``access_tokens_per_user`` tokens (default 10), the oldest are revoked so that it
+        holds exactly that many afterwards, and their ids are in ``evicted``, oldest first: one
+        normally, more when the limit was lowered since they were issued."""
         u = _ffi.utf8(user_id, "user_id")
         lb = _ffi.utf8(label, "label") if label is not None else None
-        token_id, evicted = c_uint64(0), c_uint64(0)
+        token_id, n_evicted = c_uint64(0), c_size_t(0)
+        evicted = (c_uint64 * _ffi.ACCESS_TOKENS_PER_USER_MAX)()
         ptr = self._h.enter()
         try:
             st, raw = _ffi.read_buffer(
                 lib.tessera_access_token_issue,
                 (ptr, u, len(u), lb, len(lb) if lb is not None else 0),
                 _ffi.ACCESS_TOKEN_LEN + 1,
-                tail=(byref(token_id), byref(evicted)),
+                tail=(byref(token_id), evicted, len(evicted), byref(n_evicted)),
                 wipe=True,
             )
             if st:
@@ -551,7 +633,7 @@ class Engine:
         finally:
             self._h.leave()
         return IssuedAccessToken(
-            raw.decode("ascii"), token_id.value, label, evicted.value or None
+            raw.decode("ascii"), token_id.value, label, list(evicted[: n_evicted.value])
         )
 
     def verify_access_token(self, token: str) -> VerifiedAccessToken:
@@ -605,22 +687,23 @@ class Engine:
         self, user_id: str, expires_at_ms: Optional[int] = None
     ) -> SessionToken:
         """Issues a session token expiring at ``expires_at_ms`` (ms since the Unix epoch,
-        rounded down to whole seconds) or after the configured default (7 days). Raises
-        :class:`~tessera.InvalidExpiry` for an expiry in the past or beyond the maximum."""
-        if expires_at_ms is None:
-            exp = _ffi.SESSION_DEFAULT_EXPIRY
-        else:
-            exp = int(expires_at_ms)
-            if exp == _ffi.SESSION_DEFAULT_EXPIRY:
-                # 0 means "default" in C; as an explicit expiry it is the distant past.
-                exp = -1
+        rounded down to whole seconds) or, when it is ``None``, after the configured default
+        (7 days). An explicit value is taken literally: :class:`~tessera.InvalidExpiry` for
+        one not in the future (``0`` included) or beyond the maximum; ``ValueError`` for one
+        outside the 64-bit range (it would otherwise be wrapped into a valid-looking one)."""
         u = _ffi.utf8(user_id, "user_id")
+        args: Tuple[Any, ...]
+        if expires_at_ms is None:
+            fn, args = lib.tessera_session_token_issue_default, (u, len(u))
+        else:
+            exp = _i64(expires_at_ms, "expires_at_ms")
+            fn, args = lib.tessera_session_token_issue, (u, len(u), exp)
         out_exp = c_int64(0)
         ptr = self._h.enter()
         try:
             st, raw = _ffi.read_buffer(
-                lib.tessera_session_token_issue,
-                (ptr, u, len(u), exp),
+                fn,
+                (ptr, *args),
                 _ffi.SESSION_TOKEN_MAX_LEN + 1,
                 tail=(byref(out_exp),),
                 wipe=True,
@@ -633,9 +716,9 @@ class Engine:
 
     def verify_session_token(self, token: str) -> VerifiedSession:
         """Verifies a session token: format and signature first (any failure there is
-        :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`,
-        :class:`~tessera.UserNotFound`, :class:`~tessera.TokenRevoked`,
-        :class:`~tessera.UserDeactivated`."""
+        :class:`~tessera.InvalidToken`), then :class:`~tessera.TokenExpired`, then
+        :class:`~tessera.TokenRevoked` (sessions revoked, key retired, or user deleted - never
+        :class:`~tessera.UserNotFound`), then :class:`~tessera.UserDeactivated`."""
         # The hot path: _Handle.enter/leave inlined, module-level bindings, one unpack of the
         # result struct. See docs/BENCHMARKS.md ("Python binding") for what each step costs.
         t = token.encode() if type(token) is str else _ffi.utf8(token, "token")
@@ -673,7 +756,8 @@ class Engine:
         self._call(lib.tessera_session_token_revoke, u, len(u))
 
     def revoke_all_sessions(self) -> None:
-        """Emergency: invalidates every session token of every user (replaces all keys)."""
+        """Emergency: invalidates every session token of every user (replaces all keys); they
+        raise :class:`~tessera.TokenRevoked`."""
         self._call(lib.tessera_session_token_revoke_everyone)
 
     # ----- signing keys -------------------------------------------------------------------
@@ -683,8 +767,8 @@ class Engine:
         return KeyInfo.from_json(self._call_string(lib.tessera_key_rotate))
 
     def retire_key(self, key_id: str) -> None:
-        """Retires a key (its tokens stop verifying). Raises :class:`~tessera.KeyNotFound`,
-        or :class:`~tessera.KeyActive` for the active key."""
+        """Retires a key (its tokens raise :class:`~tessera.TokenRevoked`). Raises
+        :class:`~tessera.KeyNotFound`, or :class:`~tessera.KeyActive` for the active key."""
         k = _ffi.utf8(key_id, "key_id")
         self._call(lib.tessera_key_retire, k, len(k))
 
@@ -713,8 +797,10 @@ class Engine:
 
     def authenticate(self, user_id: str, token: Optional[str] = None) -> Authenticated:
         """Logs a user in (Sendbird's rule): with a token, it must be a valid access or
-        session token of this user; without one, only when the engine allows id-only login
-        and the user was never issued a token (else :class:`~tessera.TokenRequired`)."""
+        session token of this user - the token's own error if it fails, else
+        :class:`~tessera.InvalidToken` when it is anyone else's, whether or not ``user_id``
+        exists; without one, only when the engine allows id-only login and the user was never
+        issued a token (else :class:`~tessera.TokenRequired`)."""
         u = _ffi.utf8(user_id, "user_id")
         t = _ffi.utf8(token, "token") if token is not None else None
         out = _ffi.tessera_authenticated()
@@ -787,15 +873,49 @@ def _plain(v: Any) -> Any:
     return v
 
 
+# The Python types of the user record's fields (``NewUser``, ``UserPatch``), checked before the
+# JSON is built so that a wrong type raises TypeError, as for every other argument, rather than
+# InvalidJson from the library or a TypeError from the json module.
+_USER_TEXT_FIELDS = frozenset(
+    {"user_id", "nickname", "profile_url", "role", "status_message", "link", "email",
+     "mobile_number"}
+)
+_USER_LIST_FIELDS = frozenset({"tags", "discovery_keys"})
+
+
+def _check_user_field(name: str, value: Any) -> None:
+    if name in _USER_TEXT_FIELDS:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    elif name in _USER_LIST_FIELDS:
+        if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+            isinstance(item, str) for item in value
+        ):
+            raise TypeError(f"{name} must be a sequence of str, not {type(value).__name__}")
+    elif name == "metadata" and not isinstance(value, Mapping):
+        raise TypeError(f"metadata must be a mapping, not {type(value).__name__}")
+
+
 def _new_user(args: Mapping[str, Any]) -> bytes:
-    d = {k: _plain(v) for k, v in args.items() if k != "self" and v is not None}
-    return _json(d)
+    d = {k: v for k, v in args.items() if k != "self"}
+    # The id and nickname are required strings; None is not a way to leave them out.
+    for name, value in d.items():
+        if value is not None or name in ("user_id", "nickname"):
+            _check_user_field(name, value)
+    return _json({k: _plain(v) for k, v in d.items() if v is not None})
 
 
 def _u64(v: int, what: str) -> int:
     v = int(v)
     if not 0 <= v < 1 << 64:
         raise ValueError(f"{what} must be 0..2**64-1, got {v}")
+    return v
+
+
+def _i64(v: int, what: str) -> int:
+    v = int(v)
+    if not -(1 << 63) <= v < 1 << 63:
+        raise ValueError(f"{what} must be -2**63..2**63-1, got {v}")
     return v
 
 

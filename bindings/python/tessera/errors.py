@@ -109,7 +109,7 @@ class UserAlreadyExists(TesseraError):
 
 
 class UserNotFound(TesseraError, LookupError):
-    """4: no user has this id, or the token's user was deleted."""
+    """4: no user has this id or handle (never the answer to a token check)."""
 
     CODE = 4
 
@@ -169,7 +169,8 @@ class ImageNotFound(TesseraError, LookupError):
 
 
 class InvalidToken(TesseraError):
-    """20: malformed, forged, unknown, or signed by an unknown or retired key."""
+    """20: not one of ours: malformed, forged, signed by a key id never issued, an unknown or
+    revoked access token, or another user's valid token given to ``authenticate``."""
 
     CODE = 20
 
@@ -181,7 +182,8 @@ class TokenExpired(TesseraError):
 
 
 class TokenRevoked(TesseraError):
-    """22: genuine session token revoked."""
+    """22: genuine session token revoked: the user's sessions revoked, its key retired, or its
+    user deleted."""
 
     CODE = 22
 
@@ -306,7 +308,9 @@ class InputTooLarge(AbiError, ValueError):
 
 
 class InvalidJson(AbiError, ValueError):
-    """105: a JSON argument does not parse or has the wrong shape."""
+    """105: a JSON argument does not parse or has the wrong shape (an unknown field, a value of
+    the wrong JSON type). A well-formed value that is not allowed (an unknown enum value)
+    raises :class:`InvalidArgument` instead."""
 
     CODE = 105
 

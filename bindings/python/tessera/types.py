@@ -140,6 +140,10 @@ class User:
     discovery_keys: List[str] = field(default_factory=list)
     is_active: bool = True
     created_at_ms: int = 0
+    #: The internal handle (never reused, not secret): the subject (``sub``, as a decimal
+    #: string) of the user's session tokens; :meth:`tessera.Engine.get_user_by_handle`
+    #: finds the user from it.
+    handle: int = 0
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "User":
@@ -214,8 +218,9 @@ class IssuedAccessToken:
     token: str = field(repr=False)
     token_id: int
     label: Optional[str]
-    #: Id of the user's oldest token, revoked to stay within the per-user limit.
-    revoked: Optional[int]
+    #: Ids of the user's tokens revoked to stay within the per-user limit, oldest first: empty
+    #: below it, one at it, more when the limit was lowered since they were issued.
+    evicted: List[int]
 
 
 # The results of the hot paths (verify, authenticate) are slotted, non-frozen dataclasses: a

@@ -103,8 +103,12 @@ def test_sync_modes(tmp_path: pathlib.Path) -> None:
         assert e.get_user("u").nickname == "abcd"
     for bad, exc in [({"relaxed_ms": 0}, tessera.InvalidArgument),
                      ({"relaxed_ms": 60_001}, tessera.InvalidArgument),
-                     ("relaxed", tessera.InvalidJson),
-                     ({"relaxed": 5}, tessera.InvalidJson)]:
+                     # Well-formed, with an unknown mode: an invalid value.
+                     ("relaxed", tessera.InvalidArgument),
+                     ({"relaxed": 5}, tessera.InvalidArgument),
+                     # Not a mode's shape at all: malformed.
+                     (5, tessera.InvalidJson),
+                     ({"relaxed_ms": "5"}, tessera.InvalidJson)]:
         with pytest.raises(exc):
             tessera.Engine.open(d, sync_mode=bad)
     tessera.Engine.open(d, sync_mode={"relaxed_ms": 60_000}).close()

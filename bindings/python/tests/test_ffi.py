@@ -48,6 +48,25 @@ def test_declarations_match_the_header() -> None:
         assert n == len(argtypes), f"{name}: header has {n} parameters, binding {len(argtypes)}"
 
 
+def test_constants_match_the_header() -> None:
+    if not HEADER.is_file():
+        pytest.skip("include/tessera.h not in this checkout")
+    defines = dict(re.findall(r"^#define TESSERA_(\w+) (\d+)$", HEADER.read_text(encoding="utf-8"),
+                              re.M))
+    mirrored = {name: value for name, value in vars(_ffi).items()
+                if name.isupper() and isinstance(value, int) and name in defines}
+    # The limits callers need, here and re-exported by the package.
+    limits = ("USER_ID_MAX_CHARS", "ACCESS_TOKENS_PER_USER_DEFAULT", "ACCESS_TOKENS_PER_USER_MAX",
+              "SESSION_EPOCH_MAX", "SESSION_TOKEN_MIN_LEN", "SESSION_TOKEN_MAX_LEN",
+              "ACCESS_TOKEN_LEN")
+    assert set(limits) <= set(mirrored)
+    for name, value in mirrored.items():
+        assert value == int(defines[name]), f"_ffi.{name} = {value}, header: {defines[name]}"
+    for name in limits:
+        assert getattr(tessera, name) == int(defines[name]), name
+        assert name in tessera.__all__
+
+
 def test_struct_layouts_match_the_header(tmp_path) -> None:
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None or not HEADER.is_file():
@@ -101,8 +120,14 @@ def test_token_buffers_too_small_issue_nothing() -> None:
         _ffi.check(lib.tessera_user_create(e, body, len(body), None))
         n = c_size_t(0)
         buf = ctypes.create_string_buffer(10)
-        st = lib.tessera_access_token_issue(e, b"u", 1, None, 0, buf, 10, byref(n), None, None)
+        st = lib.tessera_access_token_issue(e, b"u", 1, None, 0, buf, 10, byref(n), None, None, 0,
+                                            None)
         assert st == tessera.BufferTooSmall.CODE and n.value == _ffi.ACCESS_TOKEN_LEN
+        ids = (ctypes.c_uint64 * (_ffi.ACCESS_TOKENS_PER_USER_MAX - 1))()
+        big = ctypes.create_string_buffer(_ffi.ACCESS_TOKEN_LEN + 1)
+        st = lib.tessera_access_token_issue(e, b"u", 1, None, 0, big, len(big), byref(n), None,
+                                            ids, len(ids), byref(n))
+        assert st == tessera.BufferTooSmall.CODE and n.value == _ffi.ACCESS_TOKENS_PER_USER_MAX
         st = lib.tessera_session_token_issue(e, b"u", 1, 0, buf, 10, byref(n), None)
         assert st == tessera.BufferTooSmall.CODE and n.value == _ffi.SESSION_TOKEN_MAX_LEN
         _ffi.check(lib.tessera_access_token_list(e, b"u", 1, byref(out)))

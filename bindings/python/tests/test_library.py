@@ -86,7 +86,7 @@ def test_missing_functions_are_named(tmp_path) -> None:
     if cc is None:
         pytest.skip("needs a C compiler")
     src = tmp_path / "old.c"
-    src.write_text("unsigned int tessera_abi_version(void) { return 1; }\n")
+    src.write_text(f"unsigned int tessera_abi_version(void) {{ return {tessera.ABI_VERSION}; }}\n")
     so = tmp_path / "libold.so"
     subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(so)], check=True)
     r = run_import({"TESSERA_LIBRARY": str(so)})

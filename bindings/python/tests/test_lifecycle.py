@@ -139,15 +139,22 @@ def test_config_edges_pass() -> None:
 def test_config_type_errors() -> None:
     with pytest.raises(TypeError):
         tessera.Engine.in_memory(no_such_field=1)
-    with pytest.raises(tessera.InvalidJson) as e:
+    # An unknown enum value or a number out of its type's range is an invalid value (as the
+    # header says), a value of the wrong JSON type a malformed record.
+    with pytest.raises(tessera.InvalidArgument) as e:
         tessera.Engine.in_memory(user_id_policy="lenient")
-    assert e.value.code == 105
-    with pytest.raises(tessera.InvalidJson):
+    assert e.value.code == 1
+    with pytest.raises(tessera.InvalidArgument):
+        tessera.Engine.in_memory(user_id_case="upper")
+    with pytest.raises(tessera.InvalidArgument):
+        tessera.Engine.in_memory(tags_max=-1)
+    with pytest.raises(tessera.InvalidJson) as e:
         tessera.Engine.in_memory(tags_max="many")
+    assert e.value.code == 105
 
 
 def test_version_information() -> None:
-    assert tessera.ABI_VERSION == 1
+    assert tessera.ABI_VERSION == 2
     major, minor, patch = (int(x) for x in tessera.LIBRARY_VERSION.split("."))
     assert tessera.LIBRARY_VERSION_NUMBER == major * 1_000_000 + minor * 1000 + patch
     assert os.path.isfile(tessera.LIBRARY_PATH)

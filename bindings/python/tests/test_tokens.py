@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_access_token_issue_verify_list_revoke(engine: tessera.Engine, alice: st
     t = engine.issue_access_token(alice, label="phone")
     assert t.token.startswith(tessera.ACCESS_TOKEN_PREFIX) and len(t.token) == tessera.ACCESS_TOKEN_LEN == 65
     assert t.token not in repr(t)  # the secret stays out of logs
-    assert (t.token_id, t.label, t.revoked) == (1, "phone", None)
+    assert (t.token_id, t.label, t.evicted) == (1, "phone", [])
     v = engine.verify_access_token(t.token)
     assert (v.user_id, v.token_id) == (alice, t.token_id)
     assert engine.verify_access_token(t.token.encode()).user_id == alice  # bytes accepted
@@ -49,12 +50,32 @@ def test_access_token_limit_evicts_oldest() -> None:
         a = e.issue_access_token("u")
         b = e.issue_access_token("u")
         c = e.issue_access_token("u")
-        assert c.revoked == a.token_id and b.revoked is None
+        assert c.evicted == [a.token_id] and b.evicted == []
         with pytest.raises(tessera.InvalidToken):
             e.verify_access_token(a.token)
         assert [i.id for i in e.list_access_tokens("u")] == [b.token_id, c.token_id]
         [ev] = e.drain_events()
         assert (ev.kind, ev.user_id, ev.token_id) == (EventKind.ACCESS_TOKEN_EVICTED, "u", a.token_id)
+
+
+def test_a_lowered_access_token_limit_evicts_down_to_it(tmp_path) -> None:
+    with tessera.Engine.open(tmp_path, access_tokens_per_user=5) as e:
+        e.create_user("u")
+        old = [e.issue_access_token("u") for _ in range(5)]
+    with tessera.Engine.open(tmp_path, access_tokens_per_user=2) as e:
+        new = e.issue_access_token("u")
+        assert new.evicted == [t.token_id for t in old[:4]]
+        events = e.drain_events()
+        assert [(ev.kind, ev.token_id) for ev in events] == [
+            (EventKind.ACCESS_TOKEN_EVICTED, t.token_id) for t in old[:4]
+        ]
+        valid = []
+        for t in old + [new]:
+            try:
+                valid.append(e.verify_access_token(t.token).token_id)
+            except tessera.InvalidToken:
+                pass
+        assert valid == [old[4].token_id, new.token_id]
 
 
 def test_access_token_label_limit(engine: tessera.Engine, alice: str) -> None:
@@ -127,10 +148,17 @@ def test_session_explicit_expiry_and_bounds(engine: tessera.Engine, alice: str) 
     assert engine.verify_session_token(s.token).expires_at_ms == s.expires_at_ms
     year = 365 * 24 * 3600 * 1000
     engine.issue_session_token(alice, expires_at_ms=now_ms() + year - 10_000)
-    for bad in (now_ms() - 1000, 0, -5, now_ms() + year + 60_000):
+    i64_min, i64_max = -(2**63), 2**63 - 1
+    refused = [now_ms() - 1000, 0, -5, now_ms() + year + 60_000, i64_max, i64_max - 999]
+    refused += [i64_min + d for d in range(1001)]  # 0 is the C ABI's old "default" spelling
+    for bad in refused:
         with pytest.raises(tessera.InvalidExpiry) as e:
             engine.issue_session_token(alice, expires_at_ms=bad)
         assert e.value.code == 23
+    # Outside int64 ctypes would wrap it (2**64 + exp is exp); it is refused before the call.
+    for bad in (2**64 + exp, 2**63, i64_min - 1, -(2**64) + exp, 2**200):
+        with pytest.raises(ValueError, match="expires_at_ms"):
+            engine.issue_session_token(alice, expires_at_ms=bad)
 
 
 def test_session_expiry() -> None:
@@ -168,11 +196,105 @@ def test_tampered_and_malformed_session_tokens(engine: tessera.Engine, alice: st
 def test_revoke_all_sessions(engine: tessera.Engine, alice: str) -> None:
     s = engine.issue_session_token(alice)
     engine.revoke_all_sessions()
-    with pytest.raises(tessera.InvalidToken):  # signed by a retired key: no hint
+    with pytest.raises(tessera.TokenRevoked):  # genuine, signed by a retired key
         engine.verify_session_token(s.token)
     assert engine.verify_session_token(engine.issue_session_token(alice).token).key_id == "2"
     kinds = [(e.kind, e.key_id) for e in engine.drain_events()]
     assert kinds == [(EventKind.KEY_RETIRED, "1"), (EventKind.ALL_SESSIONS_REVOKED, None)]
+
+
+# docs/ERRORS.md, "One failure, one error kind": each case gets one error from verify and from
+# authenticate, for its own user "a", another user "b", and an id nobody has (a token never
+# tells whether an id exists). The expiry cases need a manual clock: tests/engine.rs has them.
+
+
+def _session(e: tessera.Engine) -> str:
+    return e.issue_session_token("a").token
+
+
+def _access(e: tessera.Engine) -> str:
+    return e.issue_access_token("a").token
+
+
+def _foreign(rotations: int) -> str:
+    with tessera.Engine.in_memory() as other:
+        other.create_user("a")
+        for _ in range(rotations):
+            other.rotate_key()
+        return other.issue_session_token("a").token
+
+
+def _then(make: Any, *steps: Any) -> Any:
+    def run(e: tessera.Engine) -> str:
+        t = make(e)
+        for step in steps:
+            step(e)
+        return t
+    return run
+
+
+def _tampered(e: tessera.Engine) -> str:
+    t = _session(e)
+    return t[:-1] + ("B" if t[-1] == "A" else "A")
+
+
+def _retire_1(e: tessera.Engine) -> None:
+    e.rotate_key()
+    e.retire_key("1")
+
+
+def _recreate(e: tessera.Engine) -> None:
+    e.delete_user("a")
+    e.create_user("a")
+
+
+TOKEN_CASES = [
+    ("session, valid", _session, None),
+    ("session, garbage", lambda e: "garbage", tessera.InvalidToken),
+    ("session, tampered signature", _tampered, tessera.InvalidToken),
+    ("session, another engine's key", lambda e: _foreign(0), tessera.InvalidToken),
+    ("session, key id never issued", lambda e: _foreign(4), tessera.InvalidToken),
+    ("session, sessions revoked", _then(_session, lambda e: e.revoke_sessions("a")),
+     tessera.TokenRevoked),
+    ("session, key retired", _then(_session, _retire_1), tessera.TokenRevoked),
+    ("session, everyone revoked", _then(_session, lambda e: e.revoke_all_sessions()),
+     tessera.TokenRevoked),
+    ("session, user deleted", _then(_session, lambda e: e.delete_user("a")),
+     tessera.TokenRevoked),
+    ("session, user deleted and id re-created", _then(_session, _recreate),
+     tessera.TokenRevoked),
+    ("session, user deactivated", _then(_session, lambda e: e.deactivate_user("a")),
+     tessera.UserDeactivated),
+    ("session, revoked and deactivated",
+     _then(_session, lambda e: e.revoke_sessions("a"), lambda e: e.deactivate_user("a")),
+     tessera.TokenRevoked),
+    ("access, valid", _access, None),
+    ("access, revoked", _then(_access, lambda e: e.revoke_all_access_tokens("a")),
+     tessera.InvalidToken),
+    ("access, user deleted and id re-created", _then(_access, _recreate),
+     tessera.InvalidToken),
+    ("access, user deactivated", _then(_access, lambda e: e.deactivate_user("a")),
+     tessera.UserDeactivated),
+]
+
+
+@pytest.mark.parametrize("name,make,want", TOKEN_CASES, ids=[c[0] for c in TOKEN_CASES])
+def test_every_token_failure_has_one_error_kind(name: str, make: Any, want: Any) -> None:
+    with tessera.Engine.in_memory() as e:
+        e.create_user("a")
+        e.create_user("b")
+        token = make(e)
+        verify = e.verify_access_token if token.startswith("tsat_") else e.verify_session_token
+        checks = [(verify, (token,), want), (e.authenticate, ("a", token), want)]
+        checks += [(e.authenticate, (other, token), want or tessera.InvalidToken)
+                   for other in ("b", "nobody")]
+        for fn, args, expected in checks:
+            if expected is None:
+                fn(*args)
+            else:
+                with pytest.raises(tessera.TesseraError) as info:
+                    fn(*args)
+                assert type(info.value) is expected, (name, args[:-1], info.value)
 
 
 # ----- keys -----------------------------------------------------------------------------------
@@ -191,7 +313,7 @@ def test_rotate_and_retire_keys(engine: tessera.Engine, alice: str) -> None:
         engine.retire_key("2")
     assert e.value.code == 31
     engine.retire_key("1")
-    with pytest.raises(tessera.InvalidToken):
+    with pytest.raises(tessera.TokenRevoked):
         engine.verify_session_token(old.token)
     for bad in ("1", "zzzz", "", "A"):
         with pytest.raises(tessera.KeyNotFound) as e:
@@ -232,7 +354,7 @@ def test_authenticate_with_each_credential(engine: tessera.Engine, alice: str) -
     assert (r.method, r.token_id, r.expires_at_ms) == (AuthMethod.SESSION_TOKEN, None, s.expires_at_ms)
     with pytest.raises(tessera.TokenRequired):
         engine.authenticate(alice)
-    with pytest.raises(tessera.UserNotFound):
+    with pytest.raises(tessera.InvalidToken):  # a token never tells whether an id exists
         engine.authenticate("ghost", s.token)
     with pytest.raises(tessera.InvalidToken):
         engine.authenticate(alice, "nonsense")

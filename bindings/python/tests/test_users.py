@@ -86,8 +86,8 @@ def test_delete_then_recreate_gets_fresh_identity(engine: tessera.Engine) -> Non
     with pytest.raises(tessera.UserNotFound):
         engine.get_user("u")
     engine.create_user("u")
-    # The old token names the deleted user's handle, never the new user's.
-    with pytest.raises(tessera.UserNotFound):
+    # The old token names the deleted user's handle, never the new user's: revoked.
+    with pytest.raises(tessera.TokenRevoked):
         engine.verify_session_token(session.token)
     assert [e.kind for e in engine.drain_events()] == [tessera.EventKind.USER_DELETED]
 
@@ -244,6 +244,27 @@ def test_input_too_large_changes_nothing(engine: tessera.Engine) -> None:
     with pytest.raises(tessera.InputTooLarge) as e:
         engine.get_user("x" * (16 * 1024 * 1024 + 1))
     assert e.value.code == 104
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"alice", ["alice"]])
+def test_create_and_upsert_type_check_the_id(engine: tessera.Engine, bad: object) -> None:
+    for method in (engine.create_user, engine.upsert_user):
+        with pytest.raises(TypeError, match="user_id must be str"):
+            method(bad)  # type: ignore[arg-type]
+    assert engine.user_count() == 0
+
+
+def test_create_and_update_type_check_the_fields(engine: tessera.Engine) -> None:
+    for kwargs in ({"nickname": None}, {"nickname": 5}, {"role": 1}, {"tags": "abc"},
+                   {"tags": [1]}, {"discovery_keys": [b"k"]}, {"metadata": [("k", "v")]}):
+        with pytest.raises(TypeError):
+            engine.create_user("u", **kwargs)  # type: ignore[arg-type]
+    assert engine.user_count() == 0
+    engine.create_user("u", "U", tags=("a", "b"), metadata={"k": 1})
+    for kwargs in ({"nickname": 5}, {"email": b"a@b.io"}, {"tags": "abc"}):
+        with pytest.raises(TypeError):
+            engine.update_user("u", **kwargs)
+    assert engine.get_user("u").nickname == "U"
 
 
 def test_non_str_arguments_are_rejected_before_the_call(engine: tessera.Engine) -> None:
