@@ -1109,11 +1109,21 @@ fn nodes_converge_through_a_postgres_restart() {
     let mut b = Node::start("b", &db.dsn, &env);
     a.send("burst 300 y");
     std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
     pg::restart();
+    let restarted = t.elapsed();
     let done = a.recv();
     assert!(done.starts_with("ok "), "{done}");
+    let burst = t.elapsed();
     let mut c = Node::start("c", &db.dsn, &env);
-    converge(&mut [&mut a, &mut b, &mut c], Duration::from_secs(10));
+    let state = converge(&mut [&mut a, &mut b, &mut c], Duration::from_secs(10));
+    eprintln!(
+        "PostgreSQL restarted in {:.0} ms; burst {done} done {:.0} ms after it began, all \
+         converged {:.0} ms after it began: {state}",
+        ms(restarted),
+        ms(burst),
+        ms(t.elapsed())
+    );
 }
 
 /// B is SIGKILLed and restarted while A keeps writing, three times in one burst (so B opens
