@@ -105,6 +105,14 @@ impl Drop for WriterGuard<'_> {
     }
 }
 
+/// A user's credentials before a reload ([`Engine::reload_events`]).
+struct HeldCredentials {
+    user_id: String,
+    epoch: u32,
+    active: bool,
+    tokens: Vec<u64>,
+}
+
 /// Counters, owned by the writer mutex.
 struct WriterState {
     next_handle: u64,
@@ -519,6 +527,19 @@ impl Engine {
         Ok(guard)
     }
 
+    /// Starts a write about one user: the write lock first, then the id lookup, so the write
+    /// decides on the user as the whole cluster has it. Looked up before the lock, the id
+    /// would be resolved from this node's memory alone, which may not have heard yet of a user
+    /// another node just created, or deleted and re-created under a new handle.
+    fn write_user(&self, user_id: &str) -> Result<(WriterGuard<'_>, u64, String)> {
+        let id = normalize_user_id(&self.inner.config, user_id)?.into_owned();
+        let w = self.write_lock()?;
+        match self.handle_of_normalized(&id) {
+            Some(handle) => Ok((w, handle, id)),
+            None => self.leave(w, Err(not_found(&id))),
+        }
+    }
+
     /// Applies what other nodes committed that this engine has not seen yet (cluster mode's
     /// follower calls this; a write does the same under its lock in [`Engine::write_lock`]).
     pub(crate) fn catch_up(&self) -> Result<()> {
@@ -541,10 +562,12 @@ impl Engine {
                     self.install_keys(ring);
                 }
                 Change::Reload { state, keys } => {
+                    let before = self.held_credentials(w);
                     self.reset(w);
                     for m in state {
                         self.apply(w, m, 0)?;
                     }
+                    self.reload_events(before);
                     self.install_keys(KeyRing::from_stored(&keys)?);
                 }
             }
@@ -617,6 +640,53 @@ impl Engine {
         }
     }
 
+    /// What each user holds that a change may take away, for [`Engine::reload_events`].
+    fn held_credentials(&self, w: &WriterState) -> Vec<(u64, HeldCredentials)> {
+        (1..w.next_handle)
+            .filter_map(|handle| {
+                self.peek_slot(handle, |s| {
+                    let held = HeldCredentials {
+                        user_id: String::from(&*s.record.id),
+                        epoch: s.epoch,
+                        active: s.record.active,
+                        tokens: s.tokens.iter().map(|t| t.id).collect(),
+                    };
+                    (handle, held)
+                })
+            })
+            .collect()
+    }
+
+    /// After a reload (this node fell behind the pruned log and skipped the changes in
+    /// between), raises revocation events from the difference with what users held before, so
+    /// the node's server still drops the sockets of credentials revoked meanwhile: a handle
+    /// gone is a deleted user (handles are never reused), a new session epoch is
+    /// `SessionsRevoked`, a lost active flag `UserDeactivated`, and every access token gone
+    /// (revoked one by one, all at once or evicted) one `AccessTokenRevoked`. Keys are
+    /// compared by `install_keys`.
+    fn reload_events(&self, before: Vec<(u64, HeldCredentials)>) {
+        for (handle, old) in before {
+            let now = self.peek_slot(handle, |s| {
+                let tokens: Vec<u64> = s.tokens.iter().map(|t| t.id).collect();
+                (s.epoch, s.record.active, tokens)
+            });
+            let id = Some(old.user_id.as_str());
+            let Some((epoch, active, tokens)) = now else {
+                self.event(EventKind::UserDeleted, id, None, None);
+                continue;
+            };
+            for &t in old.tokens.iter().filter(|t| !tokens.contains(t)) {
+                self.event(EventKind::AccessTokenRevoked, id, Some(t), None);
+            }
+            if epoch != old.epoch {
+                self.event(EventKind::SessionsRevoked, id, None, None);
+            }
+            if old.active && !active {
+                self.event(EventKind::UserDeactivated, id, None, None);
+            }
+        }
+    }
+
     /// Forgets every user, for a reload from a full copy of the shared state.
     fn reset(&self, w: &mut WriterState) {
         let inner = &*self.inner;
@@ -664,8 +734,11 @@ impl Engine {
     }
 
     /// Replays a stored mutation (snapshot or journal) during open: no journaling, no events.
+    /// It takes the writer mutex only, never starts a write: in cluster mode a write would
+    /// lock the head row and apply what other nodes committed since the state being replayed
+    /// was read, in the middle of it (the follower catches up once the replay is done).
     pub(crate) fn replay(&self, m: Mutation) -> Result<()> {
-        let mut w = self.write_lock()?;
+        let mut w = self.lock_writer();
         self.apply(&mut w, m, 0)
     }
 
@@ -693,7 +766,8 @@ impl Engine {
     /// ```
     ///
     /// `source` is read at one instant (its writers wait while it is copied out, readers do
-    /// not). Into PostgreSQL the copy is one transaction: all or nothing.
+    /// not). Into PostgreSQL the users go in as one transaction, after the key ring: if that
+    /// fails, the target holds the keys and still no user, and the import can be run again.
     pub fn import_from(&self, source: &Engine) -> Result<usize> {
         let mut state = Vec::new();
         source.export_from(
@@ -1146,9 +1220,8 @@ impl Engine {
 
     /// Changes the fields a patch sets; all-or-nothing.
     pub fn update_user(&self, user_id: &str, patch: &UserPatch) -> Result<User> {
-        let (handle, _) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
-        let decided = self.live_record(handle, user_id).and_then(|mut record| {
+        let (mut w, handle, id) = self.write_user(user_id)?;
+        let decided = self.live_record(handle, &id).and_then(|mut record| {
             record.apply_patch(&self.inner.config, patch)?;
             self.check_discovery_keys(record.discovery_keys(), Some(handle))?;
             Ok(record)
@@ -1164,8 +1237,7 @@ impl Engine {
         Ok(user)
     }
 
-    /// The current record of `handle`, under the writer mutex (the user may have been deleted
-    /// between the id lookup and taking the mutex).
+    /// The current record of `handle`, under the writer mutex.
     fn live_record(&self, handle: u64, user_id: &str) -> Result<UserRecord> {
         self.peek_slot(handle, |s| s.record.clone())
             .ok_or_else(|| not_found(user_id))
@@ -1174,8 +1246,7 @@ impl Engine {
     /// Deletes a user and revokes everything it held. A user created later with the same id
     /// gets a new internal handle, so none of the old tokens can ever reach it.
     pub fn delete_user(&self, user_id: &str) -> Result<()> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         if let Err(e) = self.live_record(handle, &id) {
             return self.leave(w, Err(e));
         }
@@ -1196,8 +1267,7 @@ impl Engine {
     }
 
     fn set_active(&self, user_id: &str, active: bool) -> Result<User> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let mut record = match self.live_record(handle, &id) {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
@@ -1338,10 +1408,10 @@ impl Engine {
     /// user's profile URL at it. The image is durable before the record that refers to it.
     pub fn set_profile_image(&self, user_id: &str, bytes: &[u8]) -> Result<User> {
         let (format, digest) = profile_image::inspect(&self.inner.config, bytes)?;
-        let (handle, id) = self.handle_of(user_id)?;
+        normalize_user_id(&self.inner.config, user_id)?;
         self.inner.persistence.put_blob(&digest, bytes)?;
         let url = profile_image::url(&self.inner.config, format, &digest);
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let mut record = match self.live_record(handle, &id) {
             Ok(r) => r,
             Err(e) => return self.leave(w, Err(e)),
@@ -1379,9 +1449,8 @@ impl Engine {
     /// the per-type limit the oldest device of that type is evicted.
     pub fn add_device(&self, user_id: &str, new: NewDevice) -> Result<DeviceAdded> {
         new.validate(&self.inner.config)?;
-        let (handle, id) = self.handle_of(user_id)?;
         let device = new.into_device(self.now());
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let owner = self
             .inner
             .push_tokens
@@ -1426,8 +1495,7 @@ impl Engine {
 
     /// Removes the user's device with this push token.
     pub fn remove_device(&self, user_id: &str, push_token: &str) -> Result<Device> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let device = self
             .peek_slot(handle, |s| {
                 s.devices
@@ -1488,9 +1556,8 @@ impl Engine {
         if let Some(l) = label {
             check_text("label", l, self.inner.config.access_token_label_max_chars)?;
         }
-        let (handle, id) = self.handle_of(user_id)?;
         let now = self.now();
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         // The limit may have been lowered since the user's tokens were issued, so the oldest
         // tokens beyond it all go, not just one: afterwards the user holds exactly the limit.
         let keep = self.inner.config.access_tokens_per_user.saturating_sub(1);
@@ -1565,8 +1632,7 @@ impl Engine {
 
     /// Revokes one access token of the user.
     pub fn revoke_access_token(&self, user_id: &str, token_id: u64) -> Result<()> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let has = self.peek_slot(handle, |s| s.tokens.iter().any(|t| t.id == token_id));
         match has {
             Some(true) => {}
@@ -1592,8 +1658,7 @@ impl Engine {
 
     /// Revokes every access token of the user; returns how many there were.
     pub fn revoke_all_access_tokens(&self, user_id: &str) -> Result<usize> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let n = match self.peek_slot(handle, |s| s.tokens.len()) {
             Some(n) => n,
             None => return self.leave(w, Err(not_found(&id))),
@@ -1714,8 +1779,7 @@ impl Engine {
     /// Revokes every session token of the user issued before this call returns; tokens issued
     /// after it verify. Access tokens are untouched.
     pub fn revoke_sessions(&self, user_id: &str) -> Result<()> {
-        let (handle, id) = self.handle_of(user_id)?;
-        let mut w = self.write_lock()?;
+        let (mut w, handle, id) = self.write_user(user_id)?;
         let epoch = match self.peek_slot(handle, |s| s.epoch) {
             Some(e) => e,
             None => return self.leave(w, Err(not_found(&id))),

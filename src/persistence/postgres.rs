@@ -1284,11 +1284,14 @@ fn start_threads(shared: &Arc<Shared>, engine: WeakEngine) -> Result<()> {
             .name("tessera-staleness".into())
             .spawn(move || {
                 while !watchdog.stop.load(Ordering::Acquire) {
-                    let age = watchdog
-                        .now_ms()
-                        .saturating_sub(watchdog.fresh_at_ms.load(Ordering::Acquire));
-                    if age > max_ms {
+                    let seen = watchdog.fresh_at_ms.load(Ordering::Acquire);
+                    if watchdog.now_ms().saturating_sub(seen) > max_ms {
                         watchdog.stale.store(true, Ordering::Release);
+                        // A confirmation that landed meanwhile wins: `mark_fresh` stores the
+                        // time before it clears `stale`, so a changed time means it ran.
+                        if watchdog.fresh_at_ms.load(Ordering::Acquire) != seen {
+                            watchdog.stale.store(false, Ordering::Release);
+                        }
                     }
                     std::thread::sleep(tick);
                 }
