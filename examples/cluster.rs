@@ -77,7 +77,11 @@ fn node_b(dsn: &str) -> Result<(), Box<dyn std::error::Error>> {
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let answer = if line == "events" {
-            let kinds: Vec<&str> = b.drain_events(100).iter().map(|e| e.kind.as_str()).collect();
+            let kinds: Vec<&str> = b
+                .drain_events(100)
+                .iter()
+                .map(|e| e.kind.as_str())
+                .collect();
             kinds.join(",")
         } else {
             match b.verify_session_token(&line) {
