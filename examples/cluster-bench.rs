@@ -147,8 +147,8 @@ fn parse_args(args: Vec<String>) -> Res<Opts> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
         }
     }
-    if o.nodes.is_empty() || o.nodes.contains(&0) {
-        return Err("--nodes needs positive counts".into());
+    if o.nodes.is_empty() || o.nodes.iter().any(|&k| k == 0 || k > 1024) {
+        return Err("--nodes needs counts from 1 to 1024".into());
     }
     Ok(o)
 }
@@ -483,9 +483,10 @@ fn node(args: Vec<String>) -> Res<()> {
 fn run_nodes(dsn: &str, kind: &str, k: usize, tag: &str, secs: f64) -> Res<Vec<NodeRun>> {
     let mut nodes = Vec::with_capacity(k);
     for i in 0..k {
-        // Raw nodes take ids from (tag * 8 + i) << 32 on; cluster nodes name users tagNi-...
+        // Raw nodes take ids from (tag * 1024 + i) << 32 on; cluster nodes name users
+        // cTAGnI-0, cTAGnI-1, ...
         let prefix = if kind == "raw" {
-            (tag.parse::<i64>()? * 8 + i as i64).to_string()
+            (tag.parse::<i64>()? * 1024 + i as i64).to_string()
         } else {
             format!("c{tag}n{i}")
         };
