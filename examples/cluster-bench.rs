@@ -805,7 +805,6 @@ fn verify(o: &Opts) -> Res<bool> {
             ("access verify, hot", &access_ok, true),
             ("access verify, cold", &access_ok, false),
         ];
-        let mut table = Vec::new();
         for (name, f, hot) in cases {
             let hot_idx = vec![n / 2; batch];
             let (mut ratios, mut c_ns, mut e_ns) = (Vec::new(), Vec::new(), Vec::new());
@@ -841,7 +840,6 @@ fn verify(o: &Opts) -> Res<bool> {
                 verdict(m <= 1.05)
             );
             all_ok &= failed == 0;
-            table.push(m);
         }
         println!("  (load {})", loadavg());
         drop(cluster);
