@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Smoke test of the load harness: a few seconds of the mixed workload on a small engine.
-# Fails if any operation that must succeed fails. Run by scripts/test-all.sh; uses the debug
+# Smoke test of the load harnesses: a few seconds of the mixed workload on a small engine, and
+# every cluster benchmark in quick mode against PostgreSQL. Fails if any operation that must
+# succeed fails. Run by scripts/test-all.sh (under scripts/with-postgres.sh); uses the debug
 # build `cargo test --all-targets` has already made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo run --quiet --example tessera-load -- --quick --scaling --duration 0.5
 cargo run --quiet --example tessera-load -- --quick --backend c-abi --duration 0.5
 cargo run --quiet --example tessera-load -- --quick --backend durable --users 200 --duration 0.5
+if [ -n "${TESSERA_PG_DSN:-}" ]; then
+  cargo run --quiet --example cluster-bench -- all --quick
+elif [ "${CI:-}" = "true" ]; then
+  echo "bench-smoke: TESSERA_PG_DSN is not set, but CI=true: the cluster benchmark must run" \
+    "(run through scripts/with-postgres.sh)" >&2
+  exit 1
+else
+  echo "bench-smoke: cluster-bench skipped, TESSERA_PG_DSN is not set" \
+    "(run through scripts/with-postgres.sh to benchmark against PostgreSQL)"
+fi
