@@ -1044,6 +1044,15 @@ impl Persistence for PgPersistence {
                 .client
                 .as_mut()
                 .ok_or_else(|| Error::new(ErrorKind::Internal, "no writer connection"))?;
+            // Usually nothing is new: one round trip says so, without a transaction.
+            let head = client
+                .query_one("SELECT pos FROM tessera_head", &[])
+                .map_err(|e| pg_error("reading the head", e))?
+                .get::<_, i64>(0) as u64;
+            if head == applied {
+                self.shared.mark_fresh();
+                return Ok(Vec::new());
+            }
             let (head, changes) = self.read_changes(client, applied)?;
             self.shared.applied.store(head, Ordering::Release);
             self.shared.mark_fresh();
@@ -1306,7 +1315,11 @@ fn start_threads(shared: &Arc<Shared>, engine: WeakEngine) -> Result<()> {
 fn follow(shared: &Shared, engine: &WeakEngine) {
     let mut listener: Option<Db> = None;
     let mut backoff = Duration::from_millis(20);
-    let mut last_heartbeat = Instant::now() - Duration::from_secs(3600);
+    // `None` until the first heartbeat (an `Instant` in the past could underflow right after
+    // boot).
+    let mut last_heartbeat: Option<Instant> = None;
+    let mut last_pull = Instant::now();
+    let mut needed = true;
     while !shared.stop.load(Ordering::Acquire) {
         if listener.as_ref().is_none_or(Db::is_closed) {
             match connect(&shared.conninfo, "tessera-follower").and_then(|mut c| {
@@ -1325,19 +1338,24 @@ fn follow(shared: &Shared, engine: &WeakEngine) {
                 }
             }
         }
-        // Catch up first (also right after reconnecting: what was missed is in the log).
-        let Some(e) = engine.upgrade() else { return };
-        let caught_up = e.catch_up();
-        drop(e);
-        if caught_up.is_err() {
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+        // Catch up (also right after reconnecting: what was missed is in the log), unless
+        // the only wake-ups were for positions this node already applied — its own writes.
+        if needed || last_pull.elapsed() >= shared.options.poll_interval {
+            let Some(e) = engine.upgrade() else { return };
+            let caught_up = e.catch_up();
+            drop(e);
+            last_pull = Instant::now();
+            if caught_up.is_err() {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
         }
+        needed = true;
         let Some(client) = listener.as_mut() else {
             continue;
         };
-        if last_heartbeat.elapsed() >= Duration::from_secs(1) {
-            last_heartbeat = Instant::now();
+        if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            last_heartbeat = Some(Instant::now());
             let applied = shared.applied.load(Ordering::Acquire) as i64;
             let beat = client.execute(
                 "INSERT INTO tessera_nodes (node_id, applied_pos, seen_at) \
@@ -1356,8 +1374,16 @@ fn follow(shared: &Shared, engine: &WeakEngine) {
             .timeout_iter(shared.options.poll_interval)
             .next();
         match woke {
-            Ok(Some(_)) => {
-                let _ = client.client.notifications().iter().count();
+            Ok(Some(first)) => {
+                // The payload is the committed head; a wake-up at or below what this node
+                // applied needs no read.
+                let mut newest = first.payload().parse::<u64>().unwrap_or(u64::MAX);
+                let mut pending = client.client.notifications();
+                let mut more = pending.iter();
+                while let Ok(Some(n)) = more.next() {
+                    newest = newest.max(n.payload().parse::<u64>().unwrap_or(u64::MAX));
+                }
+                needed = newest > shared.applied.load(Ordering::Acquire);
             }
             Ok(None) => {}
             Err(_) => listener = None,
