@@ -77,7 +77,8 @@ fn truncating_the_last_record_anywhere_keeps_every_earlier_record() {
     drop(store);
     let path = data.join(journal_name(1));
     let full = fs::read(&path).unwrap();
-    let last_start = full.len() - (8 + 32);
+    // Each write call was its own batch: the last one is its header and one framed record.
+    let last_start = full.len() - (batch::BATCH_HEADER_LEN + 8 + 32);
     for cut in last_start..full.len() {
         fs::write(&path, &full[..cut]).unwrap();
         let (store, got, rec) = open(&data, false).unwrap();
@@ -135,8 +136,9 @@ fn damage_in_the_middle_is_reported_with_file_and_offset_and_salvage_reads_befor
     drop(store);
     let path = data.join(journal_name(1));
     let mut bytes = fs::read(&path).unwrap();
-    let second = HEADER_LEN + 8 + 3;
-    bytes[second + 9] ^= 0xff; // a payload byte of "two"
+    // One batch per write call; a valid batch ("three") follows the damaged one.
+    let second = batch::tests::batch_offsets(&bytes)[1];
+    bytes[second + batch::BATCH_HEADER_LEN + 9] ^= 0xff; // a payload byte of "two"
     fs::write(&path, &bytes).unwrap();
 
     let e = open(&data, false).unwrap_err();
@@ -188,14 +190,14 @@ fn unknown_versions_are_refused_by_name() {
     drop(open(dir.path(), false).unwrap());
     let path = dir.path().join(journal_name(1));
     let mut bytes = fs::read(&path).unwrap();
-    // A later release's journal: an intact header (checksum and all) naming version 2.
-    bytes[8..12].copy_from_slice(&(frame::FORMAT_VERSION + 1).to_le_bytes());
+    // A later release's journal: an intact header (checksum and all) naming version 3.
+    bytes[8..12].copy_from_slice(&(frame::JOURNAL_VERSION_BATCHES + 1).to_le_bytes());
     let crc = crc32fast::hash(&bytes[..20]);
     bytes[20..24].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, &bytes).unwrap();
     let e = open(dir.path(), false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
-    assert!(e.message().contains("version 2"), "{e}");
+    assert!(e.message().contains("version 3"), "{e}");
     assert_eq!(
         fs::read(&path).unwrap(),
         bytes,
