@@ -811,4 +811,6 @@ fn replay_batches(
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
+mod power_loss_tests;
+#[cfg(test)]
 mod tests;
