@@ -23,15 +23,19 @@
 //! Why this tells a torn write from damage. The journal writes one batch per write call and
 //! syncs it before writing the next, so only the *last* batch in a file can be unsynced, and
 //! a disk may persist any subset of its pages (zeros or stale bytes in the rest) when the
-//! power fails. So the scan stops at the first batch that does not validate and looks for a
-//! valid batch anywhere after it: if there is one, the damaged batch was synced — data that
-//! was acknowledged is damaged, and that is [`ErrorKind::Corrupt`]; if there is none, the
-//! damaged batch is the last thing written and is cut as a torn tail. The headers check
-//! themselves (salt and offset, not a chain through the previous batch), which is what lets a
-//! later batch be recognised after a damaged header whose length cannot be trusted.
+//! power fails. So the scan stops at the first batch that does not validate and looks for the
+//! header of a later batch anywhere after it: a header that validates for this file's salt at
+//! the offset where it lies, with a higher sequence number, was written by this journal after
+//! the damaged batch — so after that batch was synced. Then data that was acknowledged is
+//! damaged, and that is [`ErrorKind::Corrupt`] (even when the later batch is itself torn). If
+//! there is none, the damaged batch is the last thing written and is cut as a torn tail. The
+//! headers check themselves (salt and offset, not a chain through the previous batch), which
+//! is what lets a later batch be recognised after a damaged header whose length cannot be
+//! trusted.
 //!
-//! The one case this cannot tell apart: damage to the last batch after it was synced, with
-//! nothing written after it, looks exactly like a torn write and is cut as one (and reported).
+//! The one case this cannot tell apart: damage to the last synced batch when nothing of a
+//! later batch's header reached the disk looks exactly like a torn write and is cut as one
+//! (and reported).
 
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -186,8 +190,9 @@ pub(crate) enum BatchEnd {
         /// (a lower bound).
         records: u64,
     },
-    /// Damage to data that was synced: a batch that does not validate with a valid batch
-    /// after it, or a batch whose checksums hold but whose records do not frame.
+    /// Damage to data that was synced: a batch that does not validate with the intact header
+    /// of a later batch after it, or a batch whose checksums hold but whose records do not
+    /// frame.
     Corrupt(Error),
 }
 
@@ -332,7 +337,7 @@ fn read_batch<R: Read>(
     Ok(Ok(header))
 }
 
-/// A batch at `at` that does not validate is a torn tail unless a valid batch follows it.
+/// A batch at `at` that does not validate is a torn tail unless a later batch follows it.
 fn classify<R: Read + Seek>(
     r: &mut R,
     at: BatchCursor,
@@ -340,7 +345,7 @@ fn classify<R: Read + Seek>(
     damage: Damage,
     path: &Path,
 ) -> Result<BatchEnd> {
-    let Some((later, later_seq)) = find_valid_batch(r, at.offset + 1, len, at.salt, path)? else {
+    let Some((later, later_seq)) = find_later_batch(r, at, len, path)? else {
         return Ok(BatchEnd::Torn {
             offset: at.offset,
             records: damage.records.unwrap_or(1),
@@ -349,9 +354,9 @@ fn classify<R: Read + Seek>(
     Ok(BatchEnd::Corrupt(Error::new(
         ErrorKind::Corrupt,
         format!(
-            "{}: batch {} at byte offset {} is damaged ({}), yet a valid batch ({later_seq}) \
-             follows at byte offset {later}: synced data, not a torn final write; a read-only \
-             salvage open can load the records before it",
+            "{}: batch {} at byte offset {} is damaged ({}), yet batch {later_seq} follows at \
+             byte offset {later}: synced data, not a torn final write; a read-only salvage open \
+             can load the records before it",
             path.display(),
             at.seq,
             at.offset,
@@ -360,18 +365,18 @@ fn classify<R: Read + Seek>(
     )))
 }
 
-/// The offset and sequence number of the first batch from `from` on (before `end`) whose
-/// header and payload both validate for `salt` at the offset where it lies.
-fn find_valid_batch<R: Read + Seek>(
+/// The offset and sequence number of the first batch header after the batch expected at
+/// `at` (before `end`) that validates for the salt at the offset where it lies and has a
+/// higher sequence number: a batch the journal began only after syncing the one at `at`.
+fn find_later_batch<R: Read + Seek>(
     r: &mut R,
-    from: u64,
+    at: BatchCursor,
     end: u64,
-    salt: u64,
     path: &Path,
 ) -> Result<Option<(u64, u64)>> {
     let io_err = |e: io::Error| Error::io(&format!("reading {}", path.display()), e);
     let mut buf = Vec::new();
-    let mut pos = from;
+    let mut pos = at.offset + 1;
     while end.saturating_sub(pos) >= BATCH_HEADER_LEN as u64 {
         let n = (end - pos).min(SEARCH_CHUNK as u64) as usize;
         buf.resize(n, 0);
@@ -386,15 +391,10 @@ fn find_valid_batch<R: Read + Seek>(
                 break;
             }
             let offset = pos + c as u64;
-            if let Some(h) = parse_batch_header(&buf[c..c + BATCH_HEADER_LEN], salt, offset) {
-                let payload_start = offset + BATCH_HEADER_LEN as u64;
-                if h.len <= end - payload_start
-                    && payload_crc(r, payload_start, h.len, path)? == h.payload_crc
-                {
-                    return Ok(Some((offset, h.seq)));
-                }
+            match parse_batch_header(&buf[c..c + BATCH_HEADER_LEN], at.salt, offset) {
+                Some(h) if h.seq > at.seq => return Ok(Some((offset, h.seq))),
+                _ => i = c + 1,
             }
-            i = c + 1;
         }
         if pos + n as u64 == end {
             break;
@@ -402,23 +402,6 @@ fn find_valid_batch<R: Read + Seek>(
         pos += (n - (BATCH_HEADER_LEN - 1)) as u64;
     }
     Ok(None)
-}
-
-/// CRC-32 of `len` bytes from `start`, read in chunks.
-fn payload_crc<R: Read + Seek>(r: &mut R, start: u64, len: u64, path: &Path) -> Result<u32> {
-    let io_err = |e: io::Error| Error::io(&format!("reading {}", path.display()), e);
-    r.seek(SeekFrom::Start(start)).map_err(io_err)?;
-    let mut rest = r.take(len);
-    let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = rest.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        crc.update(&buf[..n]);
-    }
-    Ok(crc.finalize())
 }
 
 #[cfg(test)]
@@ -570,7 +553,13 @@ pub(crate) mod tests {
             let (got, scan) = scan_all(&b, SALT);
             assert!(got.is_empty());
             assert!(matches!(scan.end, BatchEnd::Corrupt(_)), "pad {pad}");
+            // The later batch torn too, its header intact: still proof the first was synced.
             b.truncate(b.len() - 1);
+            let (_, scan) = scan_all(&b, SALT);
+            assert!(matches!(scan.end, BatchEnd::Corrupt(_)), "pad {pad}");
+            // Without its header, nothing shows the first batch was synced: a torn tail.
+            let second = batch_offsets(&bytes)[1];
+            b.truncate(second + BATCH_HEADER_LEN - 1);
             let (_, scan) = scan_all(&b, SALT);
             assert!(matches!(scan.end, BatchEnd::Torn { .. }), "pad {pad}");
         }
