@@ -7,7 +7,8 @@
 //! ```text
 //! LOCK                               advisory lock: one read-write open at a time
 //! snapshot-<generation:016x>.tss     state as of the start of journal <generation>
-//! journal-<generation:016x>.tsj      records appended since then
+//! journal-<generation:016x>.tsj      records appended since then, one checksummed batch per
+//!                                    group commit (format 2, `batch`; format 1 is only read)
 //! images/<sha256 hex>                profile images
 //! keys                               signing key ring (mode 0600)
 //! *.tmp, images/*.tmp                debris of an interrupted write, removed on open only
