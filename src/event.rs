@@ -24,9 +24,10 @@ pub enum EventKind {
     KeyRetired,
     /// Engine-wide emergency revocation: every session token issued before it is invalid.
     AllSessionsRevoked,
-    /// Opening the data directory cut a torn tail off the newest journal: the end of a write
-    /// that was never synced (a crash or power loss during it). Queued once, at open; how many
-    /// bytes and records were cut is in [`crate::StoreStats`].
+    /// Opening the data directory cut a torn tail off the newest journal: the last write,
+    /// which was never fully synced (a crash or power loss during it; never an acknowledged
+    /// write in [`crate::SyncMode::Durable`]). Queued once, at open; how many bytes and records
+    /// were cut is in [`crate::StoreStats`].
     StoreTornTail,
 }
 

@@ -325,7 +325,7 @@ unsafe fn dir_in<'a>(dir: *const c_char, dir_len: usize) -> Result<&'a Path, Fai
 ///
 /// Fails with `TESSERA_LOCKED` when another engine has `dir` open, in this process or another
 /// (the lock is released by `tessera_engine_free`, or by the kernel when the process dies);
-/// `TESSERA_CORRUPT` when stored data is damaged anywhere but in a torn final record (see
+/// `TESSERA_CORRUPT` when stored data is damaged anywhere but in the torn final write (see
 /// `tessera_engine_open_salvage`); `TESSERA_UNSUPPORTED_FORMAT` when a file's intact header
 /// names a newer format version; `TESSERA_IO`. `tessera_engine_free` waits for a background
 /// compaction still running, so a reopen right after it never sees `TESSERA_LOCKED`.
@@ -438,9 +438,10 @@ pub unsafe extern "C" fn tessera_engine_compact(engine: *const tessera_engine) -
 /// "bytes_written": N, "torn_tail_bytes": N, "torn_tail_records": N}`, all zero for an
 /// in-memory engine (a salvage engine writes nothing, so only the torn tail fields can be
 /// non-zero). `records_synced / syncs` is how many writes shared each `fdatasync`.
-/// `torn_tail_bytes` is the size of the torn tail (the end of a write that was never synced)
-/// that open cut off the newest journal, 0 when it ended cleanly; `torn_tail_records` the
-/// records begun in it as far as its bytes show (1 whenever there was a tail: a lower bound).
+/// `torn_tail_bytes` is the size of the torn tail (the last write, which was never fully
+/// synced) that open cut off the newest journal, 0 when it ended cleanly; `torn_tail_records`
+/// the records it held: the count in its batch header when that reached the disk intact,
+/// otherwise 1 (a lower bound); at least 1 whenever there was a tail.
 /// A cut also queues a `store_torn_tail` event. New counters may be added to the object;
 /// ignore fields you do not know. Free the string with `tessera_string_free`. Thread-safe.
 ///

@@ -73,8 +73,23 @@ pub(crate) mod test_dir {
 
     impl TestDir {
         pub(crate) fn new(name: &str) -> TestDir {
+            TestDir::under(&std::env::temp_dir(), name)
+        }
+
+        /// In memory (`/dev/shm`) where there is one, so a test that opens a store thousands
+        /// of times does not wait for the disk's syncs; the system temp dir elsewhere.
+        pub(crate) fn in_memory(name: &str) -> TestDir {
+            let shm = Path::new("/dev/shm");
+            if shm.is_dir() {
+                TestDir::under(shm, name)
+            } else {
+                TestDir::new(name)
+            }
+        }
+
+        fn under(base: &Path, name: &str) -> TestDir {
             static N: AtomicU64 = AtomicU64::new(0);
-            let path = std::env::temp_dir().join(format!(
+            let path = base.join(format!(
                 "tessera-test-{}-{}-{name}",
                 std::process::id(),
                 N.fetch_add(1, Ordering::Relaxed)

@@ -349,10 +349,10 @@ fn damage_fails_the_open_and_salvage_serves_what_precedes_it() {
     }
     let journal = dir.path().join(super::journal_name(1));
     let mut bytes = fs::read(&journal).unwrap();
-    // Damage the second record's payload (records are "a", "b", "c" in order).
-    let first_len = u32::from_le_bytes(bytes[24..28].try_into().unwrap()) & 0xFF_FFFF;
-    let second = 24 + 8 + first_len as usize;
-    bytes[second + 12] ^= 0x55;
+    // Damage the second batch's payload (one batch per write: "a", "b", "c" in order), with a
+    // valid batch after it.
+    let second = super::batch::tests::batch_offsets(&bytes)[1];
+    bytes[second + super::batch::BATCH_HEADER_LEN + 12] ^= 0x55;
     fs::write(&journal, &bytes).unwrap();
 
     let err = Engine::open(dir.path()).unwrap_err();
@@ -420,7 +420,9 @@ fn a_record_that_passes_its_checksum_but_does_not_apply_is_located() {
     drop(Engine::open(dir.path()).unwrap());
     let offset = {
         let (store, _) = super::Store::open(dir.path(), false, |_, _| Ok(())).unwrap();
-        let at = super::frame::HEADER_LEN as u64 + store.journal_bytes();
+        let at = super::batch::BATCHES_START
+            + store.journal_bytes()
+            + super::batch::BATCH_HEADER_LEN as u64;
         store.wait(store.append(b"\xff\xff\xff").unwrap()).unwrap();
         at
     };
@@ -445,15 +447,8 @@ fn cutting_the_journal_anywhere_in_its_last_record_keeps_every_earlier_user() {
     }
     let journal = dir.path().join(super::journal_name(1));
     let full = fs::read(&journal).unwrap();
-    // Find where the last record starts by walking the frames.
-    let mut at = super::frame::HEADER_LEN;
-    let mut starts = Vec::new();
-    while at < full.len() {
-        starts.push(at);
-        let len = u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) & 0xFF_FFFF;
-        at += 8 + len as usize;
-    }
-    let last = *starts.last().unwrap();
+    // Where the last batch (the last write, one record) starts.
+    let last = *super::batch::tests::batch_offsets(&full).last().unwrap();
     for cut in last..full.len() {
         fs::write(&journal, &full[..cut]).unwrap();
         let e = Engine::open(dir.path()).unwrap();

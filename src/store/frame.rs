@@ -12,7 +12,12 @@ use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The one on-disk format version this build writes and reads.
+/// Journal format 1: records framed one after another (still read, never written).
+pub(crate) const JOURNAL_VERSION_RECORDS: u32 = 1;
+/// Journal format 2: a prelude with the file's salt, then one checksummed batch per group
+/// commit ([`crate::store::batch`]). What this build writes.
+pub(crate) const JOURNAL_VERSION_BATCHES: u32 = 2;
+/// The format version of snapshots and the key file, written and read by this build.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Bytes of the file header: magic (8), version (4), generation (8), CRC-32 of the first 20 (4).
 pub(crate) const HEADER_LEN: usize = 24;
@@ -52,6 +57,15 @@ impl FileKind {
         }
     }
 
+    /// The format version this build writes for files of this kind; it reads every version
+    /// from 1 up to it.
+    pub(crate) fn current_version(self) -> u32 {
+        match self {
+            FileKind::Journal => JOURNAL_VERSION_BATCHES,
+            FileKind::Snapshot | FileKind::KeyRing => FORMAT_VERSION,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             FileKind::Journal => "journal",
@@ -61,11 +75,20 @@ impl FileKind {
     }
 }
 
-/// The header that starts every store file.
+/// The header that starts every store file, naming the version this build writes.
 pub(crate) fn encode_header(kind: FileKind, generation: u64) -> [u8; HEADER_LEN] {
+    encode_header_version(kind, kind.current_version(), generation)
+}
+
+/// The header of a file of `kind` in format `version` (tests write older versions with it).
+pub(crate) fn encode_header_version(
+    kind: FileKind,
+    version: u32,
+    generation: u64,
+) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(kind.magic());
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..20].copy_from_slice(&generation.to_le_bytes());
     let crc = crc32fast::hash(&h[..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -73,6 +96,12 @@ pub(crate) fn encode_header(kind: FileKind, generation: u64) -> [u8; HEADER_LEN]
 }
 
 /// Checks the header of a file expected to be of `kind` and returns its generation.
+pub(crate) fn parse_header(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<u64> {
+    parse_header_version(path, kind, bytes).map(|(generation, _)| generation)
+}
+
+/// Checks the header of a file expected to be of `kind` and returns its generation and format
+/// version (1 up to [`FileKind::current_version`]).
 ///
 /// Only an intact header — the right magic, a matching checksum — that names a newer format
 /// version is [`ErrorKind::UnsupportedFormat`]; every other defect (a file shorter than a
@@ -81,7 +110,11 @@ pub(crate) fn encode_header(kind: FileKind, generation: u64) -> [u8; HEADER_LEN]
 /// the version field is reported as the damage it is. That is why every format version, now
 /// and later, starts with this same 24-byte header: what a later version changes comes after
 /// it.
-pub(crate) fn parse_header(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<u64> {
+pub(crate) fn parse_header_version(
+    path: &Path,
+    kind: FileKind,
+    bytes: &[u8],
+) -> Result<(u64, u32)> {
     let corrupt =
         |what: String| Error::new(ErrorKind::Corrupt, format!("{}: {what}", path.display()));
     let magic = &bytes[..bytes.len().min(8)];
@@ -116,26 +149,26 @@ pub(crate) fn parse_header(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<
         )));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version > FORMAT_VERSION {
+    let current = kind.current_version();
+    if version > current {
         return Err(Error::new(
             ErrorKind::UnsupportedFormat,
             format!(
                 "{}: {} format version {version}, written by a later release; this build of \
-                 Tessera reads version {FORMAT_VERSION}",
+                 Tessera reads versions up to {current}",
                 path.display(),
                 kind.name()
             ),
         ));
     }
-    if version < FORMAT_VERSION {
+    if version == 0 {
         return Err(corrupt(format!(
-            "{} format version {version} does not exist (the first is 1)",
+            "{} format version 0 does not exist (the first is 1)",
             kind.name()
         )));
     }
-    Ok(u64::from_le_bytes(
-        bytes[12..20].try_into().expect("8 bytes"),
-    ))
+    let generation = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    Ok((generation, version))
 }
 
 /// Appends one framed record to `out`, its payload written by `write` straight into `out` (no
@@ -383,13 +416,9 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Corrupt);
     }
 
-    /// A header with `version`, its checksum recomputed: intact, as a later release writes it.
+    /// A header with `version`, its checksum intact, as the release writing that version does.
     fn header_with_version(version: u32) -> [u8; HEADER_LEN] {
-        let mut h = encode_header(FileKind::Journal, 7);
-        h[8..12].copy_from_slice(&version.to_le_bytes());
-        let crc = crc32fast::hash(&h[..20]);
-        h[20..24].copy_from_slice(&crc.to_le_bytes());
-        h
+        encode_header_version(FileKind::Journal, version, 7)
     }
 
     fn header_error(bytes: &[u8]) -> Error {
@@ -414,7 +443,8 @@ mod tests {
             }
         }
         // An intact header naming the next version, or the largest: a later release's file.
-        for version in [FORMAT_VERSION + 1, u32::MAX] {
+        let current = FileKind::Journal.current_version();
+        for version in [current + 1, u32::MAX] {
             let e = header_error(&header_with_version(version));
             assert_eq!(e.kind(), ErrorKind::UnsupportedFormat, "version {version}");
             assert!(e.message().contains(&format!("version {version}")), "{e}");
@@ -422,16 +452,25 @@ mod tests {
         // An intact header naming a version that never existed is not from any release.
         let e = header_error(&header_with_version(0));
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
-        // The version this build writes, with the checksum recomputed, is simply valid.
-        assert_eq!(
-            parse_header(
-                Path::new("j"),
-                FileKind::Journal,
-                &header_with_version(FORMAT_VERSION)
-            )
-            .unwrap(),
-            7
-        );
+        // Every version from 1 to the one this build writes is read, and named.
+        for version in 1..=current {
+            assert_eq!(
+                parse_header_version(
+                    Path::new("j"),
+                    FileKind::Journal,
+                    &header_with_version(version)
+                )
+                .unwrap(),
+                (7, version)
+            );
+        }
+        // Snapshots and key files stay at format 1: a 2 there is a later release's.
+        for kind in [FileKind::Snapshot, FileKind::KeyRing] {
+            assert_eq!(kind.current_version(), FORMAT_VERSION);
+            let h = encode_header_version(kind, FORMAT_VERSION + 1, 7);
+            let e = parse_header(Path::new("s"), kind, &h).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnsupportedFormat, "{kind:?}");
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The journal appender: framed records appended to the current journal file with group
-//! commit.
+//! commit, one checksummed batch per write ([`super::batch`]).
 //!
-//! [`Journal::append`] only copies a framed record into a shared buffer and hands back a
-//! [`Ticket`]; it is called under the engine's writer mutex, so the buffer is in apply order.
-//! [`Journal::wait`] is called after that mutex is released: the first waiter whose record is
-//! not yet durable becomes the *leader*, takes the whole buffer, writes it and calls
-//! `fdatasync` once without holding the journal lock; records appended meanwhile wait for the
-//! next leader. So N concurrent writers share syncs instead of queueing for one each.
+//! [`Journal::append`] only copies a framed record into a shared buffer (behind room for the
+//! batch header) and hands back a [`Ticket`]; it is called under the engine's writer mutex, so
+//! the buffer is in apply order. [`Journal::wait`] is called after that mutex is released: the
+//! first waiter whose record is not yet durable becomes the *leader*, takes the whole buffer,
+//! seals it as one batch, writes it and calls `fdatasync` once without holding the journal
+//! lock; records appended meanwhile wait for the next leader. So N concurrent writers share
+//! syncs instead of queueing for one each, and each batch is synced before the next one is
+//! written — which is what lets open tell a torn final batch from damage.
 //!
 //! A failed write or sync *poisons* the journal: the kernel may have dropped the dirty pages
 //! (Linux reports a writeback error once, then forgets it), so retrying could report success
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::batch::{begin_batch, seal_batch, BatchCursor, BATCHES_START, BATCH_HEADER_LEN};
 use super::frame::encode_frame_with;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -61,18 +64,20 @@ pub struct StoreStats {
     pub records_synced: u64,
     /// Calls to `fdatasync` that succeeded.
     pub syncs: u64,
-    /// Record bytes written (file headers excluded).
+    /// Journal bytes written: the records and the header of each batch (file headers
+    /// excluded).
     pub bytes_written: u64,
-    /// Bytes of a torn tail that open cut off the newest journal: the end of a write that was
-    /// never synced, so never acknowledged in [`SyncMode::Durable`] (in relaxed mode, at most
-    /// the last interval's writes). 0 when the journal ended cleanly. A salvage open leaves
-    /// the tail on disk but does not load it, and reports it the same way. Each cut also
-    /// queues an [`crate::EventKind::StoreTornTail`] event.
+    /// Bytes of a torn tail that open cut off the newest journal: the last write, which was
+    /// never synced (or not completely: the disk may have kept any of its pages), so never
+    /// acknowledged in [`SyncMode::Durable`] (in relaxed mode, at most the last interval's
+    /// writes). 0 when the journal ended cleanly. A salvage open leaves the tail on disk but
+    /// does not load it, and reports it the same way. Each cut also queues an
+    /// [`crate::EventKind::StoreTornTail`] event.
     pub torn_tail_bytes: u64,
-    /// Records cut with the torn tail, as far as the bytes show: 1 whenever
-    /// `torn_tail_bytes` is not 0. The cut starts at the first incomplete record and no record
-    /// boundary after it can be trusted, so further records of the same unsynced write (if
-    /// there were any) cannot be counted: this is a lower bound.
+    /// Records cut with the torn tail: the record count in the header of the torn batch when
+    /// that header reached the disk intact, otherwise 1 (a lower bound: nothing after the
+    /// start of the cut can be trusted). At least 1 whenever `torn_tail_bytes` is not 0. A
+    /// journal of the previous format (one frame per record, no batches) always reports 1.
     pub torn_tail_records: u64,
 }
 
@@ -94,7 +99,8 @@ impl Sink for File {
 }
 
 struct State {
-    /// Framed records appended but not yet taken by a leader.
+    /// Room for a batch header, then the framed records appended but not yet taken by a
+    /// leader; empty when nothing is pending.
     pending: Vec<u8>,
     pending_records: u64,
     /// A drained buffer kept to avoid reallocating every batch.
@@ -115,7 +121,9 @@ struct State {
     concurrency: usize,
     /// Duration of the last write + sync, bounding how long a leader gathers.
     last_sync: Duration,
-    /// Bytes in the current file after its header, for the compaction threshold.
+    /// Where the next batch goes in the current file, and its salt.
+    next_batch: BatchCursor,
+    /// Bytes of batches in the current file (synced or pending), for the compaction threshold.
     file_bytes: u64,
     shutdown: bool,
 }
@@ -142,11 +150,11 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Appends to `sink` (positioned at its end, after `file_bytes` bytes of records).
+    /// Appends to `sink` (a format-2 journal positioned at its end, where `next_batch` goes).
     pub(crate) fn new(
         sink: Arc<dyn Sink>,
         path: PathBuf,
-        file_bytes: u64,
+        next_batch: BatchCursor,
         mode: SyncMode,
     ) -> Result<Journal> {
         let inner = Arc::new(Inner {
@@ -163,7 +171,8 @@ impl Journal {
                 waiters: 0,
                 concurrency: 0,
                 last_sync: Duration::ZERO,
-                file_bytes,
+                next_batch,
+                file_bytes: next_batch.offset - BATCHES_START,
                 shutdown: false,
             }),
             done: Condvar::new(),
@@ -210,9 +219,19 @@ impl Journal {
         if let Some(msg) = &st.poisoned {
             return Err(poisoned_error(msg));
         }
+        let new_batch = st.pending.is_empty();
+        if new_batch {
+            begin_batch(&mut st.pending);
+        }
         let before = st.pending.len();
-        encode_frame_with(&mut st.pending, write)?;
-        st.file_bytes += (st.pending.len() - before) as u64;
+        if let Err(e) = encode_frame_with(&mut st.pending, write) {
+            if new_batch {
+                st.pending.clear();
+            }
+            return Err(e);
+        }
+        let added = st.pending.len() - before + if new_batch { BATCH_HEADER_LEN } else { 0 };
+        st.file_bytes += added as u64;
         st.pending_records += 1;
         st.appended += 1;
         let ticket = Ticket(st.appended);
@@ -261,9 +280,10 @@ impl Journal {
         self.inner.wait_durable(target)
     }
 
-    /// Syncs everything appended so far and continues in a new file. Call with the engine's
-    /// writer mutex held so no record is appended in between.
-    pub(crate) fn switch_to(&self, sink: Arc<dyn Sink>, path: PathBuf) -> Result<()> {
+    /// Syncs everything appended so far and continues in a new, empty format-2 file whose
+    /// prelude holds `salt`. Call with the engine's writer mutex held so no record is appended
+    /// in between.
+    pub(crate) fn switch_to(&self, sink: Arc<dyn Sink>, path: PathBuf, salt: u64) -> Result<()> {
         self.sync_all()?;
         let mut st = self.inner.state.lock();
         while st.leading {
@@ -275,11 +295,12 @@ impl Journal {
         debug_assert!(st.pending.is_empty(), "switch_to raced with an append");
         st.sink = sink;
         st.path = path;
+        st.next_batch = BatchCursor::start(salt);
         st.file_bytes = 0;
         Ok(())
     }
 
-    /// Bytes of records in the current journal file (synced or not).
+    /// Bytes of batches in the current journal file (synced or not).
     pub(crate) fn file_bytes(&self) -> u64 {
         self.inner.state.lock().file_bytes
     }
@@ -339,7 +360,8 @@ impl Inner {
         }
     }
 
-    /// Writes and syncs every pending record as one batch, with the lock released meanwhile.
+    /// Seals every pending record into one batch, writes and syncs it, with the lock released
+    /// meanwhile.
     fn lead(&self, st: &mut MutexGuard<'_, State>) {
         if st.pending.is_empty() {
             return;
@@ -362,8 +384,17 @@ impl Inner {
         let records = std::mem::take(&mut st.pending_records);
         let target = st.appended;
         let sink = Arc::clone(&st.sink);
+        // Only one leader at a time, and a failed write poisons the journal: the next batch
+        // goes right after this one.
+        let at = st.next_batch;
+        st.next_batch = BatchCursor {
+            salt: at.salt,
+            seq: at.seq + 1,
+            offset: at.offset + batch.len() as u64,
+        };
         let started = Instant::now();
         let result = MutexGuard::unlocked(st, || {
+            seal_batch(&mut batch, at, records);
             #[cfg(feature = "fault-injection")]
             crate::fault::before_journal_write();
             sink.write_all(&batch).and_then(|()| sink.sync_data())
@@ -448,7 +479,37 @@ pub(crate) mod tests {
     }
 
     fn journal(sink: &Arc<FakeSink>, mode: SyncMode) -> Journal {
-        Journal::new(sink.clone(), PathBuf::from("test-journal"), 0, mode).unwrap()
+        Journal::new(
+            sink.clone(),
+            PathBuf::from("test-journal"),
+            BatchCursor::start(SALT),
+            mode,
+        )
+        .unwrap()
+    }
+
+    const SALT: u64 = 0x0123_4567_89ab_cdef;
+
+    /// What `sink` holds, read back as batches after a journal header and prelude.
+    fn batches_in(sink: &FakeSink) -> (Vec<Vec<u8>>, super::super::batch::BatchScan) {
+        use super::super::frame::{encode_header, FileKind};
+        let header = encode_header(FileKind::Journal, 1);
+        let mut bytes = header.to_vec();
+        bytes.extend_from_slice(&super::super::batch::encode_prelude(&header, SALT));
+        bytes.extend_from_slice(&sink.written.lock());
+        let mut got = Vec::new();
+        let scan = super::super::batch::scan_batches(
+            &mut std::io::Cursor::new(&bytes),
+            bytes.len() as u64,
+            SALT,
+            std::path::Path::new("test-journal"),
+            |_, rec| {
+                got.push(rec.to_vec());
+                Ok(())
+            },
+        )
+        .unwrap();
+        (got, scan)
     }
 
     #[test]
@@ -468,7 +529,29 @@ pub(crate) mod tests {
         j.wait(t2).unwrap();
         let s = j.stats();
         assert_eq!((s.records_synced, s.syncs), (2, 1));
-        assert_eq!(sink.synced_len.load(Ordering::SeqCst), 2 * 8 + 6);
+        // One batch: its header, then both framed records.
+        assert_eq!(
+            sink.synced_len.load(Ordering::SeqCst),
+            (BATCH_HEADER_LEN + 2 * 8 + 6) as u64
+        );
+        assert_eq!(s.bytes_written, sink.synced_len.load(Ordering::SeqCst));
+        assert_eq!(j.file_bytes(), s.bytes_written);
+        let (got, scan) = batches_in(&sink);
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(scan.next.seq, 2);
+    }
+
+    #[test]
+    fn a_record_that_fails_to_serialise_leaves_no_empty_batch() {
+        let sink = Arc::new(FakeSink::default());
+        let j = journal(&sink, SyncMode::Durable);
+        let failed = j.append_with(|_| Err(Error::new(ErrorKind::Internal, "no")));
+        assert!(failed.is_err());
+        assert_eq!(j.file_bytes(), 0);
+        j.wait(j.append(b"x").unwrap()).unwrap();
+        let (got, _) = batches_in(&sink);
+        assert_eq!(got, [b"x".to_vec()]);
+        assert_eq!(j.stats().syncs, 1);
     }
 
     #[test]
@@ -510,6 +593,10 @@ pub(crate) mod tests {
         });
         let stats = j.stats();
         assert_eq!(stats.records_synced, (threads * per_thread) as u64);
+        // Every sync wrote one batch, and the batches hold every record.
+        let (got, scan) = batches_in(&sink);
+        assert_eq!(got.len(), threads * per_thread);
+        assert_eq!(scan.next.seq, stats.syncs + 1);
         stats
     }
 
@@ -538,6 +625,12 @@ pub(crate) mod tests {
         }
         j.append(b"y").unwrap();
         drop(j);
-        assert_eq!(sink.synced_len.load(Ordering::SeqCst), 2 * (8 + 1));
+        assert_eq!(
+            sink.synced_len.load(Ordering::SeqCst),
+            2 * (BATCH_HEADER_LEN as u64 + 8 + 1)
+        );
+        let (got, scan) = batches_in(&sink);
+        assert_eq!(got, [b"x".to_vec(), b"y".to_vec()]);
+        assert_eq!(scan.next.seq, 3);
     }
 }

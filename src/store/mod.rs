@@ -7,7 +7,8 @@
 //! ```text
 //! LOCK                               advisory lock: one read-write open at a time
 //! snapshot-<generation:016x>.tss     state as of the start of journal <generation>
-//! journal-<generation:016x>.tsj      records appended since then
+//! journal-<generation:016x>.tsj      records appended since then, one checksummed batch per
+//!                                    group commit (format 2, `batch`; format 1 is only read)
 //! images/<sha256 hex>                profile images
 //! keys                               signing key ring (mode 0600)
 //! *.tmp, images/*.tmp                debris of an interrupted write, removed on open only
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod atomic_file;
+mod batch;
 mod blobs;
 mod dir_lock;
 mod frame;
@@ -42,10 +44,12 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
 use atomic_file::{create_private, sync_dir, temp_path_for, TMP_SUFFIX};
+use batch::{BatchCursor, BatchEnd, PRELUDE_LEN};
 use blobs::BlobStore;
 use dir_lock::DirLock;
 use frame::{
-    corrupt_error, encode_header, parse_header, scan_frames, FileKind, ScanEnd, HEADER_LEN,
+    corrupt_error, encode_header, parse_header_version, scan_frames, FileKind, ScanEnd, HEADER_LEN,
+    JOURNAL_VERSION_BATCHES, JOURNAL_VERSION_RECORDS,
 };
 use journal::Journal;
 pub use journal::StoreStats;
@@ -124,9 +128,9 @@ pub(crate) struct Recovery {
     pub(crate) snapshot_generation: Option<u64>,
     /// Records delivered (snapshot and journal).
     pub(crate) records: u64,
-    /// Bytes of a torn final record cut off the newest journal (never acknowledged).
+    /// Bytes of a torn final write cut off the newest journal (never acknowledged).
     pub(crate) torn_bytes: u64,
-    /// Records begun in those bytes: 1 when `torn_bytes` is not 0 (see
+    /// Records in those bytes: at least 1 when `torn_bytes` is not 0 (see
     /// [`StoreStats::torn_tail_records`]).
     pub(crate) torn_records: u64,
     /// In salvage mode, the damage where loading stopped; everything after it was not loaded.
@@ -302,7 +306,7 @@ impl Store {
             }
         }
 
-        let mut tail: Option<(PathBuf, u64)> = None;
+        let mut tail: Option<(PathBuf, Replayed)> = None;
         if recovery.salvage_stopped_at.is_none() {
             for (i, &g) in live.iter().enumerate() {
                 let newest = i + 1 == live.len();
@@ -318,7 +322,7 @@ impl Store {
                     break;
                 }
                 if newest {
-                    tail = Some((path, replayed.valid_len));
+                    tail = Some((path, replayed));
                 }
             }
         }
@@ -340,8 +344,10 @@ impl Store {
         }
 
         // Only now, after everything replayed cleanly, is anything changed on disk.
-        let (generation, file, records_len) = match tail {
-            Some((path, valid_len)) => {
+        let newest = live.last().copied();
+        let (generation, file, next_batch) = match (tail, newest) {
+            (Some((path, replayed)), Some(newest)) => {
+                let valid_len = replayed.valid_len;
                 let file = OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -356,15 +362,28 @@ impl Store {
                         .and_then(|()| file.sync_all())
                         .map_err(|e| Error::io(&format!("truncating {}", path.display()), e))?;
                 }
-                let mut file = file;
-                file.seek(SeekFrom::End(0))
-                    .map_err(|e| Error::io(&format!("seeking {}", path.display()), e))?;
-                let newest = live.last().copied().ok_or_else(|| {
-                    Error::new(ErrorKind::Internal, "a journal tail without a journal")
-                })?;
-                (newest, file, valid_len - HEADER_LEN as u64)
+                match replayed.next_batch {
+                    Some(next) => {
+                        debug_assert_eq!(next.offset, valid_len);
+                        let mut file = file;
+                        file.seek(SeekFrom::End(0))
+                            .map_err(|e| Error::io(&format!("seeking {}", path.display()), e))?;
+                        (newest, file, next)
+                    }
+                    // A journal of the previous format is only read: this build writes
+                    // batches, so it continues in a new journal (cut and synced above, the
+                    // old one ends cleanly, as every journal but the newest must).
+                    None => {
+                        drop(file);
+                        let (file, salt) = create_journal(dir, newest + 1)?;
+                        (newest + 1, file, BatchCursor::start(salt))
+                    }
+                }
             }
-            None => (first, create_journal(dir, first)?, 0),
+            _ => {
+                let (file, salt) = create_journal(dir, first)?;
+                (first, file, BatchCursor::start(salt))
+            }
         };
         for &g in snapshots.iter().filter(|&&g| g < first) {
             remove_if_exists(&dir.join(snapshot_name(g)))?;
@@ -376,7 +395,7 @@ impl Store {
         let journal = Journal::new(
             Arc::new(file),
             dir.join(journal_name(generation)),
-            records_len,
+            next_batch,
             opts.sync,
         )?;
         let store = Store {
@@ -494,7 +513,7 @@ impl Store {
         key_file::read_key_file(&self.dir.join(key_file::KEY_FILE))
     }
 
-    /// Bytes of records in the current journal.
+    /// Bytes of batches in the current journal.
     pub(crate) fn journal_bytes(&self) -> u64 {
         self.journal.as_ref().map_or(0, Journal::file_bytes)
     }
@@ -525,8 +544,8 @@ impl Store {
         let mut generation = self.generation.lock();
         let next = *generation + 1;
         journal.sync_all()?;
-        let file = create_journal(&self.dir, next)?;
-        journal.switch_to(Arc::new(file), self.dir.join(journal_name(next)))?;
+        let (file, salt) = create_journal(&self.dir, next)?;
+        journal.switch_to(Arc::new(file), self.dir.join(journal_name(next)), salt)?;
         *generation = next;
         let writer = SnapshotWriter::create(self.dir.join(snapshot_name(next)), next)?;
         Ok(Some(Compaction {
@@ -624,28 +643,35 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// Creates journal `generation` holding just its header — durably, under its final name — and
-/// returns it positioned for appending.
-fn create_journal(dir: &Path, generation: u64) -> Result<File> {
+/// Creates journal `generation` (format 2) holding just its header and prelude with a fresh
+/// salt — durably, under its final name — and returns it positioned for appending, with the
+/// salt.
+fn create_journal(dir: &Path, generation: u64) -> Result<(File, u64)> {
     use std::io::Write;
     let path = dir.join(journal_name(generation));
     let tmp = temp_path_for(&path);
     let io_err = |what: &str, e| Error::io(&format!("{what} {}", tmp.display()), e);
+    let salt = batch::new_salt()?;
+    let header = encode_header(FileKind::Journal, generation);
+    let mut start = header.to_vec();
+    start.extend_from_slice(&batch::encode_prelude(&header, salt));
     let mut file = create_private(&tmp).map_err(|e| io_err("creating", e))?;
-    file.write_all(&encode_header(FileKind::Journal, generation))
+    file.write_all(&start)
         .and_then(|()| file.sync_all())
         .map_err(|e| io_err("writing", e))?;
     fs::rename(&tmp, &path).map_err(|e| io_err("renaming", e))?;
     sync_dir(dir)?;
-    Ok(file)
+    Ok((file, salt))
 }
 
 struct Replayed {
-    /// Length of the file up to the end of its last valid record.
+    /// Length of the file up to the end of its last valid record (format 1) or batch.
     valid_len: u64,
     torn_bytes: u64,
     torn_records: u64,
     salvage_stopped_at: Option<Error>,
+    /// Where the next batch goes in a format-2 journal; `None` for format 1.
+    next_batch: Option<BatchCursor>,
 }
 
 fn replay_journal(
@@ -664,28 +690,67 @@ fn replay_journal(
         .take(HEADER_LEN as u64)
         .read_to_end(&mut header)
         .map_err(io_err)?;
-    let found = parse_header(path, FileKind::Journal, &header)?;
+    let (found, version) = parse_header_version(path, FileKind::Journal, &header)?;
     if found != generation {
         return Err(Error::new(
             ErrorKind::Corrupt,
             format!("{}: header says generation {found}", path.display()),
         ));
     }
-    let end = scan_frames(
-        &mut r,
-        HEADER_LEN as u64,
-        len,
-        |offset, rec| apply(rec).map_err(|e| frame::locate(e, path, offset)),
-        path,
-    )?;
     let mut out = Replayed {
         valid_len: len,
         torn_bytes: 0,
         torn_records: 0,
         salvage_stopped_at: None,
+        next_batch: None,
     };
-    let damage = match end {
-        ScanEnd::Clean => return Ok(out),
+    let damage = match version {
+        JOURNAL_VERSION_RECORDS => replay_records(&mut r, path, len, newest, apply, &mut out)?,
+        JOURNAL_VERSION_BATCHES => {
+            let mut prelude = Vec::with_capacity(PRELUDE_LEN);
+            (&mut r)
+                .take(PRELUDE_LEN as u64)
+                .read_to_end(&mut prelude)
+                .map_err(io_err)?;
+            let salt = batch::parse_prelude(path, &header, &prelude)?;
+            replay_batches(&mut r, path, len, salt, newest, apply, &mut out)?
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!("{}: no reader for journal format {version}", path.display()),
+            ))
+        }
+    };
+    match damage {
+        None => Ok(out),
+        Some(damage) if salvage => {
+            out.salvage_stopped_at = Some(damage);
+            Ok(out)
+        }
+        Some(damage) => Err(damage),
+    }
+}
+
+/// Format 1: records framed one after another. A torn final record of the newest journal is
+/// cut (counted as one record); what else does not scan is the damage returned.
+fn replay_records(
+    r: &mut BufReader<File>,
+    path: &Path,
+    len: u64,
+    newest: bool,
+    apply: &mut dyn FnMut(&[u8]) -> Result<()>,
+    out: &mut Replayed,
+) -> Result<Option<Error>> {
+    let end = scan_frames(
+        r,
+        HEADER_LEN as u64,
+        len,
+        |offset, rec| apply(rec).map_err(|e| frame::locate(e, path, offset)),
+        path,
+    )?;
+    Ok(match end {
+        ScanEnd::Clean => None,
         // Only the newest journal can end in a write that was never synced: an older one was
         // synced completely before its successor was created.
         ScanEnd::Torn { offset } if newest => {
@@ -695,22 +760,58 @@ fn replay_journal(
             // should have been); nothing after its start can be parsed, so one record is all
             // that can be counted.
             out.torn_records = 1;
-            return Ok(out);
+            None
         }
-        ScanEnd::Torn { offset } => {
-            corrupt_error(path, offset, "cut short, yet a newer journal exists")
+        ScanEnd::Torn { offset } => Some(corrupt_error(
+            path,
+            offset,
+            "cut short, yet a newer journal exists",
+        )),
+        ScanEnd::Corrupt { offset, reason } => Some(corrupt_error(path, offset, reason)),
+    })
+}
+
+/// Format 2: one batch per group-commit write. The first batch that does not validate, with
+/// nothing valid after it, is the newest journal's torn final write and is cut, with every
+/// record before it kept; what else does not scan is the damage returned.
+fn replay_batches(
+    r: &mut BufReader<File>,
+    path: &Path,
+    len: u64,
+    salt: u64,
+    newest: bool,
+    apply: &mut dyn FnMut(&[u8]) -> Result<()>,
+    out: &mut Replayed,
+) -> Result<Option<Error>> {
+    let scan = batch::scan_batches(r, len, salt, path, |offset, rec| {
+        apply(rec).map_err(|e| frame::locate(e, path, offset))
+    })?;
+    out.next_batch = Some(scan.next);
+    Ok(match scan.end {
+        BatchEnd::Clean => None,
+        // Only the newest journal can end in a write that was never synced: an older one was
+        // synced completely before its successor was created.
+        BatchEnd::Torn { offset, records } if newest => {
+            out.valid_len = offset;
+            out.torn_bytes = len - offset;
+            out.torn_records = records;
+            None
         }
-        ScanEnd::Corrupt { offset, reason } => corrupt_error(path, offset, reason),
-    };
-    if salvage {
-        out.salvage_stopped_at = Some(damage);
-        Ok(out)
-    } else {
-        Err(damage)
-    }
+        BatchEnd::Torn { offset, .. } => Some(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{}: batch at byte offset {offset} is damaged or cut short, yet a newer \
+                 journal exists; a read-only salvage open can load the records before it",
+                path.display()
+            ),
+        )),
+        BatchEnd::Corrupt(e) => Some(e),
+    })
 }
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod power_loss_tests;
 #[cfg(test)]
 mod tests;

@@ -77,7 +77,8 @@ fn truncating_the_last_record_anywhere_keeps_every_earlier_record() {
     drop(store);
     let path = data.join(journal_name(1));
     let full = fs::read(&path).unwrap();
-    let last_start = full.len() - (8 + 32);
+    // Each write call was its own batch: the last one is its header and one framed record.
+    let last_start = full.len() - (batch::BATCH_HEADER_LEN + 8 + 32);
     for cut in last_start..full.len() {
         fs::write(&path, &full[..cut]).unwrap();
         let (store, got, rec) = open(&data, false).unwrap();
@@ -135,8 +136,9 @@ fn damage_in_the_middle_is_reported_with_file_and_offset_and_salvage_reads_befor
     drop(store);
     let path = data.join(journal_name(1));
     let mut bytes = fs::read(&path).unwrap();
-    let second = HEADER_LEN + 8 + 3;
-    bytes[second + 9] ^= 0xff; // a payload byte of "two"
+    // One batch per write call; a valid batch ("three") follows the damaged one.
+    let second = batch::tests::batch_offsets(&bytes)[1];
+    bytes[second + batch::BATCH_HEADER_LEN + 9] ^= 0xff; // a payload byte of "two"
     fs::write(&path, &bytes).unwrap();
 
     let e = open(&data, false).unwrap_err();
@@ -188,14 +190,14 @@ fn unknown_versions_are_refused_by_name() {
     drop(open(dir.path(), false).unwrap());
     let path = dir.path().join(journal_name(1));
     let mut bytes = fs::read(&path).unwrap();
-    // A later release's journal: an intact header (checksum and all) naming version 2.
-    bytes[8..12].copy_from_slice(&(frame::FORMAT_VERSION + 1).to_le_bytes());
+    // A later release's journal: an intact header (checksum and all) naming version 3.
+    bytes[8..12].copy_from_slice(&(frame::JOURNAL_VERSION_BATCHES + 1).to_le_bytes());
     let crc = crc32fast::hash(&bytes[..20]);
     bytes[20..24].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, &bytes).unwrap();
     let e = open(dir.path(), false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
-    assert!(e.message().contains("version 2"), "{e}");
+    assert!(e.message().contains("version 3"), "{e}");
     assert_eq!(
         fs::read(&path).unwrap(),
         bytes,
@@ -401,4 +403,196 @@ fn key_ring_and_blobs_live_in_the_data_directory() {
     assert_eq!(&store.read_key_ring().unwrap().unwrap()[..], b"ring");
     assert_eq!(store.get_blob(&sha).unwrap().unwrap(), b"img");
     assert_eq!(store.blob_addresses().unwrap(), vec![sha]);
+}
+
+/// Each inner slice is one group commit (one batch).
+fn write_batches(store: &Store, batches: &[&[&[u8]]]) {
+    for batch in batches {
+        let tickets: Vec<Ticket> = batch.iter().map(|r| store.append(r).unwrap()).collect();
+        store.wait(*tickets.last().unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn damage_to_a_synced_batch_is_corrupt_wherever_it_is_even_with_a_torn_final_batch() {
+    let dir = TestDir::new("synced-damage");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write_batches(
+        &store,
+        &[
+            &[b"one", b"two"],
+            &[b"three"],
+            &[b"four", b"five"],
+            &[b"six"],
+        ],
+    );
+    drop(store);
+    let path = dir.path().join(journal_name(1));
+    let intact = fs::read(&path).unwrap();
+    let starts = batch::tests::batch_offsets(&intact);
+    let kept_before = [0, 2, 3];
+    // Every byte of every batch but the last: a valid batch follows, so it was synced.
+    for k in 0..starts.len() - 1 {
+        for i in starts[k]..starts[k + 1] {
+            let mut bytes = intact.clone();
+            bytes[i] ^= 1 << (i % 8);
+            // The final batch may be torn as well: it does not hide the damage before it.
+            if i % 3 == 0 {
+                bytes.truncate(bytes.len() - 2);
+            }
+            fs::write(&path, &bytes).unwrap();
+            let e = open(dir.path(), false).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "flip at {i}: {e}");
+            assert!(e.message().contains(&journal_name(1)), "{e}");
+            assert!(
+                e.message().contains(&format!("byte offset {}", starts[k])),
+                "flip at {i}: {e}"
+            );
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                bytes,
+                "a failed open changes nothing"
+            );
+            if i == starts[k] + batch::BATCH_HEADER_LEN {
+                let (_, got, rec) = open(dir.path(), true).unwrap();
+                assert_eq!(got.len(), kept_before[k], "salvage loads what precedes it");
+                assert_eq!(rec.salvage_stopped_at.unwrap().kind(), ErrorKind::Corrupt);
+            }
+        }
+    }
+    // A whole synced page lost (zeros, as a misdirected write leaves it) is damage too.
+    let mut bytes = intact.clone();
+    bytes[starts[1]..starts[2]].fill(0);
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(
+        open(dir.path(), false).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    fs::write(&path, &intact).unwrap();
+    let (_, got, rec) = open(dir.path(), false).unwrap();
+    assert_eq!((got.len(), rec.torn_bytes), (6, 0));
+}
+
+#[test]
+fn a_synced_record_whose_length_points_past_the_end_is_corrupt_not_a_torn_tail() {
+    // Damage that rewrites a record's length word consistently (its check byte too) so that
+    // it reaches past the end of the file: record framing alone takes it for the torn final
+    // record and silently drops every later write; the batch checksum does not.
+    let dir = TestDir::new("synced-length");
+    let (store, _, _) = open(dir.path(), false).unwrap();
+    write(
+        &store,
+        &[b"kept", b"the damaged one", b"acknowledged after it"],
+    );
+    drop(store);
+    let path = dir.path().join(journal_name(1));
+    let mut bytes = fs::read(&path).unwrap();
+    let payload = bytes
+        .windows(15)
+        .position(|w| w == b"the damaged one")
+        .unwrap();
+    // Length 0xFF_FFFF, check byte 0xA5 ^ 0xFF ^ 0xFF ^ 0xFF.
+    bytes[payload - 8..payload - 4].copy_from_slice(&0x5AFF_FFFFu32.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let e = open(dir.path(), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+}
+
+/// A journal as the previous release wrote it, byte for byte: format 1, generation 1, records
+/// "first", "second", "third, torn" framed one after another with no batches.
+const FORMAT_1_JOURNAL: &str = "545352414a524e4c010000000100000000000000851cc824050000a04559d1e1\
+                                6669727374060000a308610a9f7365636f6e640b0000aeba681dd474686972\
+                                642c20746f726e";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_journal_of_the_previous_format_opens_as_before_and_writing_goes_on_in_batches() {
+    let golden = unhex(FORMAT_1_JOURNAL);
+    let records = [
+        b"first".to_vec(),
+        b"second".to_vec(),
+        b"third, torn".to_vec(),
+    ];
+    let last_start = golden.len() - (8 + 11);
+    let fresh = || {
+        let dir = TestDir::new("format-1");
+        fs::write(dir.path().join(journal_name(1)), &golden).unwrap();
+        dir
+    };
+
+    // Intact: every record, nothing cut, and the file untouched.
+    let dir = fresh();
+    let (store, got, rec) = open(dir.path(), false).unwrap();
+    assert_eq!(journal_records(&got), records);
+    assert_eq!((rec.torn_bytes, rec.torn_records), (0, 0));
+    let old = dir.path().join(journal_name(1));
+    assert_eq!(
+        fs::read(&old).unwrap(),
+        golden,
+        "a format-1 journal is only read"
+    );
+    // New writes go to a new journal in the current format.
+    write(&store, &[b"fourth"]);
+    drop(store);
+    let new = fs::read(dir.path().join(journal_name(2))).unwrap();
+    let (_, version) = parse_header_version(&old, FileKind::Journal, &new).unwrap();
+    assert_eq!(version, JOURNAL_VERSION_BATCHES);
+    let (store, got, _) = open(dir.path(), false).unwrap();
+    let mut all = records.to_vec();
+    all.push(b"fourth".to_vec());
+    assert_eq!(journal_records(&got), all);
+    // A compaction supersedes both.
+    compact(&store, &[b"state"]).finish().unwrap();
+    drop(store);
+    assert_eq!(
+        file_names(dir.path()),
+        vec![
+            "LOCK",
+            "images",
+            "journal-0000000000000003.tsj",
+            "snapshot-0000000000000003.tss"
+        ]
+    );
+
+    // Torn anywhere in its last record: cut as before (one record counted), then continued.
+    for cut in last_start + 1..golden.len() {
+        let dir = fresh();
+        fs::write(dir.path().join(journal_name(1)), &golden[..cut]).unwrap();
+        let (store, got, rec) = open(dir.path(), false).unwrap();
+        assert_eq!(journal_records(&got), records[..2], "cut at {cut}");
+        assert_eq!(
+            (rec.torn_bytes, rec.torn_records),
+            ((cut - last_start) as u64, 1)
+        );
+        let old = dir.path().join(journal_name(1));
+        assert_eq!(fs::metadata(&old).unwrap().len(), last_start as u64);
+        write(&store, &[b"after"]);
+        drop(store);
+        let (_, got, rec) = open(dir.path(), false).unwrap();
+        assert_eq!(rec.torn_bytes, 0);
+        assert_eq!(journal_records(&got).len(), 3, "cut at {cut}");
+    }
+
+    // Damage before its last record: Corrupt at the record's offset, as before.
+    let dir = fresh();
+    let mut bytes = golden.clone();
+    bytes[HEADER_LEN + 13 + 9] ^= 0xff; // a payload byte of "second"
+    fs::write(dir.path().join(journal_name(1)), &bytes).unwrap();
+    let e = open(dir.path(), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(
+        e.message()
+            .contains(&format!("byte offset {}", HEADER_LEN + 13)),
+        "{e}"
+    );
+    let (_, got, rec) = open(dir.path(), true).unwrap();
+    assert_eq!(journal_records(&got), records[..1]);
+    assert!(rec.salvage_stopped_at.is_some());
 }

@@ -287,9 +287,10 @@ class StoreStats:
     """Journal counters of a durable engine since it was opened, and what the open found (all
     zero in memory; a salvage engine writes nothing, so only the torn tail fields can be
     non-zero). ``records_synced / syncs`` is how many writes shared each ``fdatasync``.
-    ``torn_tail_bytes`` is the size of the torn tail (the end of a write that was never synced)
-    that open cut off the newest journal, 0 when it ended cleanly; ``torn_tail_records`` the
-    records begun in it as far as its bytes show (1 whenever there was a tail: a lower bound).
+    ``torn_tail_bytes`` is the size of the torn tail (the last write, which was never fully
+    synced) that open cut off the newest journal, 0 when it ended cleanly;
+    ``torn_tail_records`` the records it held: the count in its batch header when that reached
+    the disk intact, otherwise 1 (a lower bound); at least 1 whenever there was a tail.
     A cut also queues a ``STORE_TORN_TAIL`` event."""
 
     records_synced: int
