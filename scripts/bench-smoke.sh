@@ -18,3 +18,6 @@ else
   echo "bench-smoke: cluster-bench skipped, TESSERA_PG_DSN is not set" \
     "(run through scripts/with-postgres.sh to benchmark against PostgreSQL)"
 fi
+# The timing harness runs (5,000 samples per class, debug build, ~3 s): no verdict, since
+# t-tests at this size and build mean nothing; scripts/ct-check.sh is the real check.
+cargo run --quiet --example dudect -- --samples 5000 --no-verdict >/dev/null

@@ -40,6 +40,14 @@ mod user_table;
 
 pub mod ffi;
 
+/// The internal constant-time comparison, for the timing harness (examples/dudect.rs) only:
+/// it measures this very function, not a copy. Not part of the API.
+#[cfg(feature = "timing-harness")]
+#[doc(hidden)]
+pub fn __constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    constant_time::eq(a, b)
+}
+
 pub use access_token::{
     AccessToken, AccessTokenInfo, IssuedAccessToken, VerifiedAccessToken, ACCESS_TOKEN_LEN,
     ACCESS_TOKEN_PREFIX,
