@@ -79,13 +79,24 @@ fn session_fixture_tokens_verify_as_issued() {
     }
 }
 
-/// The store fixtures open, and the framed-envelope seeds rebuild them byte for byte.
+/// The store fixtures open, and the framed envelopes rebuild them (format-2 journals up to
+/// their random salt).
 #[test]
 fn store_fixtures_open_and_envelopes_rebuild_them() {
     use common::{JOURNAL_1, JOURNAL_2, KEYS, SNAPSHOT_2};
     for (which, file) in [(0, JOURNAL_1), (1, SNAPSHOT_2), (2, KEYS), (3, JOURNAL_2)] {
-        let body = store_open::records_to_body(&store_open::payloads(file));
-        assert_eq!(store_open::build(which, 2, &body), file, "file {which}");
+        let (batches, version) = store_open::payloads(file);
+        assert_eq!(version, if which % 3 == 0 { 2 } else { 1 }, "file {which}");
+        let body = store_open::records_to_body(&batches);
+        let sel = which as u8 | 2 << 2 | if version == 2 { 0x10 } else { 0 };
+        let rebuilt = store_open::build(which, sel, &body);
+        if version == 1 {
+            assert_eq!(rebuilt, file, "file {which}");
+        } else {
+            // The salt (and so every checksum bound to it) differs; the batches must not.
+            assert_eq!(rebuilt.len(), file.len(), "file {which}");
+            assert_eq!(store_open::payloads(&rebuilt), store_open::payloads(file));
+        }
     }
     let dir = common::Scratch::new("fixtures-open");
     for (name, bytes) in [
@@ -281,14 +292,27 @@ fn regenerate_seeds() {
     use common::{JOURNAL_1, JOURNAL_2, KEYS, SNAPSHOT_2};
     let mut seeds = Vec::new();
     for (which, file) in [(0u8, JOURNAL_1), (1, SNAPSHOT_2), (2, KEYS), (3, JOURNAL_2)] {
-        let body = store_open::records_to_body(&store_open::payloads(file));
+        let (batches, version) = store_open::payloads(file);
+        let body = store_open::records_to_body(&batches);
+        let header_len = if version == 2 { 40 } else { 24 };
+        let v2 = if version == 2 { 0x10 } else { 0 };
         seeds.push((format!("{which}-raw"), with(&[which], file)));
         seeds.push((
             format!("{which}-header"),
-            with(&[which | 1 << 2], &file[24..]),
+            with(&[which | 1 << 2 | v2], &file[header_len..]),
         ));
         seeds.push((format!("{which}-framed"), with(&[which | 2 << 2], &body)));
         seeds.push((format!("{which}-torn"), with(&[which | 3 << 2], &body)));
+        if version == 2 {
+            seeds.push((
+                format!("{which}-batched"),
+                with(&[which | 2 << 2 | v2], &body),
+            ));
+            seeds.push((
+                format!("{which}-batched-torn"),
+                with(&[which | 3 << 2 | v2], &body),
+            ));
+        }
     }
     write_seeds("store_open", seeds);
 }

@@ -2,8 +2,9 @@
 //! fuzzed file among valid fixture files, then opened read-only (`open_salvage`) and
 //! read-write (`open`).
 //!
-//! Input: the first byte picks the file (bits 0-1) and how the rest becomes its contents (bits
-//! 2-3); see [`FILES`] and [`build`]. Properties: never a panic, only errors; whatever `open`
+//! Input: the first byte picks the file (bits 0-1), how the rest becomes its contents (bits
+//! 2-3) and, for a journal, its format (bit 4: 1 records, 2 batches); see [`FILES`] and
+//! [`build`]. Properties: never a panic, only errors; whatever `open`
 //! accepts, `open_salvage` accepts too; and a directory `open` accepted still opens after a
 //! write, with that write in it.
 
@@ -37,76 +38,145 @@ pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// A valid header for file `which`.
-pub fn header(which: usize) -> Vec<u8> {
+/// The salt of the format-2 journals the harness builds.
+const SALT: u64 = 0x5eed_5a17_0f_f022;
+const PRELUDE_LEN: usize = 16;
+const BATCH_HEADER_LEN: usize = 40;
+
+/// A valid header for file `which` in format `version`.
+pub fn header(which: usize, version: u32) -> Vec<u8> {
     let mut h = MAGIC[which].to_vec();
-    h.extend_from_slice(&1u32.to_le_bytes());
+    h.extend_from_slice(&version.to_le_bytes());
     h.extend_from_slice(&FILES[which].1.to_le_bytes());
     let crc = crc32fast::hash(&h);
     h.extend_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Splits `body` into records, each `len u16 LE | payload` (a short last one takes what is
-/// left): the inverse of [`records_to_body`].
-fn split_records(mut body: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
+/// Splits `body` into batches of records, each record `len u16 LE | payload` (a short last
+/// one takes what is left); bit 15 of `len` ends the batch: the inverse of [`records_to_body`].
+/// A file in format 1 (records only) ignores the batches.
+fn split_records(mut body: &[u8]) -> Vec<Vec<&[u8]>> {
+    let mut out = vec![Vec::new()];
     while body.len() >= 2 {
-        let n = usize::from(u16::from_le_bytes([body[0], body[1]]));
+        let word = u16::from_le_bytes([body[0], body[1]]);
         let rest = &body[2..];
-        let n = n.min(rest.len());
-        out.push(&rest[..n]);
+        let n = usize::from(word & 0x7fff).min(rest.len());
+        out.last_mut().unwrap().push(&rest[..n]);
+        if word & 0x8000 != 0 {
+            out.push(Vec::new());
+        }
         body = &rest[n..];
     }
+    out.retain(|b| !b.is_empty());
     out
 }
 
 #[allow(dead_code)] // seeds and tests only
-/// Encodes payloads as [`split_records`] reads them (for building seeds).
-pub fn records_to_body(payloads: &[&[u8]]) -> Vec<u8> {
+/// Encodes batches of payloads as [`split_records`] reads them (for building seeds).
+pub fn records_to_body(batches: &[Vec<&[u8]>]) -> Vec<u8> {
     let mut out = Vec::new();
-    for p in payloads {
-        out.extend_from_slice(&(p.len() as u16).to_le_bytes());
-        out.extend_from_slice(p);
+    for batch in batches {
+        for (i, p) in batch.iter().enumerate() {
+            let end = if i + 1 == batch.len() { 0x8000 } else { 0 };
+            out.extend_from_slice(&(p.len() as u16 | end).to_le_bytes());
+            out.extend_from_slice(p);
+        }
     }
     out
 }
 
 #[allow(dead_code)] // seeds and tests only
-/// The payloads of a store file's frames (for building seeds from fixture files).
-pub fn payloads(file: &[u8]) -> Vec<&[u8]> {
+fn frame_payloads(mut bytes: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
-    let mut at = 24;
-    while at + 8 <= file.len() {
-        let len = (u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) & 0x00ff_ffff) as usize;
-        if at + 8 + len > file.len() {
+    while bytes.len() >= 8 {
+        let len = (u32::from_le_bytes(bytes[..4].try_into().unwrap()) & 0x00ff_ffff) as usize;
+        if 8 + len > bytes.len() {
             break;
         }
-        out.push(&file[at + 8..at + 8 + len]);
-        at += 8 + len;
+        out.push(&bytes[8..8 + len]);
+        bytes = &bytes[8 + len..];
     }
     out
 }
 
-/// The fuzzed file's contents. Envelope (bits 2-3): 0 the bytes as they are; 1 a valid header,
-/// then the bytes; 2 a valid header, then the bytes split into records each framed with a valid
-/// checksum (and, for a snapshot, a valid footer); 3 as 2 with the last byte cut off (torn).
-pub fn build(which: usize, envelope: u8, body: &[u8]) -> Vec<u8> {
+#[allow(dead_code)] // seeds and tests only
+/// The record payloads of a store file, by batch (one batch unless it is a format-2 journal),
+/// and its format version (for building seeds from fixture files).
+pub fn payloads(file: &[u8]) -> (Vec<Vec<&[u8]>>, u32) {
+    let version = u32::from_le_bytes(file[8..12].try_into().unwrap());
+    if &file[..8] != b"TSRAJRNL" || version == 1 {
+        return (vec![frame_payloads(&file[24..])], version);
+    }
+    let mut batches = Vec::new();
+    let mut at = 24 + PRELUDE_LEN;
+    while at + BATCH_HEADER_LEN <= file.len() {
+        let len = u64::from_le_bytes(file[at + 16..at + 24].try_into().unwrap()) as usize;
+        let start = at + BATCH_HEADER_LEN;
+        if start + len > file.len() {
+            break;
+        }
+        batches.push(frame_payloads(&file[start..start + len]));
+        at = start + len;
+    }
+    (batches, version)
+}
+
+/// The fuzzed file's contents. Envelope (bits 2-3 of `sel`): 0 the bytes as they are; 1 a
+/// valid header (and for a format-2 journal a valid prelude), then the bytes; 2 a valid
+/// header, then the bytes split into records each framed with a valid checksum — in a format-2
+/// journal, into batches with valid headers — and, for a snapshot, a valid footer; 3 as 2 with
+/// the last byte cut off (torn).
+pub fn build(which: usize, sel: u8, body: &[u8]) -> Vec<u8> {
+    let envelope = (sel >> 2) & 3;
     if envelope == 0 {
         return body.to_vec();
     }
-    let mut out = header(which);
+    let batched = matches!(which, 0 | 3) && sel & 0x10 != 0;
+    let mut out = header(which, if batched { 2 } else { 1 });
+    if batched {
+        out.extend_from_slice(&SALT.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
     if envelope == 1 {
         out.extend_from_slice(body);
         return out;
     }
-    let records = split_records(body);
-    for r in &records {
-        frame(&mut out, r);
+    let batches = split_records(body);
+    let records: usize = batches.iter().map(Vec::len).sum();
+    if batched {
+        for (seq, batch) in (1u64..).zip(&batches) {
+            let mut payload = Vec::new();
+            for r in batch {
+                frame(&mut payload, r);
+            }
+            let offset = out.len() as u64;
+            let mut head = Vec::with_capacity(BATCH_HEADER_LEN);
+            head.extend_from_slice(b"TSBT");
+            head.extend_from_slice(&[0; 4]);
+            head.extend_from_slice(&seq.to_le_bytes());
+            head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            head.extend_from_slice(&(batch.len() as u64).to_le_bytes());
+            head.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            head.extend_from_slice(&[0; 4]);
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&SALT.to_le_bytes());
+            crc.update(&offset.to_le_bytes());
+            crc.update(&head[8..]);
+            head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&payload);
+        }
+    } else {
+        for r in batches.iter().flatten() {
+            frame(&mut out, r);
+        }
     }
     if which == 1 {
         let mut footer = b"TSRAEND\0".to_vec();
-        footer.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        footer.extend_from_slice(&(records as u64).to_le_bytes());
         let crc = crc32fast::hash(&footer);
         footer.extend_from_slice(&crc.to_le_bytes());
         footer.extend_from_slice(&[0; 4]);
@@ -142,7 +212,7 @@ pub fn run(data: &[u8]) {
     };
     let which = usize::from(sel & 3);
     let dir = Scratch::new("store");
-    write_dir(&dir.0, which, &build(which, (sel >> 2) & 3, body));
+    write_dir(&dir.0, which, &build(which, sel, body));
 
     let salvaged = builder()
         .open_salvage(&dir.0)
