@@ -39,7 +39,7 @@ pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// The salt of the format-2 journals the harness builds.
-const SALT: u64 = 0x5eed_5a17_0f_f022;
+const SALT: u64 = 0x5eed_5a17_00ff_f022;
 const PRELUDE_LEN: usize = 16;
 const BATCH_HEADER_LEN: usize = 40;
 
