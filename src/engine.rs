@@ -304,6 +304,10 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Most users a snapshot's counters presize the id index for (see `Mutation::Counters` in
+/// `Engine::apply`); a larger store grows the index as usual past it.
+const PRESIZE_MAX_USERS: u64 = 1 << 21;
+
 fn shard_of(h: u64) -> usize {
     (h as usize) % SHARDS
 }
@@ -870,7 +874,11 @@ impl Engine {
                 if self.user_count() == 0 && next_handle > w.next_handle {
                     // A snapshot starts with its counters: size the id index once rather
                     // than growing it through every doubling while a million users load.
-                    let per_shard = (next_handle - w.next_handle) as usize / SHARDS + 1;
+                    // The counter read from disk is only a hint (an overestimate once users
+                    // were deleted), so it is capped: a damaged or forged one that passed
+                    // its checksum must not become an allocation that aborts the process.
+                    let hint = (next_handle - w.next_handle).min(PRESIZE_MAX_USERS);
+                    let per_shard = hint as usize / SHARDS + 1;
                     for shard in inner.ids.iter() {
                         shard.0.write().reserve(per_shard);
                     }

@@ -64,6 +64,16 @@ fn store_open_corpus() {
     replay("store_open", store_open::run);
 }
 
+/// Crash found by `store_open`: a format-2 journal whose checksummed `Counters` record claims a
+/// next handle near 2^64 made open presize the id index for that many users, an allocation
+/// that aborted the process (ASan: allocation-size-too-big). Now the hint is capped and open
+/// proceeds.
+#[test]
+fn store_open_counters_with_a_huge_next_handle_do_not_abort() {
+    let data = fs::read(corpus("store_open").join("crash-counters-presize-abort")).unwrap();
+    store_open::run(&data);
+}
+
 /// The fixture session tokens verify as the harness expects (the corpus alone would pass if
 /// every token were refused).
 #[test]
