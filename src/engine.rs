@@ -308,6 +308,11 @@ impl std::fmt::Debug for Engine {
 /// `Engine::apply`); a larger store grows the index as usual past it.
 const PRESIZE_MAX_USERS: u64 = 1 << 21;
 
+/// The largest user handle any release stored: format-1 session tokens carried 12 digits (the
+/// current format 10, [`MAX_HANDLE`], past which new users are refused). A stored record
+/// naming a larger one is damage, refused before the dense user table grows to reach it.
+const MAX_STORED_HANDLE: u64 = 999_999_999_999;
+
 fn shard_of(h: u64) -> usize {
     (h as usize) % SHARDS
 }
@@ -898,7 +903,7 @@ impl Engine {
                         devices: Vec::new(),
                         seq,
                     },
-                );
+                )?;
             }
             Mutation::UserRestored {
                 handle,
@@ -909,7 +914,7 @@ impl Engine {
                 devices,
             } => {
                 for t in &tokens {
-                    w.next_token_id = w.next_token_id.max(t.id + 1);
+                    w.next_token_id = w.next_token_id.max(t.id.saturating_add(1));
                 }
                 self.insert_slot(
                     w,
@@ -922,7 +927,7 @@ impl Engine {
                         devices,
                         seq,
                     },
-                );
+                )?;
             }
             Mutation::UserReplaced { handle, record } => {
                 let new_keys: Vec<Box<str>> = record.discovery_keys().to_vec();
@@ -1093,9 +1098,16 @@ impl Engine {
         self.inner.removed_seq.fetch_max(seq, Ordering::Release);
     }
 
-    fn insert_slot(&self, w: &mut WriterState, handle: u64, slot: UserSlot) {
+    fn insert_slot(&self, w: &mut WriterState, handle: u64, slot: UserSlot) -> Result<()> {
         let inner = &*self.inner;
-        w.next_handle = w.next_handle.max(handle + 1);
+        if handle > MAX_STORED_HANDLE {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "a stored user has handle {handle}, past any release's {MAX_STORED_HANDLE}"
+                ),
+            ));
+        }
         let id = slot.record.id.clone();
         let keys: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
         let pushes: Vec<Box<str>> = slot
@@ -1105,7 +1117,18 @@ impl Engine {
             .collect();
         // The slot goes in before the indexes that point at it, so a reader that finds the
         // id always finds the user.
-        if inner.users[shard_of(handle)].0.write().insert(handle, slot) {
+        let inserted = inner.users[shard_of(handle)]
+            .0
+            .write()
+            .insert(handle, slot)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Exhausted,
+                    format!("no memory for the user table to reach handle {handle} ({e})"),
+                )
+            })?;
+        w.next_handle = w.next_handle.max(handle + 1);
+        if inserted {
             inner.live_users.fetch_add(1, Ordering::Relaxed);
         }
         inner.handle_limit.fetch_max(handle + 1, Ordering::Release);
@@ -1122,6 +1145,7 @@ impl Engine {
             }
         }
         inner.ids[id_shard(&id)].0.write().insert(id, handle);
+        Ok(())
     }
 
     pub(crate) fn event(
@@ -2073,6 +2097,37 @@ mod tests {
         // At the limit, an issue evicts exactly one, as before.
         let next = two.issue_access_token("u", None).unwrap();
         assert_eq!(next.evicted, vec![old_ids[4]]);
+    }
+
+    /// Found by the `store_open` fuzz target: a stored record naming a handle far past any
+    /// release's made the dense user table grow to reach it — an allocation of up to 2^61
+    /// slots that aborted the process (or, below that, gigabytes). Now refused as damage,
+    /// changing nothing.
+    #[test]
+    fn a_stored_handle_past_any_release_is_corrupt_not_an_abort() {
+        let e = Engine::in_memory().unwrap();
+        e.create_user(NewUser::new("a", "")).unwrap();
+        let mut record = e.slot_clone(1).unwrap().record;
+        record.id = "huge".into();
+        for handle in [MAX_STORED_HANDLE + 1, u64::MAX / 2, u64::MAX] {
+            let err = e
+                .replay(Mutation::UserCreated {
+                    handle,
+                    record: record.clone(),
+                })
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{handle}: {err}");
+        }
+        assert_eq!(e.user_count(), 1);
+        assert_eq!(
+            e.get_user("huge").unwrap_err().kind(),
+            ErrorKind::UserNotFound
+        );
+        assert_eq!(
+            e.create_user(NewUser::new("b", "")).unwrap().handle,
+            2,
+            "the counter did not move"
+        );
     }
 
     /// State an older release could leave: a handle or an epoch past what the current token

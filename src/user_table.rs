@@ -26,13 +26,20 @@ impl UserTable {
         self.slots.get_mut(Self::index(handle))?.as_deref_mut()
     }
 
-    /// Stores a user; returns true when the handle was free.
-    pub fn insert(&mut self, handle: u64, slot: UserSlot) -> bool {
+    /// Stores a user; returns true when the handle was free. Fails, changing nothing, when the
+    /// table cannot grow to reach the handle (only a handle read from a damaged or forged store
+    /// is that large): a failed allocation must be an error, not an abort.
+    pub fn insert(
+        &mut self,
+        handle: u64,
+        slot: UserSlot,
+    ) -> Result<bool, std::collections::TryReserveError> {
         let i = Self::index(handle);
         if i >= self.slots.len() {
+            self.slots.try_reserve_exact(i + 1 - self.slots.len())?;
             self.slots.resize_with(i + 1, || None);
         }
-        self.slots[i].replace(Box::new(slot)).is_none()
+        Ok(self.slots[i].replace(Box::new(slot)).is_none())
     }
 
     pub fn remove(&mut self, handle: u64) -> Option<UserSlot> {
