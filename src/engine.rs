@@ -120,6 +120,9 @@ struct WriterState {
     /// Ticket of the last mutation committed: a writer that decides *not* to write still read
     /// everything appended so far, so it waits for this before answering.
     last_seq: u64,
+    /// Most users a `Counters` record may presize the id index for: what the bytes being
+    /// replayed can possibly hold (0 outside a replay). See [`Engine::set_presize_budget`].
+    presize_budget: u64,
 }
 
 /// The result of [`Engine::upsert_user`].
@@ -304,9 +307,11 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Most users a snapshot's counters presize the id index for (see `Mutation::Counters` in
-/// `Engine::apply`); a larger store grows the index as usual past it.
-const PRESIZE_MAX_USERS: u64 = 1 << 21;
+/// Fewest bytes one user takes in a snapshot or journal: a minimal `UserCreated` or
+/// `UserRestored` payload is 9 bytes before its framing (pinned by a test). Dividing the bytes
+/// to replay by it bounds how many users they can hold, so presizing for a forged counter
+/// allocates at most a small multiple of the files' size.
+pub(crate) const MIN_STORED_USER_BYTES: u64 = 8;
 
 /// The largest user handle any release stored: format-1 session tokens carried 12 digits (the
 /// current format 10, [`MAX_HANDLE`], past which new users are refused). A stored record
@@ -372,6 +377,7 @@ impl Engine {
                     next_handle: 1,
                     next_token_id: 1,
                     last_seq: 0,
+                    presize_budget: 0,
                 }),
                 events: EventQueue::new(capacity),
                 persistence,
@@ -751,6 +757,18 @@ impl Engine {
         self.apply(&mut w, m, 0)
     }
 
+    /// Bounds the id-index presizing of the replay that follows by the size of the files it
+    /// reads (`stored_bytes`; 0 after it, which turns presizing off).
+    /// How many users the id index can hold without growing.
+    #[cfg(test)]
+    pub(crate) fn id_index_capacity(&self) -> usize {
+        self.inner.ids.iter().map(|s| s.0.read().capacity()).sum()
+    }
+
+    pub(crate) fn set_presize_budget(&self, stored_bytes: u64) {
+        self.lock_writer().presize_budget = stored_bytes / MIN_STORED_USER_BYTES;
+    }
+
     /// Calls `f` with a sequence of mutations that rebuilds the current state, holding the
     /// writer mutex so the state does not move underneath (readers are not blocked).
     #[cfg(test)]
@@ -813,10 +831,12 @@ impl Engine {
         self.inner.persistence.save_keys(&keys)?;
         let ticket = self.inner.persistence.append_batch(&state)?;
         let users = state.len().saturating_sub(1);
+        w.presize_budget = state.len() as u64;
         for m in state {
             self.apply(&mut w, m, ticket)?;
         }
         self.inner.keys.store(Arc::new(ring));
+        w.presize_budget = 0;
         w.last_seq = ticket;
         drop(w);
         self.durable(ticket)?;
@@ -880,9 +900,10 @@ impl Engine {
                     // A snapshot starts with its counters: size the id index once rather
                     // than growing it through every doubling while a million users load.
                     // The counter read from disk is only a hint (an overestimate once users
-                    // were deleted), so it is capped: a damaged or forged one that passed
-                    // its checksum must not become an allocation that aborts the process.
-                    let hint = (next_handle - w.next_handle).min(PRESIZE_MAX_USERS);
+                    // were deleted), so it is capped by what the replayed bytes can hold: a
+                    // damaged or forged one that passed its checksum must not become an
+                    // allocation that aborts the process (or costs far more than the files).
+                    let hint = (next_handle - w.next_handle).min(w.presize_budget);
                     let per_shard = hint as usize / SHARDS + 1;
                     for shard in inner.ids.iter() {
                         shard.0.write().reserve(per_shard);

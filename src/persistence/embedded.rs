@@ -198,6 +198,24 @@ impl Persistence for DurableStore {
     }
 }
 
+/// Total size of the snapshots and journals in `dir` (what an open can replay), 0 when it
+/// cannot be listed (the open itself then reports why).
+fn stored_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("snapshot-") || name.starts_with("journal-")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .fold(0, u64::saturating_add)
+}
+
 /// How long a stored blob is safe from collection: longer than any write can take between
 /// storing its image and appending the record that points at it.
 const BLOB_GRACE: Duration = Duration::from_secs(10 * 60);
@@ -326,6 +344,7 @@ impl EngineBuilder {
         });
         let engine = Engine::assemble(self.config, self.clock, durable.clone(), keys);
         let opts = StoreOptions { sync: self.sync };
+        engine.set_presize_budget(stored_bytes(dir));
         let (store, recovery) = Store::open_locked(locked, opts, |origin, bytes| {
             let what = match origin {
                 Origin::Snapshot => "snapshot",
@@ -333,6 +352,7 @@ impl EngineBuilder {
             };
             engine.replay(decode::<Mutation>(bytes, what)?)
         })?;
+        engine.set_presize_budget(0);
         if durable.store.set(store).is_err() {
             return Err(Error::new(ErrorKind::Internal, "store opened twice"));
         }

@@ -816,3 +816,70 @@ fn every_file_in_the_data_directory_is_owner_only() {
         assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", f.display());
     }
 }
+
+#[test]
+fn minimal_user_records_take_at_least_min_stored_user_bytes() {
+    use crate::engine::MIN_STORED_USER_BYTES;
+    use crate::user::UserRecord;
+    let record = || UserRecord {
+        id: "a".into(),
+        nickname: "".into(),
+        profile_url: None,
+        created_at_ms: 0,
+        active: false,
+        extra: None,
+    };
+    for m in [
+        Mutation::UserCreated {
+            handle: 1,
+            record: record(),
+        },
+        Mutation::UserRestored {
+            handle: 1,
+            record: record(),
+            epoch: 0,
+            token_required: false,
+            tokens: Vec::new(),
+            devices: Vec::new(),
+        },
+    ] {
+        let bytes = postcard::to_allocvec(&m).unwrap();
+        assert!(
+            bytes.len() as u64 >= MIN_STORED_USER_BYTES,
+            "{m:?}: {bytes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_forged_counter_presizes_only_what_the_replayed_bytes_can_hold() {
+    let e = Engine::in_memory().unwrap();
+    // 4 KiB of files can hold at most 512 users: a counter claiming 5 billion users must not presize
+    // the id index for more (it used to reserve 2^21 users, ~60 MB, for any file).
+    e.set_presize_budget(4096);
+    e.replay(Mutation::Counters {
+        next_handle: 5_000_000_000,
+        next_token_id: 1,
+    })
+    .unwrap();
+    e.set_presize_budget(0);
+    let capacity = e.id_index_capacity();
+    assert!(capacity <= 4 * 4096, "presized for {capacity} users");
+    // The counter itself is kept exactly: only the hint is bounded (the next user gets the
+    // handle after it).
+    assert_eq!(
+        e.create_user(NewUser::new("x", "")).unwrap().handle,
+        5_000_000_000
+    );
+    // And a real budget still presizes: 1 M users' worth of bytes reserves ≥ 100 k slots.
+    let e = Engine::in_memory().unwrap();
+    e.set_presize_budget(100_000 * MIN);
+    e.replay(Mutation::Counters {
+        next_handle: 100_001,
+        next_token_id: 1,
+    })
+    .unwrap();
+    assert!(e.id_index_capacity() >= 100_000);
+}
+
+const MIN: u64 = crate::engine::MIN_STORED_USER_BYTES;
