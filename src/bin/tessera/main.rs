@@ -58,7 +58,7 @@ struct Global {
 enum Command {
     /// Create, read, change, list, import and export users.
     #[command(subcommand)]
-    Users(users::UsersCommand),
+    Users(Box<users::UsersCommand>),
     /// Issue, list, revoke and check access and session tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli, out: &Out) -> Result<(), Failure> {
     let target = Target::choose(cli.global.data, cli.global.pg);
     match cli.command {
-        Command::Users(c) => users::run(c, &target, out),
+        Command::Users(c) => users::run(*c, &target, out),
         Command::Tokens(c) => tokens::run(c, &target, out),
         Command::Keys(c) => tokens::run_keys(c, &target, out),
         Command::Stats => store::stats(&target, out),
