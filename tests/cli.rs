@@ -531,6 +531,24 @@ fn a_hundred_thousand_users_round_trip_byte_identical() {
         "100k round trip (2 imports, 2 exports): {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // An uploaded image's engine URL is left out (its bytes are not in the file).
+    {
+        let engine = tessera::Engine::open(&b).unwrap();
+        let png = b"\x89PNG\r\n\x1a\n0000".to_vec();
+        let u = engine.set_profile_image("user-000003", &png).unwrap();
+        assert!(u.profile_url.unwrap().starts_with("tessera://images/"));
+    }
+    let third = at(&b, &["users", "export"]);
+    let line = String::from_utf8(third.stdout)
+        .unwrap()
+        .lines()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        line,
+        r#"{"user_id":"user-000003","nickname":"Nick 3 ✓","is_active":true,"created_at_ms":1600000003000}"#
+    );
     let u = ok_json(at(&b, &["--json", "users", "get", "user-000017"]));
     assert_eq!(
         (u["is_active"].clone(), u["created_at_ms"].clone()),

@@ -331,8 +331,8 @@ fn list(args: ListArgs, target: &Target, out: &Out) -> Result<(), Failure> {
 
 /// One line of `users export`: every field `import` restores, in this order, empty optional
 /// fields left out. `handle` is not in it (it is local to a store; the importing store assigns
-/// its own), nor are tokens (secrets: only digests are kept) or devices (push registrations,
-/// which apps renew); `tessera backup` copies all of those.
+/// its own), nor are tokens (secrets: only digests are kept), devices (push registrations,
+/// which apps renew) or uploaded profile images; `tessera backup` copies all of those.
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct Line {
@@ -369,11 +369,14 @@ fn yes() -> bool {
 }
 
 impl Line {
-    fn of(u: User) -> Line {
+    /// The line of `u`. A profile URL naming an uploaded image (`image_base`, the engine's
+    /// `tessera://images/`) is left out: the image's bytes are not in the file, and no other
+    /// store would accept the URL (a profile URL must be http or https).
+    fn of(u: User, image_base: &str) -> Line {
         Line {
             user_id: u.user_id,
             nickname: u.nickname,
-            profile_url: u.profile_url,
+            profile_url: u.profile_url.filter(|url| !url.starts_with(image_base)),
             metadata: u.metadata,
             tags: u.tags,
             role: u.role,
@@ -450,10 +453,11 @@ fn write_lines(
         ..UserQuery::default()
     };
     let mut n = 0u64;
+    let base = engine.config().image_url_base.clone();
     loop {
         let page = engine.list_users(&query)?;
         for u in page.users {
-            serde_json::to_writer(&mut *w, &Line::of(u))
+            serde_json::to_writer(&mut *w, &Line::of(u, &base))
                 .map_err(|e| failure::io("writing the export", e.into()))?;
             w.write_all(b"\n")
                 .map_err(|e| failure::io("writing the export", e))?;
