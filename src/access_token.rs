@@ -168,6 +168,36 @@ pub(crate) fn parse(text: &str) -> Result<(u64, TokenDigest)> {
     }
 }
 
+/// Why an access token fails [`parse`]: the account `parse` deliberately never gives (each is
+/// the same [`ErrorKind::InvalidToken`] there). For operators only, through
+/// [`crate::Engine::diagnose_token`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AccessFlaw {
+    /// Not 65 characters.
+    Length(usize),
+    /// The CRC-32 at the end does not match the rest: a typo, a truncated or altered copy.
+    Checksum,
+    /// The checksum matches but the body does not decode (only a forgery can do that).
+    Body,
+}
+
+/// [`parse`], saying which step failed. Accepts exactly what `parse` accepts (a test holds the
+/// two together). `text` must start with [`ACCESS_TOKEN_PREFIX`].
+pub(crate) fn diagnose(text: &str) -> std::result::Result<(u64, TokenDigest), AccessFlaw> {
+    if text.len() != ACCESS_TOKEN_LEN {
+        return Err(AccessFlaw::Length(text.chars().count()));
+    }
+    let (head, tail) = text
+        .as_bytes()
+        .split_at(ACCESS_TOKEN_PREFIX.len() + BODY_LEN);
+    let mut crc_b64 = [0u8; 6];
+    match URL_SAFE_NO_PAD.encode_slice(checksum(head), &mut crc_b64) {
+        Ok(6) if crc_b64 == tail => {}
+        _ => return Err(AccessFlaw::Checksum),
+    }
+    parse(text).map_err(|_| AccessFlaw::Body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1191,10 +1191,38 @@ impl Engine {
         self.create(new, true)
     }
 
+    /// Creates a user moved in from another store (a `tessera users export` file, a hosted
+    /// platform's user list) as it was there: with its creation time (milliseconds since the
+    /// Unix epoch, 0 or more: [`ErrorKind::InvalidField`] otherwise) and its active state. Every
+    /// other rule is [`Engine::create_user`]'s. A user created deactivated raises no event: no
+    /// credential of it exists yet.
+    pub fn import_user(&self, new: NewUser, created_at_ms: i64, active: bool) -> Result<User> {
+        if created_at_ms < 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidField,
+                format!("created_at_ms is {created_at_ms}; it must be 0 or more"),
+            ));
+        }
+        self.create_as(new, false, Some((created_at_ms, active)))
+            .map(|u| u.user)
+    }
+
     fn create(&self, new: NewUser, upsert: bool) -> Result<Upserted> {
+        self.create_as(new, upsert, None)
+    }
+
+    /// `imported`: the creation time and active state of a user moved in ([`Engine::import_user`]).
+    fn create_as(
+        &self,
+        new: NewUser,
+        upsert: bool,
+        imported: Option<(i64, bool)>,
+    ) -> Result<Upserted> {
         let config = &self.inner.config;
         let id = normalize_user_id(config, &new.user_id)?.into_owned();
-        let record = UserRecord::from_new(config, &id, &new, self.now())?;
+        let created_at_ms = imported.map_or_else(|| self.now(), |(at, _)| at);
+        let mut record = UserRecord::from_new(config, &id, &new, created_at_ms)?;
+        record.active = imported.is_none_or(|(_, active)| active);
         let mut w = self.write_lock()?;
         if let Some(handle) = self.handle_of_normalized(&id) {
             if upsert {
@@ -2210,3 +2238,7 @@ mod tests {
 #[cfg(test)]
 #[path = "engine/durability_tests.rs"]
 mod durability_tests;
+
+#[path = "engine/diagnosis.rs"]
+mod diagnosis;
+pub use diagnosis::{TokenDiagnosis, TokenFinding, TokenFormat};

@@ -58,7 +58,10 @@ pub use config::{
     DAY_MS, USER_ID_MAX_CHARS_LIMIT,
 };
 pub use device::{Device, DeviceAdded, DeviceType, NewDevice, PushMode};
-pub use engine::{AuthMethod, Authenticated, Engine, EngineBuilder, Upserted, UserPage, UserQuery};
+pub use engine::{
+    AuthMethod, Authenticated, Engine, EngineBuilder, TokenDiagnosis, TokenFinding, TokenFormat,
+    Upserted, UserPage, UserQuery,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
 pub use key_ring::{KeyId, KeyInfo, KeySecret};

@@ -416,6 +416,78 @@ fn parse_payload(p: &[u8]) -> Option<Claims> {
     })
 }
 
+/// Why a session token fails [`verify`] before its claims can be trusted: the step-by-step
+/// account that `verify` deliberately never gives (every one of these is the same
+/// [`ErrorKind::InvalidToken`] there). For operators only, through
+/// [`crate::Engine::diagnose_token`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SessionFlaw {
+    /// Not 119..=168 characters.
+    Length(usize),
+    /// Not three base64url parts where Tessera puts them.
+    Structure,
+    /// A header other than `{"alg":"HS256","kid":"<kid>"}`.
+    Header,
+    /// A well-formed key id this engine never issued.
+    UnknownKey(String),
+    /// The signature does not verify with the key the header names.
+    Signature(KeyId),
+    /// Validly signed, but the payload is not Tessera's claims (only a bug could sign one).
+    Claims,
+}
+
+/// [`verify`], one step at a time, saying which step failed. It accepts exactly what `verify`
+/// accepts (a test holds the two together), and like it never exposes the key or the MAC.
+pub(crate) fn diagnose(ring: &KeyRing, token: &str) -> std::result::Result<Genuine, SessionFlaw> {
+    let bytes = token.as_bytes();
+    if !(SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&bytes.len()) {
+        return Err(SessionFlaw::Length(token.chars().count()));
+    }
+    let d2 = bytes.len() - SIG_B64_LEN - 1;
+    let d1 = (34..=36)
+        .find(|&i| bytes[i] == b'.')
+        .ok_or(SessionFlaw::Structure)?;
+    if bytes[d2] != b'.' {
+        return Err(SessionFlaw::Structure);
+    }
+    let tail_b64 = bytes[..d1]
+        .strip_prefix(HEADER_PREFIX_B64)
+        .ok_or(SessionFlaw::Header)?;
+    let mut tail_buf = [0u8; 8];
+    let tail = decode(tail_b64, &mut tail_buf).map_err(|_| SessionFlaw::Header)?;
+    let kid = tail
+        .strip_prefix(b"\"")
+        .and_then(|t| t.strip_suffix(HEADER_SUFFIX))
+        .ok_or(SessionFlaw::Header)?;
+    let number = KeyId::parse_number(kid).ok_or(SessionFlaw::Header)?;
+    let key_id = KeyId::from_number(number);
+    let (mut mac, key_retired) = match ring.lookup(number) {
+        Some(KeyRef::Live(key)) => (key.mac.clone(), false),
+        Some(KeyRef::Retired(secret)) => (
+            <Hmac<Sha256> as Mac>::new_from_slice(secret)
+                .map_err(|_| SessionFlaw::Signature(key_id))?,
+            true,
+        ),
+        None => return Err(SessionFlaw::UnknownKey(key_id.to_string())),
+    };
+    mac.update(&bytes[..d2]);
+    let expected = mac.finalize().into_bytes();
+    let mut expected_b64 = [0u8; SIG_B64_LEN];
+    if URL_SAFE_NO_PAD.encode_slice(expected, &mut expected_b64) != Ok(SIG_B64_LEN)
+        || !constant_time::eq(&expected_b64, &bytes[d2 + 1..])
+    {
+        return Err(SessionFlaw::Signature(key_id));
+    }
+    let mut payload_buf = [0u8; 72];
+    let payload = decode(&bytes[d1 + 1..d2], &mut payload_buf).map_err(|_| SessionFlaw::Claims)?;
+    let claims = parse_payload(payload).ok_or(SessionFlaw::Claims)?;
+    Ok(Genuine {
+        claims,
+        key_id,
+        key_retired,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

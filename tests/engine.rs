@@ -1616,3 +1616,42 @@ fn a_limit_of_one_after_a_hundred_evicts_all_of_them() {
         .collect();
     assert_eq!(listed, vec![new.info.id]);
 }
+
+#[test]
+fn import_user_keeps_creation_time_and_state_and_checks_its_edges() {
+    let (e, _clock) = engine();
+    let full = NewUser {
+        tags: vec!["t".into()],
+        ..NewUser::new("old", "Old")
+    };
+    let u = e.import_user(full.clone(), 0, true).unwrap();
+    assert_eq!((u.created_at_ms, u.is_active), (0, true));
+    let u = e
+        .import_user(NewUser::new("max", ""), i64::MAX, false)
+        .unwrap();
+    assert_eq!((u.created_at_ms, u.is_active), (i64::MAX, false));
+    assert_eq!(e.get_user("max").unwrap().created_at_ms, i64::MAX);
+    // A deactivated import is deactivated: no token for it, no event (no credential existed).
+    assert_eq!(
+        kind(e.issue_session_token("max", None)),
+        ErrorKind::UserDeactivated
+    );
+    assert!(e.drain_events(10).is_empty());
+    for bad in [-1, i64::MIN] {
+        assert_eq!(
+            kind(e.import_user(NewUser::new("neg", ""), bad, true)),
+            ErrorKind::InvalidField
+        );
+    }
+    assert_eq!(kind(e.get_user("neg")), ErrorKind::UserNotFound);
+    // Every create rule still applies.
+    assert_eq!(
+        kind(e.import_user(full, 5, true)),
+        ErrorKind::UserAlreadyExists
+    );
+    assert_eq!(
+        kind(e.import_user(NewUser::new("long", "n".repeat(81)), 5, true)),
+        ErrorKind::FieldTooLong
+    );
+    assert_eq!(e.user_count(), 2);
+}
