@@ -128,7 +128,7 @@ fn step(model: &mut LaneModel, lane: u64, i: u64) -> Op {
         );
         return Op::Create(id);
     };
-    if i % 9 == 0 {
+    if i.is_multiple_of(9) {
         model.remove(&u);
         return Op::Delete(id);
     }
