@@ -3,8 +3,8 @@
  * with a sessions_revoked event to drop the user's sockets by. (Two nodes in one process to
  * keep the example short; in production each chat-server process opens one.)
  *
- *   cargo build --release
- *   cc -std=c11 -Iinclude examples/cluster.c -Ltarget/release -ltessera -lpthread -o cluster
+ *   scripts/install.sh --prefix /usr/local      (see docs/C_API.md)
+ *   cc -std=c11 examples/cluster.c $(pkg-config --cflags --libs tessera) -o cluster
  *   ./cluster "host=127.0.0.1 dbname=tessera user=tessera"
  */
 #define _POSIX_C_SOURCE 200809L

@@ -5,10 +5,10 @@
  * once on one shared engine, revokes a user's sessions and an access token, and drains the
  * revocation events a server would use to drop the affected sockets.
  *
- * Build (see docs/C_API.md):
- *   cargo build --release
- *   cc -std=c11 -Iinclude examples/login_server.c -Ltarget/release -ltessera -lpthread \
- *      -Wl,-rpath,$PWD/target/release -o login_server && ./login_server
+ * Build (see docs/C_API.md), against an installed library:
+ *   scripts/install.sh --prefix /usr/local
+ *   cc -std=c11 examples/login_server.c $(pkg-config --cflags --libs tessera) -pthread \
+ *      -o login_server && ./login_server
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>

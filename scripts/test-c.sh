@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds libtessera (shared and static) and runs the C and C++ tests against it: strict C11 and
-# C++17 builds linked both ways, the login_server example, AddressSanitizer + UBSan, and
-# valgrind when it is installed. Called by scripts/test-all.sh (the README's test command).
+# C++17 builds linked both ways, the login_server example, an install into a temporary prefix
+# used through pkg-config (scripts/test-install.sh), AddressSanitizer + UBSan, and valgrind when
+# it is installed. Called by scripts/test-all.sh (the README's test command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,10 @@ libdir="$target_dir/debug"
 
 echo "== cargo build --lib (libtessera.so, libtessera.a)"
 cargo build --lib --quiet
+
+# The library's SONAME is libtessera.so.0 (build.rs): programs linked with -ltessera load that
+# name, which an install provides as a symlink; the build tree gets one here.
+ln -sfn libtessera.so "$libdir/libtessera.so.0"
 
 make_c() { make --no-print-directory -C tests/c LIBDIR="$libdir" "$@"; }
 
@@ -25,22 +30,8 @@ elif [ "${CI:-}" = true ]; then
   echo "error: no TESSERA_PG_DSN in CI (run through scripts/with-postgres.sh)" >&2
   exit 1
 fi
-if command -v pkg-config >/dev/null 2>&1; then
-  echo "== pkg-config: build login_server from tessera.pc, shared and --static"
-  pcdir="tests/c/build/pkgconfig"
-  mkdir -p "$pcdir"
-  scripts/pkg-config.sh "$PWD" "$libdir" "$PWD/include" > "$pcdir/tessera.pc"
-  export PKG_CONFIG_PATH="$PWD/$pcdir"
-  # shellcheck disable=SC2046
-  cc -std=c11 examples/login_server.c $(pkg-config --cflags --libs tessera) -lpthread \
-     -Wl,-rpath,"$libdir" -o tests/c/build/login_server_pc
-  tests/c/build/login_server_pc > /dev/null
-  # --static: the archive itself, then Libs.private.
-  cc -std=c11 examples/login_server.c $(pkg-config --cflags tessera) "$libdir/libtessera.a" \
-     $(pkg-config --static --libs-only-l tessera | sed 's/-ltessera//') \
-     -o tests/c/build/login_server_pc_static
-  tests/c/build/login_server_pc_static > /dev/null
-fi
+echo "== scripts/install.sh into a temporary prefix; build against it with pkg-config only"
+scripts/test-install.sh "$libdir"
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
 make_c -j2 sanitize
 if command -v valgrind >/dev/null 2>&1; then

@@ -742,6 +742,19 @@ impl Engine {
         self.inner.persistence.compact(self)
     }
 
+    /// Runs `f` holding the writer mutex: no write decides, appends or applies anything
+    /// meanwhile (readers go on). A backup switches the journal here, so the files it copies
+    /// hold the state at exactly this instant.
+    pub(crate) fn with_writers_paused<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _w = self.lock_writer();
+        f()
+    }
+
+    /// The persistence hook, for a backup to ask it for its files.
+    pub(crate) fn persistence(&self) -> &dyn Persistence {
+        &*self.inner.persistence
+    }
+
     /// Journal counters of a durable engine since it was opened (all zero in memory):
     /// `records_synced / syncs` shows how many concurrent writes shared each sync.
     pub fn store_stats(&self) -> crate::store::StoreStats {

@@ -1,7 +1,8 @@
 //! Fault injection for crash tests (cargo feature `fault-injection`, off by default; the test
 //! suite turns it on through a dev-dependency on this crate). Holds the journal's group commit
 //! just before it writes a batch, so a test can kill the process at the worst instant: a
-//! mutation applied in memory, its record not yet in the file.
+//! mutation applied in memory, its record not yet in the file. Also holds a backup just
+//! before it publishes its finished copy.
 //!
 //! Not part of the supported API: nothing here exists in a default build.
 
@@ -80,4 +81,40 @@ fn wait_while_held(latch: &Mutex<Latch>, changed: &Condvar) {
         changed.wait(&mut latch);
     }
     latch.waiting -= 1;
+}
+
+/// Targets whose backups stop just before the rename that publishes them, and how many are
+/// stopped there now.
+static BACKUPS: Mutex<(Vec<std::path::PathBuf>, usize)> = Mutex::new((Vec::new(), 0));
+static BACKUPS_CHANGED: Condvar = Condvar::new();
+
+/// From now on, a backup into `target` (the path exactly as passed to `Engine::backup_to`)
+/// stops once its copy is complete and synced, just before it is renamed into place, until
+/// [`release_backup_into`]: the worst instant for a crash. Backups into other targets go on.
+pub fn hold_backup_into(target: &std::path::Path) {
+    BACKUPS.lock().0.push(target.to_path_buf());
+}
+
+/// Lets a held backup into `target` go on to its rename.
+pub fn release_backup_into(target: &std::path::Path) {
+    BACKUPS.lock().0.retain(|t| t != target);
+    BACKUPS_CHANGED.notify_all();
+}
+
+/// How many backups are stopped before their rename right now.
+pub fn held_backups() -> usize {
+    BACKUPS.lock().1
+}
+
+/// Called by a backup into `target` just before it renames the finished copy into place.
+pub(crate) fn before_backup_rename(target: &std::path::Path) {
+    let mut held = BACKUPS.lock();
+    if !held.0.iter().any(|t| t == target) {
+        return;
+    }
+    held.1 += 1;
+    while held.0.iter().any(|t| t == target) {
+        BACKUPS_CHANGED.wait(&mut held);
+    }
+    held.1 -= 1;
 }

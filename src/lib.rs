@@ -67,6 +67,7 @@ pub use event::{Event, EventKind};
 pub use key_ring::{KeyId, KeyInfo, KeySecret};
 #[cfg(feature = "postgres")]
 pub use persistence::postgres::ClusterOptions;
+pub use persistence::BackupStats;
 pub use profile_image::{ImageFormat, ProfileImage};
 pub use session_token::{
     SessionToken, VerifiedSession, MAX_EPOCH as SESSION_EPOCH_MAX, SESSION_TOKEN_MAX_LEN,

@@ -6,62 +6,47 @@
 //! ```text
 //! TESSERA_BLESS=1 cargo test --test c_header
 //! ```
+//!
+//! or, equivalently, `TESSERA_REGENERATE_HEADER=1 cargo build --features regenerate-header`
+//! (`build.rs`). Both use `build/header.rs`; the build script reads the limits from the source
+//! rather than from the compiled crate, and `build_script_limits_are_the_crate_limits` checks
+//! that the two agree, so both write the same header.
 
 use std::path::Path;
 
-/// The `#define`s of the version, from `Cargo.toml` (cbindgen cannot derive them itself).
+#[path = "../build/header.rs"]
+mod header;
+
+/// The version `#define`s, from `Cargo.toml` (cbindgen cannot derive them itself).
 fn version_macros() -> String {
     let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
     let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
     let patch: u32 = env!("CARGO_PKG_VERSION_PATCH").parse().unwrap();
-    assert!(
-        minor < 1000 && patch < 1000,
-        "TESSERA_VERSION_NUMBER needs minor, patch < 1000"
+    assert_eq!(
+        major * 1_000_000 + minor * 1_000 + patch,
+        tessera::ffi::VERSION_NUMBER
     );
-    let number = major * 1_000_000 + minor * 1_000 + patch;
-    assert_eq!(number, tessera::ffi::VERSION_NUMBER);
-    format!(
-        "\n/** Version of the Tessera crate this header was generated from (`Cargo.toml`). */\n\
-         #define TESSERA_VERSION_STRING \"{}\"\n\
-         /** Major version (X of X.Y.Z). */\n\
-         #define TESSERA_VERSION_MAJOR {major}\n\
-         /** Minor version (Y of X.Y.Z). */\n\
-         #define TESSERA_VERSION_MINOR {minor}\n\
-         /** Patch version (Z of X.Y.Z). */\n\
-         #define TESSERA_VERSION_PATCH {patch}\n\
-         /** X * 1000000 + Y * 1000 + Z; compare with tessera_version_number(). */\n\
-         #define TESSERA_VERSION_NUMBER {number}\n",
-        env!("CARGO_PKG_VERSION"),
-    )
+    header::version_macros(env!("CARGO_PKG_VERSION"), major, minor, patch)
 }
 
 /// The limits (`tessera::ffi::LIMITS`): constants of the crate that cbindgen cannot evaluate,
 /// written from their Rust values so the header follows them.
-fn limit_macros() -> String {
-    let mut out = String::new();
-    for (name, value, doc) in tessera::ffi::LIMITS {
-        out.push_str("\n/**\n");
-        for line in *doc {
-            out.push_str(&format!(" *{}\n", line.trim_end()));
-        }
-        out.push_str(&format!(" */\n#define {name} {value}\n"));
-    }
-    out
+fn limits() -> Vec<header::Limit> {
+    tessera::ffi::LIMITS
+        .iter()
+        .map(|(name, value, doc)| {
+            let doc = doc.iter().map(|l| l.to_string()).collect();
+            (name.to_string(), *value, doc)
+        })
+        .collect()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn generate() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).unwrap();
-    config.after_includes = Some(version_macros() + &limit_macros());
-    let mut out = Vec::new();
-    cbindgen::Builder::new()
-        // Only the ffi module: public items of the core (config limits, ...) stay out of C.
-        .with_src(root.join("src/ffi/mod.rs"))
-        .with_config(config)
-        .generate()
-        .expect("cbindgen failed")
-        .write(&mut out);
-    String::from_utf8(out).unwrap()
+    header::generate(root(), version_macros(), &limits())
 }
 
 #[test]
@@ -97,4 +82,14 @@ fn every_c_name_in_the_header_has_the_prefix() {
             }
         }
     }
+}
+
+/// `build.rs` runs before the crate is compiled, so it reads the limits from the source of
+/// `src/ffi/limits.rs` (and the modules it imports them from); they must be exactly the
+/// crate's, docs included, for it to write the header this test expects.
+#[test]
+fn build_script_limits_are_the_crate_limits() {
+    let from_source = header::limits_from_source(root());
+    assert_eq!(from_source, limits());
+    assert!(!from_source.is_empty());
 }

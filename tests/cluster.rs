@@ -1447,7 +1447,8 @@ impl Drop for Thaw {
 /// A data directory with users, tokens, devices, discovery keys, revoked sessions, images and
 /// two keys moves into an empty cluster with `import_from` (in this process); another node
 /// process then holds the same state, verifies the old tokens and serves the images; and the
-/// cluster moves back into a fresh data directory, which holds the same state after a reopen.
+/// cluster moves back into a fresh data directory, which holds the same state after a reopen
+/// (by `import_from`, and by `backup_to`).
 #[test]
 fn import_moves_an_embedded_state_into_the_cluster_and_back() {
     let Some(db) = database("import") else {
@@ -1563,6 +1564,15 @@ fn import_moves_an_embedded_state_into_the_cluster_and_back() {
     for (url, bytes) in &images {
         assert_eq!(backup.profile_image(&sha_of(url)).unwrap().bytes, *bytes);
     }
-    drop((backup, embedded, cluster));
+    // The same in one call: `backup_to` builds the data directory beside its target and
+    // renames it into place.
+    let stats = cluster.backup_to(tmp.join("backup-to")).unwrap();
+    assert_eq!(stats.users, 300);
+    let copy = Engine::open(tmp.join("backup-to")).unwrap();
+    assert_eq!(state_digest(&copy).unwrap(), cluster_state);
+    for (url, bytes) in &images {
+        assert_eq!(copy.profile_image(&sha_of(url)).unwrap().bytes, *bytes);
+    }
+    drop((copy, backup, embedded, cluster));
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -214,6 +214,15 @@ public:
     /// Snapshot + fresh journal (see tessera_engine_compact); nothing in memory.
     void compact() const { detail::check(tessera_engine_compact(e_)); }
 
+    /// Writes a consistent copy of the state into `dir` (which must not exist or be empty)
+    /// while other threads keep reading and writing; it opens with Engine::open. Returns
+    /// {"users": N, "files": N, "bytes": N} as JSON (see tessera_engine_backup_to).
+    std::string backup_to(std::string_view dir) const {
+        tessera_string *out = nullptr;
+        detail::check(tessera_engine_backup_to(e_, dir.data(), dir.size(), &out));
+        return detail::take(out);
+    }
+
     /// Journal counters as JSON: {"records_synced", "syncs", "bytes_written",
     /// "torn_tail_bytes", "torn_tail_records"} (see tessera_engine_store_stats).
     std::string store_stats() const {

@@ -470,6 +470,59 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
     })
 }
 
+/// Writes a consistent copy of the engine's state into the directory `dir`, while other
+/// threads keep reading and writing; the copy opens with `tessera_engine_open` like any data
+/// directory.
+///
+/// `dir` (UTF-8, `dir_len` bytes, not NUL-terminated, relative or absolute) must not exist or
+/// be an empty directory; its parent is created if missing. The copy holds the state at one
+/// instant during the call (every write that returned before the call started, none started
+/// after it returned), with the signing keys (the key file keeps mode 0600) and profile
+/// images. A durable engine pauses writers only to sync its journal and start a new one, then
+/// copies its files with no lock held (a compaction asked for meanwhile waits); an in-memory,
+/// salvage or cluster engine is copied into a new data directory, its writers waiting while
+/// the state is read out of memory. The copy is built in a hidden temporary directory beside
+/// `dir` (`.<name>.backup-*.tmp`) and renamed to `dir` last: after a crash or a failure
+/// there is no partial backup at `dir` (a crash may leave the temporary directory, which can
+/// be deleted).
+///
+/// If `out_stats` is not NULL, writes to `*out_stats` a JSON object `{"users": N, "files": N,
+/// "bytes": N}` (users in the copy, files and bytes written; new fields may be added), a
+/// `tessera_string` to free with `tessera_string_free`; on failure it is left untouched.
+///
+/// Fails with `TESSERA_INVALID_ARGUMENT` when `dir` is empty, contains a NUL byte, names no
+/// directory entry (`/`, `..`), exists and is not an empty directory (a symbolic link
+/// included), or is filled by someone else before the copy is renamed into it — `dir` is
+/// left as it was; `TESSERA_IO` when a file cannot be written; `TESSERA_CORRUPT` when a
+/// stored image or journal of the engine is damaged. On failure nothing is left behind.
+/// Thread-safe.
+///
+/// Fails with `TESSERA_NULL_POINTER` if `engine` is NULL.
+///
+/// # Safety
+/// `engine` must be a live handle; `dir` valid for `dir_len` bytes; `out_stats`, unless NULL,
+/// valid for one pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_engine_backup_to(
+    engine: *const tessera_engine,
+    dir: *const c_char,
+    dir_len: usize,
+    out_stats: *mut *mut tessera_string,
+) -> tessera_status {
+    ffi_boundary!({
+        // SAFETY: the caller's contract, for this and every unsafe call below.
+        let e = unsafe { self::engine(engine) }?;
+        let dir = unsafe { dir_in(dir, dir_len) }?;
+        let stats = e.backup_to(dir)?;
+        let json = serde_json::json!({
+            "users": stats.users,
+            "files": stats.files,
+            "bytes": stats.bytes,
+        });
+        unsafe { tessera_string::give_json_opt(&json, out_stats) }
+    })
+}
+
 /// Opens a cluster node on a PostgreSQL database shared by every node of the chat service.
 ///
 /// `conninfo` (UTF-8, `conninfo_len` bytes) is a libpq connection string, `host=… port=…

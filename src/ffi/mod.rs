@@ -39,8 +39,8 @@ pub use access_token::*;
 pub use boundary::tessera_last_error_message;
 pub use device::*;
 pub use engine::{
-    tessera_engine, tessera_engine_compact, tessera_engine_free, tessera_engine_open,
-    tessera_engine_open_in_memory, tessera_engine_open_in_memory_with_config,
+    tessera_engine, tessera_engine_backup_to, tessera_engine_compact, tessera_engine_free,
+    tessera_engine_open, tessera_engine_open_in_memory, tessera_engine_open_in_memory_with_config,
     tessera_engine_open_salvage, tessera_engine_store_stats, tessera_engine_user_count,
 };
 pub use event::*;

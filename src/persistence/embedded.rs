@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::key_ring::{KeyRing, RetiredKeys, StoredKey, StoredKeyRing};
 use crate::mutation::Mutation;
-use crate::persistence::Persistence;
+use crate::persistence::{BackupStats, Persistence};
 use crate::store::{LockedDir, Origin, Store, StoreOptions, StoreStats, SyncMode, Ticket};
 
 /// The journal-and-snapshot persistence of a durable engine.
@@ -139,6 +139,33 @@ impl Persistence for DurableStore {
                 let _ = thread.join();
             }
         }
+    }
+
+    fn backup_files(&self, engine: &Engine, to: &Path) -> Result<Option<BackupStats>> {
+        let store = self.store()?;
+        if store.is_read_only() {
+            // A salvage engine has no journal to switch: its loaded state is copied instead.
+            return Ok(None);
+        }
+        // Compaction deletes the files a new snapshot makes obsolete and collects images no
+        // user names: kept away until the copy is done (it waits; writers do not).
+        let _no_compaction = self.compaction.lock();
+        let (source, users, keys) = engine.with_writers_paused(|| {
+            Ok((
+                store.begin_backup()?,
+                engine.user_count(),
+                engine.stored_keys(),
+            ))
+        })?;
+        let mut ring = Zeroizing::new(Vec::new());
+        serialize_into(&keys, &mut ring)?;
+        let blobs = store.blob_addresses()?;
+        let copied = source.copy_into(to, &ring, &blobs, |sha| store.get_blob(sha))?;
+        Ok(Some(BackupStats {
+            users,
+            files: copied.files,
+            bytes: copied.bytes,
+        }))
     }
 
     fn compact(&self, engine: &Engine) -> Result<()> {

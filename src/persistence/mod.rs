@@ -4,6 +4,7 @@
 //! (the journal and snapshots of a data directory, `crate::store`) and `postgres` (cluster
 //! mode). The rules that decide and apply every change stay in `crate::engine`, above them.
 
+mod backup;
 pub(crate) mod embedded;
 #[cfg(test)]
 pub(crate) mod latch;
@@ -11,8 +12,10 @@ mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 
+use std::path::Path;
 use std::sync::Arc;
 
+pub use backup::BackupStats;
 pub(crate) use memory::MemoryPersistence;
 
 use crate::engine::Engine;
@@ -95,6 +98,13 @@ pub(crate) trait Persistence: Send + Sync + 'static {
     /// Snapshots the engine's state and starts a fresh journal ([`Engine::compact`]).
     fn compact(&self, _engine: &Engine) -> Result<()> {
         Ok(())
+    }
+    /// Copies the files holding the engine's state at one instant into the empty directory
+    /// `to`, while readers and writers go on ([`Engine::backup_to`]), and returns what it
+    /// wrote. `None`: this backend has no such files, and the backup copies the state through
+    /// [`Engine::import_from`] instead.
+    fn backup_files(&self, _engine: &Engine, _to: &Path) -> Result<Option<BackupStats>> {
+        Ok(None)
     }
     /// Group-commit counters ([`Engine::store_stats`]); zero in memory.
     fn stats(&self) -> StoreStats {

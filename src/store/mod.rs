@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod atomic_file;
+mod backup;
 mod batch;
 mod blobs;
 mod dir_lock;
@@ -44,6 +45,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
 use atomic_file::{create_private, sync_dir, temp_path_for, TMP_SUFFIX};
+pub(crate) use backup::{sync_dir_of, sync_tree};
 use batch::{BatchCursor, BatchEnd, PRELUDE_LEN};
 use blobs::BlobStore;
 use dir_lock::DirLock;
@@ -410,12 +412,6 @@ impl Store {
             torn_tail: (recovery.torn_bytes, recovery.torn_records),
         };
         Ok((store, recovery))
-    }
-
-    /// Whether this is a read-only salvage open.
-    #[cfg(test)]
-    pub(crate) fn is_read_only(&self) -> bool {
-        self.journal.is_none()
     }
 
     fn journal(&self) -> Result<&Journal> {

@@ -167,7 +167,11 @@ int main() {
                 CHECK(code_of([&] { tessera::Engine::open(dir); }) == TESSERA_LOCKED);
                 CHECK(d.store_stats().find("\"syncs\":") != std::string::npos);
                 d.compact();
+                CHECK(d.backup_to(std::string(tmpl) + "/backup").find("\"users\":1") !=
+                      std::string::npos);
+                CHECK(code_of([&] { d.backup_to(dir); }) == TESSERA_INVALID_ARGUMENT);
             }
+            CHECK(tessera::Engine::open(std::string(tmpl) + "/backup").get_user("carl"));
             {
                 tessera::Engine d = tessera::Engine::open(dir, R"({"sync_mode": {"relaxed_ms": 5}})");
                 CHECK(d.get_user("carl").has_value());

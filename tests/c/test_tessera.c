@@ -984,6 +984,156 @@ static void test_durable(void) {
     CHECK(access(root, F_OK) != 0);
 }
 
+/* Creates the file `path` holding `text`. */
+static int write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    int ok;
+    if (f == NULL) {
+        return 0;
+    }
+    ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* Whether the directory `path` exists and holds exactly `n` entries. */
+static int entries_are(const char *path, int n) {
+    DIR *d = opendir(path);
+    struct dirent *ent;
+    int count = 0;
+    if (d == NULL) {
+        return 0;
+    }
+    while ((ent = readdir(d)) != NULL) {
+        if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0) {
+            count++;
+        }
+    }
+    closedir(d);
+    return count == n;
+}
+
+/* tessera_engine_backup_to: a live durable engine and an in-memory one, copied into data
+ * directories that open with their users, tokens, keys and images; bad targets refused with
+ * nothing changed. */
+static void test_backup(void) {
+    char root[] = "/tmp/tessera-c-backup-XXXXXX";
+    char dir[256], b1[256], b2[256], b3[256], file[256], full[256], full_x[256];
+    char tok[TESSERA_SESSION_TOKEN_MAX_LEN + 1];
+    size_t tok_len = 0;
+    static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13,
+                                        'I',  'H', 'D', 'R', 1,    2,    3,    4};
+    tessera_engine *e = NULL;
+    tessera_engine *copy = NULL;
+    tessera_string *stats = (tessera_string *)0x1;
+    tessera_string *u = NULL;
+    tessera_verified_session v;
+
+    if (mkdtemp(root) == NULL) {
+        CHECK(!"mkdtemp failed");
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/data", root);
+    snprintf(b1, sizeof b1, "%s/b1", root);
+    snprintf(b2, sizeof b2, "%s/more/b2", root);
+    snprintf(b3, sizeof b3, "%s/b3", root);
+    snprintf(file, sizeof file, "%s/file", root);
+    snprintf(full, sizeof full, "%s/full", root);
+    snprintf(full_x, sizeof full_x, "%s/full/x", root);
+    CHECK_OK(tessera_engine_open(S(dir), NULL, 0, &e));
+    if (e == NULL) {
+        remove_tree(root);
+        return;
+    }
+    CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"ann\", \"nickname\": \"Ann\"}"), NULL));
+    CHECK_OK(tessera_profile_image_upload(e, S("ann"), png, sizeof png, NULL));
+    CHECK_OK(tessera_session_token_issue_default(e, S("ann"), tok, sizeof tok, &tok_len, NULL));
+
+    /* Bad arguments: nothing is written, out_stats untouched. */
+    CHECK_ST(tessera_engine_backup_to(NULL, S(b1), &stats), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_backup_to(e, NULL, 4, &stats), TESSERA_NULL_POINTER);
+    CHECK_ST(tessera_engine_backup_to(e, NULL, 0, &stats), TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_backup_to(e, BAD_UTF8, sizeof BAD_UTF8, &stats), TESSERA_INVALID_UTF8);
+    CHECK_ST(tessera_engine_backup_to(e, dir, strlen(dir) + 1, &stats), TESSERA_INVALID_ARGUMENT);
+    CHECK(last_error_has("NUL"));
+    {
+        size_t big = (size_t)TESSERA_MAX_INPUT_LEN + 1;
+        char *huge = (char *)malloc(big);
+        CHECK(huge != NULL);
+        if (huge != NULL) {
+            memset(huge, 'a', big);
+            CHECK_ST(tessera_engine_backup_to(e, huge, big, &stats), TESSERA_INPUT_TOO_LARGE);
+            /* At the limit the path passes the ABI and the file system refuses it. */
+            CHECK_ST(tessera_engine_backup_to(e, huge, big - 1, &stats), TESSERA_IO);
+            free(huge);
+        }
+    }
+    /* The engine's own directory, a file, a directory with something in it: refused, left
+     * as they were. */
+    CHECK(write_file(file, "mine") && mkdir(full, 0700) == 0 && write_file(full_x, "mine"));
+    CHECK_ST(tessera_engine_backup_to(e, S(dir), &stats), TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_backup_to(e, S(file), &stats), TESSERA_INVALID_ARGUMENT);
+    CHECK_ST(tessera_engine_backup_to(e, S(full), &stats), TESSERA_INVALID_ARGUMENT);
+    CHECK(last_error_has("not an empty directory"));
+    CHECK(stats == (tessera_string *)0x1);
+    CHECK(entries_are(root, 3) && entries_are(full, 1));
+
+    /* A live engine, with stats; an empty directory target, without. */
+    CHECK_OK(tessera_engine_backup_to(e, S(b1), &stats));
+    CHECK(has(stats, "\"users\":1") && has(stats, "\"files\":") && has(stats, "\"bytes\":"));
+    tessera_string_free(stats);
+    CHECK(mkdir(b3, 0700) == 0);
+    CHECK_OK(tessera_engine_backup_to(e, S(b3), NULL));
+    CHECK_ST(tessera_engine_backup_to(e, S(b3), NULL), TESSERA_INVALID_ARGUMENT);
+    tessera_engine_free(e);
+    e = NULL;
+
+    /* An in-memory engine backs up into a data directory too (parents created). */
+    CHECK_OK(tessera_engine_open_in_memory(&e));
+    if (e != NULL) {
+        CHECK_OK(tessera_user_create(e, S("{\"user_id\": \"bo\", \"nickname\": \"Bo\"}"), NULL));
+        stats = NULL;
+        CHECK_OK(tessera_engine_backup_to(e, S(b2), &stats));
+        CHECK(has(stats, "\"users\":1"));
+        tessera_string_free(stats);
+        tessera_engine_free(e);
+    }
+
+    /* Each copy opens as a data directory with what was backed up. */
+    CHECK_OK(tessera_engine_open(S(b1), NULL, 0, &copy));
+    if (copy != NULL) {
+        CHECK(user_count(copy) == 1);
+        CHECK_OK(tessera_session_token_verify(copy, tok, tok_len, &v));
+        CHECK(strcmp(v.user_id, "ann") == 0);
+        CHECK_OK(tessera_user_get(copy, S("ann"), &u));
+        /* The image came along: its address is the 64 hex digits after "images/". */
+        if (has(u, "images/")) {
+            tessera_bytes *img = NULL;
+            const char *hex = strstr(tessera_string_ptr(u), "images/") + 7;
+            CHECK_OK(tessera_profile_image_get(copy, hex, 64, &img, NULL));
+            CHECK(img != NULL && tessera_bytes_len(img) == sizeof png &&
+                  memcmp(tessera_bytes_ptr(img), png, sizeof png) == 0);
+            tessera_bytes_free(img);
+        } else {
+            CHECK(!"no profile image in the copy");
+        }
+        tessera_string_free(u);
+        tessera_engine_free(copy);
+    }
+    copy = NULL;
+    CHECK_OK(tessera_engine_open(S(b3), NULL, 0, &copy));
+    CHECK(copy != NULL && user_count(copy) == 1);
+    tessera_engine_free(copy);
+    copy = NULL;
+    CHECK_OK(tessera_engine_open(S(b2), NULL, 0, &copy));
+    if (copy != NULL) {
+        CHECK_OK(tessera_user_get(copy, S("bo"), &u));
+        CHECK(has(u, "\"nickname\":\"Bo\""));
+        tessera_string_free(u);
+        tessera_engine_free(copy);
+    }
+    remove_tree(root);
+}
+
 /* Opens an in-memory engine with `{"<field>": value}`; returns the status. */
 static tessera_status open_with(const char *field, unsigned long value, tessera_engine **e) {
     char json[128];
@@ -1362,6 +1512,7 @@ int main(void) {
     test_versions_and_status();
     test_engine_open();
     test_durable();
+    test_backup();
     test_owned_objects();
     test_limits();
     test_lowered_access_token_limit();

@@ -181,6 +181,7 @@ _FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any]]] = {
     "tessera_engine_open_postgres": (status, [text, c_size_t, text, c_size_t, POINTER(ENGINE_P)]),
     "tessera_engine_import_from": (status, [ENGINE_P, ENGINE_P, size_p]),
     "tessera_engine_compact": (status, [ENGINE_P]),
+    "tessera_engine_backup_to": (status, [ENGINE_P, text, c_size_t, POINTER(STRING_P)]),
     "tessera_engine_store_stats": (status, [ENGINE_P, POINTER(STRING_P)]),
     "tessera_engine_free": (None, [ENGINE_P]),
     "tessera_engine_user_count": (status, [ENGINE_P, size_p]),

@@ -17,6 +17,7 @@ from .types import (
     AccessTokenInfo,
     AuthMethod,
     Authenticated,
+    BackupStats,
     Device,
     DeviceAdded,
     DeviceType,
@@ -360,6 +361,22 @@ class Engine:
         engines also do this on their own); does nothing in memory. Raises
         :class:`~tessera.ReadOnly` on a salvage engine."""
         self._call(lib.tessera_engine_compact)
+
+    def backup_to(self, path: Union[str, "os.PathLike[str]"]) -> BackupStats:
+        """Writes a consistent copy of the engine's state into the directory ``path`` while
+        other threads keep reading and writing; the copy opens with :meth:`open` like any data
+        directory. ``path`` must not exist or be an empty directory (its parent is created if
+        missing). The copy is the state at one instant during the call, with the signing keys
+        and profile images. A durable engine pauses writers only to start a new journal; an
+        in-memory, salvage or cluster engine is copied into a new data directory, its writers
+        waiting while the state is read out of memory. The copy is built beside ``path`` and
+        renamed into place last, so a crash never leaves a partial backup at ``path``.
+
+        Raises :class:`~tessera.InvalidArgument` when ``path`` exists and is not an empty
+        directory (it is left as it was), :class:`~tessera.IoError` when a file cannot be
+        written, :class:`~tessera.Corrupt` when a stored image or journal is damaged."""
+        p = _dir_arg(path)
+        return BackupStats.from_json(self._call_string(lib.tessera_engine_backup_to, p, len(p)))
 
     def store_stats(self) -> StoreStats:
         """Journal counters since the engine was opened, and the torn tail the open cut off

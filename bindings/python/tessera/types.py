@@ -33,6 +33,7 @@ __all__ = [
     "Authenticated",
     "KeyInfo",
     "StoreStats",
+    "BackupStats",
     "Event",
     "ProfileImage",
 ]
@@ -301,6 +302,20 @@ class StoreStats:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "StoreStats":
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True)
+class BackupStats:
+    """What :meth:`tessera.Engine.backup_to` wrote: the users in the copy (the engine's count
+    at the instant it was taken), and the files and bytes written."""
+
+    users: int
+    files: int
+    bytes: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "BackupStats":
         return cls(**_known(cls, d))
 
 

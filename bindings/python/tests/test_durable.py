@@ -150,6 +150,60 @@ def test_compact_and_store_stats(tmp_path: pathlib.Path) -> None:
         assert m.store_stats() == tessera.StoreStats(0, 0, 0)
 
 
+def test_backup_while_threads_write(tmp_path: pathlib.Path) -> None:
+    """A backup taken while other Python threads write (ctypes releases the GIL) opens as a
+    data directory holding every write acknowledged before it started, with tokens, keys and
+    images."""
+    import threading
+    import time
+
+    png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + b"py"
+    with tessera.Engine.open(tmp_path / "data") as e:
+        e.create_user("keeper", "K")
+        e.set_profile_image("keeper", png)
+        session = e.issue_session_token("keeper").token
+        access = e.issue_access_token("keeper").token
+        stop = threading.Event()
+        done: list[int] = []
+
+        def write(t: int) -> None:
+            i = 0
+            while not stop.is_set():
+                e.create_user(f"w{t}-{i}")
+                done.append(1)
+                i += 1
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(3)]
+        for t in threads:
+            t.start()
+        while len(done) < 30:
+            time.sleep(0.001)
+        acked_before = len(done) + 1  # the writes' users, and keeper
+        stats = e.backup_to(tmp_path / "backup")
+        stop.set()
+        for t in threads:
+            t.join()
+        assert isinstance(stats, tessera.BackupStats)
+        assert stats.users >= acked_before and stats.files >= 3 and stats.bytes > 0
+        with pytest.raises(tessera.InvalidArgument):
+            e.backup_to(tmp_path / "backup")  # no longer empty
+        with pytest.raises(tessera.InvalidArgument):
+            e.backup_to("")
+    with tessera.Engine.open(tmp_path / "backup") as copy:
+        assert copy.user_count() == stats.users
+        assert copy.verify_session_token(session).user_id == "keeper"
+        assert copy.verify_access_token(access).user_id == "keeper"
+        url = copy.get_user("keeper").profile_url
+        assert url is not None
+        assert copy.profile_image(url.rsplit("/", 1)[1].split(".")[0]).data == png
+    # An in-memory engine backs up into a data directory too (str paths work).
+    with tessera.Engine.in_memory() as m:
+        m.create_user("mem")
+        assert m.backup_to(str(tmp_path / "mem-backup")).users == 1
+    with tessera.Engine.open(tmp_path / "mem-backup") as copy:
+        assert copy.get_user("mem").user_id == "mem"
+
+
 def test_salvage_is_read_only_and_reports_damage(tmp_path: pathlib.Path) -> None:
     d = tmp_path / "data"
     with tessera.Engine.open(d) as e:
