@@ -220,43 +220,10 @@ fn check_empty_dir(dir: &Path, what: &str) -> Result<(), Failure> {
     }
 }
 
-/// Copies the whole of `source` into the new data directory `dest` at one instant, through a
-/// temporary sibling renamed into place once complete, so `dest` never holds half a copy.
-///
-/// This is the one place to switch to the library's own online backup (`Engine::backup_to`)
-/// once it exists; `import_from` is already consistent (it reads the source at one instant,
-/// writers waiting meanwhile) and complete (users, tokens, devices, images, keys, counters).
+/// Copies `source` into the new data directory `dest` with [`Engine::backup_to`]: built
+/// beside it and renamed into place, so an interrupted copy never looks like a store.
 fn copy_store(source: &Engine, dest: &Path) -> Result<usize, Failure> {
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = dest
-        .file_name()
-        .ok_or_else(|| failure::invalid(format!("{} is not a directory name", dest.display())))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".partial-{}", std::process::id()));
-    let tmp = parent.join(tmp_name);
-    let _ = std::fs::remove_dir_all(&tmp);
-    let copied = (|| {
-        let copy = Engine::open(&tmp)?;
-        let n = copy.import_from(source)?;
-        copy.compact()?;
-        Ok::<usize, Error>(n)
-    })();
-    let n = match copied {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.into());
-        }
-    };
-    // `dest` may be an empty directory: rename replaces an empty directory on Linux.
-    std::fs::rename(&tmp, dest).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&tmp);
-        failure::io(format!("moving the copy into {}", dest.display()), e)
-    })?;
-    Ok(n)
+    Ok(source.backup_to(dest)?.users)
 }
 
 pub fn backup(target: &Target, dest: &Path, out: &Out) -> Result<(), Failure> {
