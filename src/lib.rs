@@ -64,6 +64,7 @@ pub use engine::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
+pub use ffi::{parse_config_document, ConfigDocument};
 pub use key_ring::{KeyId, KeyInfo, KeySecret};
 #[cfg(feature = "postgres")]
 pub use persistence::postgres::ClusterOptions;

@@ -930,3 +930,64 @@ fn cluster_mode_users_tokens_and_restore() {
     ok(pgv(&["backup", back.to_str().unwrap()]));
     assert_eq!(ok_json(at(&back, &["--json", "stats"]))["users"], 2);
 }
+
+#[test]
+fn config_file_applies_the_servers_limits_and_id_rules() {
+    let t = TempDir::new("config");
+    let d = t.path("data");
+    let cfg = t.path("tessera.json");
+    std::fs::write(
+        &cfg,
+        r#"{"user_id_case":"lowercase","nickname_max_chars":5}"#,
+    )
+    .unwrap();
+    let with = |args: &[&str]| {
+        let mut all = vec!["--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        at(&d, &all)
+    };
+    // The server's id rule: ids are folded to lower case, on create and on lookup.
+    let created = ok_json(with(&[
+        "--json",
+        "users",
+        "create",
+        "Alice",
+        "--nickname",
+        "Al",
+    ]));
+    assert_eq!(created["user_id"], "alice", "{created}");
+    assert_eq!(
+        ok_json(with(&["--json", "users", "get", "ALICE"]))["user_id"],
+        "alice"
+    );
+    // Its limits, at the edge: 5 characters pass, 6 fail and change nothing.
+    ok(with(&["users", "update", "alice", "--nickname", "Alice"]));
+    fails(
+        &with(&["users", "update", "alice", "--nickname", "Alices"]),
+        6,
+        "FieldTooLong",
+    );
+    // Without the file, the defaults: a 6-character nickname is fine, and "ALICE" is
+    // another id than "alice".
+    ok(at(
+        &d,
+        &["users", "update", "alice", "--nickname", "Alices"],
+    ));
+    fails(&at(&d, &["users", "get", "ALICE"]), 4, "UserNotFound");
+    // A document the C ABI would refuse is refused the same way, before anything opens.
+    std::fs::write(&cfg, r#"{"nickname_max_chars":5,"no_such_field":1}"#).unwrap();
+    let bad = with(&["users", "list"]);
+    fails(&bad, 1, "InvalidArgument");
+    assert!(stderr(&bad).contains("--config"), "{}", stderr(&bad));
+    std::fs::write(&cfg, r#"{"access_tokens_per_user":0}"#).unwrap();
+    fails(&with(&["users", "list"]), 1, "InvalidArgument");
+    let missing = t.path("missing.json");
+    fails(
+        &at(
+            &d,
+            &["--config", missing.to_str().unwrap(), "users", "list"],
+        ),
+        50,
+        "Io",
+    );
+}

@@ -583,6 +583,14 @@ fn open_postgres(
     config: Config,
     cluster: Option<ClusterJson>,
 ) -> Result<Engine, Failure> {
+    Ok(Engine::builder()
+        .config(config)
+        .open_postgres(conninfo, cluster_options(cluster))?)
+}
+
+/// The cluster options of a configuration document: absent fields keep their defaults.
+#[cfg(feature = "postgres")]
+fn cluster_options(cluster: Option<ClusterJson>) -> crate::ClusterOptions {
     let mut options = crate::ClusterOptions::default();
     if let Some(c) = cluster {
         if let Some(max) = c.max_staleness_ms {
@@ -595,9 +603,46 @@ fn open_postgres(
             options = options.log_retention(n);
         }
     }
-    Ok(Engine::builder()
-        .config(config)
-        .open_postgres(conninfo, options)?)
+    options
+}
+
+/// A configuration document, read as the C ABI reads `config_json`
+/// ([`parse_config_document`]).
+#[derive(Clone, Debug)]
+pub struct ConfigDocument {
+    /// Every limit and default; absent fields keep [`Config::default`]'s.
+    pub config: Config,
+    /// `sync_mode`, for durable opens; [`SyncMode::default`] when absent.
+    pub sync_mode: SyncMode,
+    /// Whether the document has a `cluster` object (which only cluster opens accept).
+    pub has_cluster: bool,
+    /// `cluster`, for cluster opens; defaults when absent.
+    #[cfg(feature = "postgres")]
+    pub cluster: crate::ClusterOptions,
+}
+
+/// Reads a configuration document — the JSON a C or Python server passes as `config_json` to
+/// `tessera_engine_open` / `tessera_engine_open_postgres` — with exactly the C ABI's rules
+/// (unknown fields refused, ranges checked), so a Rust program such as the `tessera` command
+/// (`--config FILE`) opens a store under the same limits as the server that owns it.
+/// A malformed document fails with [`ErrorKind::InvalidArgument`]
+/// (the C ABI's `TESSERA_INVALID_JSON` has no Rust kind), an invalid value as the C ABI does.
+pub fn parse_config_document(json: &[u8]) -> crate::Result<ConfigDocument> {
+    // SAFETY: a slice is valid for its length (and never NULL).
+    let parsed = unsafe { ConfigJson::parse_all(json.as_ptr().cast(), json.len()) };
+    let (config, sync_mode, cluster) = parsed.map_err(|f| {
+        let kind = crate::ErrorKind::from_code(f.status as u32)
+            .unwrap_or(crate::ErrorKind::InvalidArgument);
+        crate::Error::new(kind, f.message)
+    })?;
+    config.validate()?;
+    Ok(ConfigDocument {
+        config,
+        sync_mode,
+        has_cluster: cluster.is_some(),
+        #[cfg(feature = "postgres")]
+        cluster: cluster_options(cluster),
+    })
 }
 
 #[cfg(not(feature = "postgres"))]

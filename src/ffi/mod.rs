@@ -38,6 +38,7 @@ mod version;
 pub use access_token::*;
 pub use boundary::tessera_last_error_message;
 pub use device::*;
+pub use engine::{parse_config_document, ConfigDocument};
 pub use engine::{
     tessera_engine, tessera_engine_backup_to, tessera_engine_compact, tessera_engine_free,
     tessera_engine_open, tessera_engine_open_in_memory, tessera_engine_open_in_memory_with_config,

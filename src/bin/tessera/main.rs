@@ -49,6 +49,10 @@ struct Global {
     /// PostgreSQL connection string of a cluster (cluster mode).
     #[arg(long, global = true, value_name = "DSN")]
     pg: Option<String>,
+    /// Configuration file: the JSON document the server passes to tessera_engine_open
+    /// (limits, user-id rules, sync_mode, cluster options). Default: the defaults.
+    #[arg(long, global = true, value_name = "FILE", env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
     /// Print JSON (one document per command) instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, out: &Out) -> Result<(), Failure> {
+    store::load_settings(cli.global.config.as_deref())?;
     let target = Target::choose(cli.global.data, cli.global.pg);
     match cli.command {
         Command::Users(c) => users::run(*c, &target, out),

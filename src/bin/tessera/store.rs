@@ -5,10 +5,40 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tessera::{Engine, Error, ErrorKind, SyncMode};
+use std::sync::OnceLock;
+
+use tessera::{ConfigDocument, Engine, Error, ErrorKind, SyncMode};
 
 use crate::failure::{self, Failure};
 use crate::output::{self, Out};
+
+/// The `--config` document, read once at start-up; every open uses it.
+static SETTINGS: OnceLock<ConfigDocument> = OnceLock::new();
+
+/// Reads `--config FILE`: the JSON document a C or Python server passes as `config_json`
+/// ([`tessera::parse_config_document`]), so the tool applies the server's own limits, id
+/// rules, sync mode and cluster options. Without it, the defaults.
+pub fn load_settings(path: Option<&Path>) -> Result<(), Failure> {
+    let doc = match path {
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| failure::io(format!("reading --config {}", p.display()), e))?;
+            tessera::parse_config_document(&bytes).map_err(|e| {
+                Failure::from(Error::new(
+                    e.kind(),
+                    format!("--config {}: {}", p.display(), e.message()),
+                ))
+            })?
+        }
+        None => tessera::parse_config_document(b"{}")?,
+    };
+    let _ = SETTINGS.set(doc);
+    Ok(())
+}
+
+fn settings() -> &'static ConfigDocument {
+    SETTINGS.get_or_init(|| tessera::parse_config_document(b"{}").expect("the empty document"))
+}
 
 /// The store named on the command line.
 #[derive(Clone, Debug)]
@@ -74,14 +104,20 @@ fn open_dir(dir: &Path, access: Access) -> Result<Engine, Failure> {
             }
             // A salvage open is the read-only one: shared lock, nothing changed on disk. Damage
             // it would skip is an error here, not a silently shorter answer.
-            let (engine, damage) = Engine::open_salvage(dir)?;
+            let (engine, damage) = Engine::builder()
+                .config(settings().config.clone())
+                .open_salvage(dir)?;
             match damage {
                 Some(e) => Err(Failure::from(e)),
                 None => Ok(engine),
             }
         }
-        Access::Write => Ok(Engine::open(dir)?),
+        Access::Write => Ok(Engine::builder()
+            .config(settings().config.clone())
+            .sync_mode(settings().sync_mode)
+            .open(dir)?),
         Access::Bulk => Ok(Engine::builder()
+            .config(settings().config.clone())
             .sync_mode(SyncMode::Relaxed(Duration::from_millis(200)))
             .open(dir)?),
     }
@@ -89,7 +125,10 @@ fn open_dir(dir: &Path, access: Access) -> Result<Engine, Failure> {
 
 #[cfg(feature = "postgres")]
 fn open_pg(dsn: &str) -> Result<Engine, Failure> {
-    Ok(Engine::open_postgres(dsn)?)
+    let s = settings();
+    Ok(Engine::builder()
+        .config(s.config.clone())
+        .open_postgres(dsn, s.cluster.clone())?)
 }
 
 #[cfg(not(feature = "postgres"))]
