@@ -18,13 +18,10 @@ type Write = Box<dyn Fn(&Engine)>;
 
 fn state(e: &Engine) -> State {
     let mut v = Vec::new();
-    e.export_from(
-        || Ok(()),
-        |m| {
-            v.push(m.clone());
-            Ok(())
-        },
-    )
+    e.export(|m| {
+        v.push(m.clone());
+        Ok(())
+    })
     .unwrap();
     (v, e.stored_keys())
 }
