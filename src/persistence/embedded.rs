@@ -152,10 +152,22 @@ impl Persistence for DurableStore {
             .checked_sub(blob_grace())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let stored_blobs = store.blob_addresses()?;
-        // Under the writer mutex: sync and switch to the new journal, nothing more. The copy
-        // is of the state at that instant, read while writers go on.
-        let Some((mut compaction, copy)) = engine.begin_copy(|| store.begin_compaction())? else {
-            return Ok(()); // another compaction is running
+        // The new journal and the snapshot's file are created first, without the writer
+        // mutex; under it, only the old journal is synced and the new one takes over. The
+        // copy is of the state at that instant, read while writers go on.
+        let started = store
+            .prepare_compaction()
+            .and_then(|prepared| match prepared {
+                Some(p) => engine.begin_copy(|| p.switch().map(Some)),
+                None => Ok(None),
+            });
+        let (mut compaction, copy) = match started {
+            Ok(Some(started)) => started,
+            Ok(None) => return Ok(()), // another compaction is running
+            Err(e) => {
+                store.compaction_failed();
+                return Err(e);
+            }
         };
         let mut referenced = HashSet::new();
         let mut buf = Vec::new();
