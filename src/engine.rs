@@ -2174,6 +2174,8 @@ mod tests {
 
 #[path = "engine/state_copy.rs"]
 mod state_copy;
+#[cfg(test)]
+pub(crate) use state_copy::saved_for_tests;
 
 #[cfg(test)]
 #[path = "engine/durability_tests.rs"]

@@ -41,6 +41,16 @@ use crate::mutation::Mutation;
 use crate::persistence::embedded::blob_address_in;
 use crate::user::UserRecord;
 
+/// Users saved by writers for a copy, ever, in this process (tests check that a race test
+/// really raced).
+#[cfg(test)]
+static SAVED: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(test)]
+pub(crate) fn saved_for_tests() -> u64 {
+    SAVED.load(Ordering::Relaxed)
+}
+
 /// What writers consult while a copy runs. Registered in [`WriterState::copies`] at the cut.
 pub(super) struct CopyInProgress {
     /// One past the largest handle handed out at the cut: the copy covers `1..limit`, and a
@@ -65,10 +75,11 @@ impl CopyInProgress {
         if handle >= self.limit || handle < self.cursor.load(Ordering::Acquire) {
             return; // created after the cut, or already copied
         }
-        self.saved
-            .lock()
-            .entry(handle)
-            .or_insert_with(|| current.cloned());
+        self.saved.lock().entry(handle).or_insert_with(|| {
+            #[cfg(test)]
+            SAVED.fetch_add(1, Ordering::Relaxed);
+            current.cloned()
+        });
     }
 
     /// Called by a writer applying a record that may name a profile image.
@@ -171,6 +182,12 @@ impl StateCopy<'_> {
         Ok(())
     }
 
+    /// How many handles the copy covers (`1..=handles()`, holes included).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn handles(&self) -> u64 {
+        self.copy.limit - 1
+    }
+
     /// The user of `handle` at the cut, and the cursor moved past it.
     fn read(&self, handle: u64) -> Option<UserSlot> {
         let table = self.engine.inner.users[shard_of(handle)].0.read();
@@ -197,5 +214,214 @@ impl Drop for StateCopy<'_> {
     fn drop(&mut self) {
         let mut w = self.engine.lock_writer();
         w.copies.retain(|c| !Arc::ptr_eq(c, &self.copy));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::device::{DeviceType, NewDevice};
+    use crate::key_ring::KeyRing;
+    use crate::persistence::{Change, MemoryPersistence};
+    use crate::user::{NewUser, UserPatch};
+    use crate::Config;
+
+    fn png(tag: &str) -> Vec<u8> {
+        let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        v.extend_from_slice(tag.as_bytes());
+        v
+    }
+
+    /// Six users with a discovery key, a device, two access tokens and an image each (users
+    /// 1..=6, ids u1..u6).
+    fn engine() -> Engine {
+        let e = Engine::builder()
+            .clock(ManualClock::new(1_700_000_000_000))
+            .in_memory()
+            .unwrap();
+        for i in 1..=6 {
+            let id = format!("u{i}");
+            let mut n = NewUser::new(id.as_str(), "before");
+            n.discovery_keys = vec![format!("k{i}")];
+            e.create_user(n).unwrap();
+            e.add_device(&id, NewDevice::new(DeviceType::Ios, format!("p{i}")))
+                .unwrap();
+            e.issue_access_token(&id, None).unwrap();
+            e.issue_access_token(&id, None).unwrap();
+            e.set_profile_image(&id, &png(&id)).unwrap();
+        }
+        e
+    }
+
+    fn all(e: &Engine) -> Vec<Mutation> {
+        let mut v = Vec::new();
+        e.export(|m| {
+            v.push(m.clone());
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    fn cut(e: &Engine) -> StateCopy<'_> {
+        e.begin_copy(|| Ok(Some(()))).unwrap().unwrap().1
+    }
+
+    fn read(copy: &StateCopy<'_>, mut during: impl FnMut(u64)) -> Vec<Mutation> {
+        let mut v = Vec::new();
+        copy.for_each(|m| {
+            v.push(m.clone());
+            if let Mutation::UserRestored { handle, .. } = m {
+                during(*handle);
+            }
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    /// Every kind of write, to users `a` (changed) and `b` (deleted), moving `b`'s push token
+    /// and discovery key to `a`, re-creating `b`'s id under a new handle, and more.
+    fn write_everything(e: &Engine, a: u64, b: u64, tag: &str) {
+        let (ida, idb) = (format!("u{a}"), format!("u{b}"));
+        let patch = UserPatch {
+            nickname: Some(format!("after {tag}")),
+            discovery_keys: Some(vec![format!("k{a}-{tag}")]),
+            ..Default::default()
+        };
+        e.update_user(&ida, &patch).unwrap();
+        e.add_device(&ida, NewDevice::new(DeviceType::Ios, format!("p{b}")))
+            .unwrap();
+        e.issue_access_token(&ida, None).unwrap();
+        let first = e.list_access_tokens(&ida).unwrap()[0].id;
+        e.revoke_access_token(&ida, first).unwrap();
+        e.revoke_sessions(&ida).unwrap();
+        e.set_profile_image(&ida, &png(tag)).unwrap();
+        e.delete_user(&idb).unwrap();
+        let mut again = NewUser::new(idb.as_str(), "re-created");
+        again.discovery_keys = vec![format!("k{b}")];
+        e.create_user(again).unwrap();
+        e.create_user(NewUser::new(format!("new-{tag}"), ""))
+            .unwrap();
+        e.deactivate_user(&ida).unwrap();
+    }
+
+    /// The copy is the state at its cut, whether the writes come before the copy reads
+    /// anything, or while it reads (to users it has read and to users it has not).
+    #[test]
+    fn a_copy_is_the_state_at_its_cut_whatever_is_written_meanwhile() {
+        let e = engine();
+        let at_cut = all(&e);
+        let copy = cut(&e);
+        write_everything(&e, 1, 2, "before-read");
+        let got = read(&copy, |handle| {
+            if handle == 3 {
+                // 3 was just read; 1 and 2 long before; 4..6 not yet.
+                write_everything(&e, 3, 4, "read-3");
+                write_everything(&e, 5, 1, "read-3b");
+            }
+        });
+        assert_eq!(got, at_cut);
+        drop(copy);
+        assert!(e.inner.writer.lock().copies.is_empty(), "unregistered");
+        // The writes all happened: a new copy sees them.
+        let now = all(&e);
+        assert_ne!(now, at_cut);
+        assert_eq!(
+            e.get_user("u3").unwrap().nickname,
+            "after read-3",
+            "{now:?}"
+        );
+        assert_eq!(e.find_user_by_push_token("p4").unwrap().user_id, "u3");
+    }
+
+    /// Replaying a copy rebuilds the state of its cut exactly, even after everything written
+    /// during the copy (what a snapshot needs).
+    #[test]
+    fn a_copy_replays_to_the_state_of_its_cut() {
+        let e = engine();
+        let at_cut = all(&e);
+        let copy = cut(&e);
+        let got = read(&copy, |handle| {
+            if handle == 2 {
+                write_everything(&e, 6, 3, "x");
+            }
+        });
+        let rebuilt = Engine::assemble(
+            Config::default(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::new(MemoryPersistence::default()),
+            KeyRing::from_stored(&e.stored_keys()).unwrap(),
+        );
+        for m in got {
+            rebuilt.replay(m).unwrap();
+        }
+        assert_eq!(all(&rebuilt), at_cut);
+    }
+
+    /// Images named by records written after the cut are known to blob collection; images
+    /// of the state at the cut are in the copy itself.
+    #[test]
+    fn images_named_since_the_cut_are_known() {
+        let e = engine();
+        let copy = cut(&e);
+        let sha =
+            |tag: &str| -> [u8; 32] { <sha2::Sha256 as sha2::Digest>::digest(png(tag)).into() };
+        assert!(!copy.image_named_since_cut(&sha("u1")));
+        e.set_profile_image("u1", &png("later")).unwrap();
+        assert!(copy.image_named_since_cut(&sha("later")));
+        // A record pointing at an existing image without uploading it counts too.
+        let url = format!(
+            "https://cdn.example/{}.png",
+            crate::profile_image::hex(&sha("u2"))
+        );
+        e.update_user(
+            "u3",
+            &UserPatch {
+                profile_url: Some(Some(url)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(copy.image_named_since_cut(&sha("u2")));
+    }
+
+    /// Cluster mode: a follower that fell behind reloads the whole state under the writer
+    /// mutex while a copy (an `import_from` of this node) runs; the copy keeps its cut.
+    #[test]
+    fn a_reload_during_a_copy_leaves_the_copy_at_its_cut() {
+        let e = engine();
+        let other = engine();
+        write_everything(&other, 2, 5, "elsewhere");
+        let at_cut = all(&e);
+        let copy = cut(&e);
+        let got = read(&copy, |handle| {
+            if handle == 2 {
+                let mut w = e.lock_writer();
+                let change = Change::Reload {
+                    state: all(&other),
+                    keys: other.stored_keys(),
+                };
+                e.apply_changes(&mut w, vec![change]).unwrap();
+            }
+        });
+        assert_eq!(got, at_cut);
+        assert_eq!(all(&e), all(&other));
+    }
+
+    /// Two copies at once (a compaction and an import) each keep their own cut.
+    #[test]
+    fn concurrent_copies_keep_their_own_cuts() {
+        let e = engine();
+        let first_cut = all(&e);
+        let first = cut(&e);
+        write_everything(&e, 1, 2, "a");
+        let second_cut = all(&e);
+        let second = cut(&e);
+        write_everything(&e, 3, 4, "b");
+        assert_eq!(read(&second, |_| ()), second_cut);
+        write_everything(&e, 5, 6, "c");
+        assert_eq!(read(&first, |_| ()), first_cut);
     }
 }

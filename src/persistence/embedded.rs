@@ -169,9 +169,23 @@ impl Persistence for DurableStore {
                 return Err(e);
             }
         };
+        #[cfg(feature = "fault-injection")]
+        crate::fault::at_compaction_stage(store.dir(), crate::fault::CompactionStage::Switched);
         let mut referenced = HashSet::new();
         let mut buf = Vec::new();
+        #[cfg(feature = "fault-injection")]
+        let mut half = Some(copy.handles() / 2);
         let copied = copy.for_each(|m| {
+            #[cfg(feature = "fault-injection")]
+            if let (Mutation::UserRestored { handle, .. }, Some(h)) = (m, half) {
+                if *handle >= h {
+                    half = None;
+                    crate::fault::at_compaction_stage(
+                        store.dir(),
+                        crate::fault::CompactionStage::MidCopy,
+                    );
+                }
+            }
             if let Mutation::UserRestored { record, .. } = m {
                 if let Some(sha) = record.profile_url.as_deref().and_then(blob_address_in) {
                     referenced.insert(sha);
@@ -181,7 +195,16 @@ impl Persistence for DurableStore {
             serialize_into(m, &mut buf)?;
             compaction.write(&buf)
         });
-        match copied.and_then(|()| compaction.finish()) {
+        let finished = copied.and_then(|()| {
+            compaction.finish_with(|| {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::at_compaction_stage(
+                    store.dir(),
+                    crate::fault::CompactionStage::SnapshotRenamed,
+                );
+            })
+        });
+        match finished {
             Ok(bytes) => {
                 store.compaction_finished(bytes);
                 // The copy is still registered, so records written until now are known.

@@ -412,6 +412,12 @@ impl Store {
         Ok((store, recovery))
     }
 
+    /// The data directory.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Whether this is a read-only salvage open.
     #[cfg(test)]
     pub(crate) fn is_read_only(&self) -> bool {
@@ -697,8 +703,16 @@ impl Compaction {
 
     /// Makes the snapshot durable and deletes the snapshot and journals it replaces. Returns
     /// the snapshot's size; pass it to [`Store::compaction_finished`].
+    #[cfg(test)]
     pub(crate) fn finish(self) -> Result<u64> {
+        self.finish_with(|| {})
+    }
+
+    /// [`Compaction::finish`], calling `renamed` between the snapshot becoming durable under
+    /// its name and the deletion of what it supersedes (fault injection stops there).
+    pub(crate) fn finish_with(self, renamed: impl FnOnce()) -> Result<u64> {
         let bytes = self.writer.finish()?;
+        renamed();
         remove_older_than(&self.dir, self.generation)?;
         Ok(bytes)
     }
