@@ -933,7 +933,10 @@ mod mixed_compaction {
             }
         }
         fn record(&mut self, t0: Instant, ok: bool) {
-            let ns = t0.elapsed().as_nanos() as u64;
+            self.record_ns(t0.elapsed(), ok);
+        }
+        fn record_ns(&mut self, took: Duration, ok: bool) {
+            let ns = took.as_nanos() as u64;
             self.hist.saturating_record(ns.max(1));
             if !ok {
                 self.errors += 1;
@@ -1032,27 +1035,52 @@ mod mixed_compaction {
         })
     }
 
-    /// Verifies sampled tokens, alternating session and access, until `stop`.
-    fn verifier(p: &Population, phase: &str, stop: &AtomicBool) -> Results {
+    /// Verifies sampled tokens, alternating session and access, until `stop`. With
+    /// `compaction` (the load phase), each verify is also counted as during or outside a
+    /// compaction, like the writes.
+    fn verifier(
+        p: &Population,
+        phase: &str,
+        stop: &AtomicBool,
+        compaction: Option<&AtomicU64>,
+    ) -> Results {
         let mut out = Results::default();
-        let (ks, ka) = (
-            format!("{phase}/verify_session"),
-            format!("{phase}/verify_access"),
-        );
-        let (mut s, mut a) = (Series::new(), Series::new());
+        // [all, during, outside] for session, then the same for access.
+        let mut series: Vec<Series> = (0..6).map(|_| Series::new()).collect();
         let mut rng = Rng(0x5EED_0001);
         while !stop.load(Ordering::Relaxed) {
-            let tok = &p.session_tokens[rng.below(p.session_tokens.len())];
-            let t0 = Instant::now();
-            let ok = p.engine.verify_session_token(tok).is_ok();
-            s.record(t0, ok);
-            let tok = &p.access_tokens[rng.below(p.access_tokens.len())];
-            let t0 = Instant::now();
-            let ok = p.engine.verify_access_token(tok).is_ok();
-            a.record(t0, ok);
+            for access in [false, true] {
+                let p0 = compaction.map(|c| c.load(Ordering::Acquire));
+                let t0 = Instant::now();
+                let ok = if access {
+                    let tok = &p.access_tokens[rng.below(p.access_tokens.len())];
+                    p.engine.verify_access_token(tok).is_ok()
+                } else {
+                    let tok = &p.session_tokens[rng.below(p.session_tokens.len())];
+                    p.engine.verify_session_token(tok).is_ok()
+                };
+                let took = t0.elapsed();
+                let k = usize::from(access) * 3;
+                series[k].record_ns(took, ok);
+                if let (Some(p0), Some(c)) = (p0, compaction) {
+                    let during = compacting(p0) || c.load(Ordering::Acquire) != p0;
+                    series[k + if during { 1 } else { 2 }].record_ns(took, ok);
+                }
+            }
         }
-        out.0.insert(ks, s);
-        out.0.insert(ka, a);
+        let names = [
+            format!("{phase}/verify_session"),
+            format!("{phase}_during_compaction/verify_session"),
+            format!("{phase}_outside_compaction/verify_session"),
+            format!("{phase}/verify_access"),
+            format!("{phase}_during_compaction/verify_access"),
+            format!("{phase}_outside_compaction/verify_access"),
+        ];
+        for (name, s) in names.into_iter().zip(series) {
+            if !s.hist.is_empty() {
+                out.0.insert(name, s);
+            }
+        }
         out
     }
 
@@ -1133,7 +1161,7 @@ mod mixed_compaction {
         // Phase 1: the verifier alone.
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
-            let v = s.spawn(|| verifier(&p, "idle", &stop));
+            let v = s.spawn(|| verifier(&p, "idle", &stop, None));
             std::thread::sleep(o.idle);
             stop.store(true, Ordering::Relaxed);
             results.absorb(v.join().expect("verifier panicked"));
@@ -1146,7 +1174,7 @@ mod mixed_compaction {
         let compaction_errors = AtomicU64::new(0);
         let started = Instant::now();
         std::thread::scope(|s| {
-            let v = s.spawn(|| verifier(&p, "load", &stop));
+            let v = s.spawn(|| verifier(&p, "load", &stop, Some(&phase)));
             let w = s.spawn(|| writer(&p, &stop, &phase));
             let c = s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
@@ -1187,13 +1215,13 @@ mod mixed_compaction {
         let compactions = compactions.into_inner().expect("no panic");
 
         println!(
-            "{:<40} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}",
+            "{:<44} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}",
             "phase/op", "count", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "errors"
         );
         for (name, s) in &results.0 {
             let h = &s.hist;
             println!(
-                "{name:<40} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}",
+                "{name:<44} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}",
                 h.len(),
                 us(h.value_at_quantile(0.5)),
                 us(h.value_at_quantile(0.99)),
