@@ -3,8 +3,9 @@
 //!
 //! Records are [`Mutation`]s serialised with postcard (compact, serde, no schema in the data):
 //! journals hold the mutations as they happen, snapshots hold the state as of the journal
-//! switch that `Engine::begin_copy` reads out (counters, then one `UserRestored` per user). Both replay through
-//! [`Engine::replay`], the engine's own apply path, so recovery cannot drift from live behaviour.
+//! switch that `Engine::begin_copy` reads out (counters, then one `UserRestored` per user).
+//! Both replay through [`Engine::replay`], the engine's own apply path, so recovery cannot
+//! drift from live behaviour.
 
 use std::collections::HashSet;
 use std::path::Path;

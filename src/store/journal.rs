@@ -557,6 +557,31 @@ pub(crate) mod tests {
         assert_eq!(scan.next.seq, 2);
     }
 
+    /// After a switch into a file just renamed into place, the directory is synced before
+    /// the first batch is written: when that sync fails, nothing is written and the journal
+    /// is poisoned, so no record of the new file is acknowledged before its name is durable.
+    #[test]
+    fn the_first_batch_after_a_switch_syncs_the_directory_first() {
+        let old = Arc::new(FakeSink::default());
+        let j = journal(&old, SyncMode::Durable);
+        j.wait(j.append(b"old").unwrap()).unwrap();
+        let fine = Arc::new(FakeSink::default());
+        let dir = std::env::temp_dir();
+        j.switch_to(fine.clone(), PathBuf::from("new"), SALT, Some(dir))
+            .unwrap();
+        j.wait(j.append(b"after").unwrap()).unwrap();
+        assert_eq!(batches_in(&fine).0, [b"after".to_vec()]);
+
+        let broken = Arc::new(FakeSink::default());
+        let gone = std::env::temp_dir().join(format!("tessera-no-such-dir-{}", std::process::id()));
+        j.switch_to(broken.clone(), PathBuf::from("newer"), SALT, Some(gone))
+            .unwrap();
+        let e = j.wait(j.append(b"lost").unwrap()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert!(broken.written.lock().is_empty(), "the batch was written");
+        assert_eq!(j.append(b"later").unwrap_err().kind(), ErrorKind::Io);
+    }
+
     #[test]
     fn a_record_that_fails_to_serialise_leaves_no_empty_batch() {
         let sink = Arc::new(FakeSink::default());
