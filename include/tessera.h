@@ -753,8 +753,9 @@ tessera_status tessera_engine_open_salvage(const char *dir,
  * Writes a snapshot of the whole state and starts a fresh journal, so the next open replays
  * less, and deletes the files (and profile images no user refers to) that the snapshot makes
  * obsolete. Durable engines also compact on their own when the journal outgrows the last
- * snapshot; an in-memory engine does nothing here. Readers are never blocked; writers wait
- * only while the state is copied out. Fails with `TESSERA_READ_ONLY` on a salvage engine and
+ * snapshot; an in-memory engine does nothing here. Readers are never blocked, and writers wait
+ * only for the switch to the new journal (a sync of the old one), not while the state is
+ * copied out or the snapshot written. Fails with `TESSERA_READ_ONLY` on a salvage engine and
  * `TESSERA_IO` when a file cannot be written (nothing is lost: the journal still holds every
  * record). Thread-safe; concurrent compactions run one at a time.
  *

@@ -108,6 +108,74 @@ def load(root):
     return results
 
 
+# ----- Latency under load (issue 13) --------------------------------------------------------
+# Written by `tessera-load --scenario mixed-compaction` (target/bench-load/mixed-compaction.json):
+# one durable writer, one verifier and compactions in a loop. Self-contained: only main() calls
+# it.
+
+LOAD_JSON = os.path.join("bench-load", "mixed-compaction.json")
+
+
+def latency_under_load(target_dir, markdown):
+    """Prints the issue-13 targets from the harness's JSON; returns False when there is none."""
+    path = os.path.normpath(os.path.join(target_dir, LOAD_JSON))
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        d = json.load(f)
+    ops = d["ops"]
+    targets = d["targets"]
+    print()
+    print(
+        f"Latency under load (issue 13): {path}: {d['users']} users, {d['duration_s']:.0f} s, "
+        f"{d['compactions']} compactions (median {d['compaction_median_s']:.2f} s), "
+        f"load average {d['load_average_before']} before, {d['load_average_after']} after"
+    )
+    rows = []
+
+    def q(name, key):
+        o = ops.get(name)
+        return None if o is None or o["count"] == 0 else o[key]
+
+    limit_ns = targets["write_p999_during_compaction_ns"]
+    during = q("during_compaction/all_writes", "p999_ns")
+    if during is not None:
+        ok = during <= limit_ns
+        rows.append(("write p99.9 during compaction", f"{during / 1e6:.2f} ms",
+                     f"≤ {limit_ns / 1e6:.0f} ms", "met" if ok else "NOT MET"))
+    for name, label in [("during_compaction/all_writes", "write max during compaction"),
+                        ("outside_compaction/all_writes", "write p99.9 outside compaction")]:
+        key = "max_ns" if "max" in label else "p999_ns"
+        v = q(name, key)
+        if v is not None:
+            rows.append((label, f"{v / 1e6:.2f} ms", "", ""))
+    factor = targets["verify_p999_over_idle_p50"]
+    for op in ["verify_session", "verify_access"]:
+        idle, load = q(f"idle/{op}", "p50_ns"), q(f"load/{op}", "p999_ns")
+        for when in ["during", "outside"]:
+            v = q(f"load_{when}_compaction/{op}", "p999_ns")
+            if v is not None and idle is not None:
+                rows.append((f"{op} p99.9 under load, {when} compaction / idle p50",
+                             f"{v / idle:.1f}× ({v / 1e3:.2f} µs)", "", ""))
+        if idle is None or load is None:
+            continue
+        r = load / idle
+        rows.append((f"{op} p99.9 under load / idle p50", f"{r:.1f}× ({load / 1e3:.2f} µs)",
+                     f"≤ {factor:g}×", "met" if r <= factor else "NOT MET"))
+        idle999 = q(f"idle/{op}", "p999_ns")
+        rows.append((f"{op} idle p99.9 / idle p50 (the machine's floor)",
+                     f"{idle999 / idle:.1f}×", "", ""))
+    if markdown:
+        print("| latency under load | value | target | status |")
+        print("| --- | ---: | ---: | --- |")
+        for label, v, tgt, status in rows:
+            print(f"| {label} | {v} | {tgt} | {status} |")
+    else:
+        for label, v, tgt, status in rows:
+            print(f"{label:<52} {v:>22}  {tgt:<8} {status}")
+    return True
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     markdown = "--markdown" in sys.argv
@@ -115,6 +183,8 @@ def main():
     root = args[0] if args else os.path.join(target_dir, "criterion")
     paired_root = args[1] if len(args) > 1 else os.path.join(target_dir, "bench-paired")
     results = load(root)
+    if latency_under_load(target_dir, markdown) and not results:
+        return
     if not results:
         sys.exit(f"no criterion results under {root}: run `cargo bench` first")
 

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 cargo run --quiet --example tessera-load -- --quick --scaling --duration 0.5
 cargo run --quiet --example tessera-load -- --quick --backend c-abi --duration 0.5
 cargo run --quiet --example tessera-load -- --quick --backend durable --users 200 --duration 0.5
+cargo run --quiet --example tessera-load -- --quick --scenario mixed-compaction --users 2000 --duration 0.5 --idle 0.2 --json target/bench-load/smoke-mixed-compaction.json
 if [ -n "${TESSERA_PG_DSN:-}" ]; then
   cargo run --quiet --example cluster-bench -- all --quick
 elif [ "${CI:-}" = "true" ]; then

@@ -123,6 +123,9 @@ struct WriterState {
     /// Most users a `Counters` record may presize the id index for: what the bytes being
     /// replayed can possibly hold (0 outside a replay). See [`Engine::set_presize_budget`].
     presize_budget: u64,
+    /// Copies of the state in progress (compaction, export): a writer lets each save a user
+    /// before changing it ([`state_copy`]). Almost always empty.
+    copies: Vec<Arc<state_copy::CopyInProgress>>,
 }
 
 /// The result of [`Engine::upsert_user`].
@@ -378,6 +381,7 @@ impl Engine {
                     next_token_id: 1,
                     last_seq: 0,
                     presize_budget: 0,
+                    copies: Vec::new(),
                 }),
                 events: EventQueue::new(capacity),
                 persistence,
@@ -705,6 +709,13 @@ impl Engine {
     /// Forgets every user, for a reload from a full copy of the shared state.
     fn reset(&self, w: &mut WriterState) {
         let inner = &*self.inner;
+        if !w.copies.is_empty() {
+            // A copy in progress still needs every user it has not read as it was at its cut.
+            for handle in 1..w.next_handle {
+                let table = inner.users[shard_of(handle)].0.write();
+                w.before_change(handle, table.get(handle));
+            }
+        }
         for shard in inner.users.iter() {
             *shard.0.write() = UserTable::default();
         }
@@ -736,8 +747,11 @@ impl Engine {
 
     /// Writes a snapshot of the whole state and starts a fresh journal, so the next open
     /// replays less. Durable engines also do this on their own when the journal has grown
-    /// larger than the last snapshot; in memory it does nothing. Readers are never blocked;
-    /// writers wait while the state is copied out (not while it is synced).
+    /// larger than the last snapshot; in memory it does nothing. Readers are never blocked,
+    /// and writers wait only for the switch to the new journal (a sync of the old one), not
+    /// while the state is copied out or the snapshot written: the snapshot is the state at
+    /// the switch, copied user by user while writes go on (a writer saves a user's old
+    /// version before changing one the copy has not reached yet).
     pub fn compact(&self) -> Result<()> {
         self.inner.persistence.compact(self)
     }
@@ -770,23 +784,16 @@ impl Engine {
         self.apply(&mut w, m, 0)
     }
 
-    /// Bounds the id-index presizing of the replay that follows by the size of the files it
-    /// reads (`stored_bytes`; 0 after it, which turns presizing off).
     /// How many users the id index can hold without growing.
     #[cfg(test)]
     pub(crate) fn id_index_capacity(&self) -> usize {
         self.inner.ids.iter().map(|s| s.0.read().capacity()).sum()
     }
 
+    /// Bounds the id-index presizing of the replay that follows by the size of the files it
+    /// reads (`stored_bytes`; 0 after it, which turns presizing off).
     pub(crate) fn set_presize_budget(&self, stored_bytes: u64) {
         self.lock_writer().presize_budget = stored_bytes / MIN_STORED_USER_BYTES;
-    }
-
-    /// Calls `f` with a sequence of mutations that rebuilds the current state, holding the
-    /// writer mutex so the state does not move underneath (readers are not blocked).
-    #[cfg(test)]
-    pub(crate) fn export(&self, f: impl FnMut(&Mutation) -> Result<()>) -> Result<()> {
-        self.export_from(|| Ok(()), f)
     }
 
     /// Copies the whole state of `source` into this engine, which must be new (no user was
@@ -805,18 +812,15 @@ impl Engine {
     /// # Ok::<(), tessera::Error>(())
     /// ```
     ///
-    /// `source` is read at one instant (its writers wait while it is copied out, readers do
-    /// not). Into PostgreSQL the users go in as one transaction, after the key ring: if that
+    /// `source` is read as of one instant, the start of the call; neither its readers nor its
+    /// writers wait while it is copied out. Into PostgreSQL the users go in as one transaction, after the key ring: if that
     /// fails, the target holds the keys and still no user, and the import can be run again.
     pub fn import_from(&self, source: &Engine) -> Result<usize> {
         let mut state = Vec::new();
-        source.export_from(
-            || Ok(()),
-            |m| {
-                state.push(m.clone());
-                Ok(())
-            },
-        )?;
+        source.export(|m| {
+            state.push(m.clone());
+            Ok(())
+        })?;
         let keys = source.stored_keys();
         // Images first: durable before any record names them.
         for m in &state {
@@ -854,36 +858,6 @@ impl Engine {
         drop(w);
         self.durable(ticket)?;
         Ok(users)
-    }
-
-    /// [`Engine::export`], first calling `start` with the writer mutex held: the store starts
-    /// its new journal there, so the snapshot is exactly the state at the journal switch.
-    pub(crate) fn export_from(
-        &self,
-        start: impl FnOnce() -> Result<()>,
-        mut f: impl FnMut(&Mutation) -> Result<()>,
-    ) -> Result<()> {
-        let w = self.lock_writer();
-        start()?;
-        f(&Mutation::Counters {
-            next_handle: w.next_handle,
-            next_token_id: w.next_token_id,
-        })?;
-        for handle in 1..w.next_handle {
-            let Some(slot) = self.peek_slot(handle, UserSlot::clone) else {
-                continue;
-            };
-            f(&Mutation::UserRestored {
-                handle,
-                record: slot.record,
-                epoch: slot.epoch,
-                token_required: slot.token_required,
-                tokens: slot.tokens.into_vec(),
-                devices: slot.devices,
-            })?;
-        }
-        drop(w);
-        Ok(())
     }
 
     /// The persisted form of the key ring.
@@ -926,6 +900,7 @@ impl Engine {
                 w.next_token_id = w.next_token_id.max(next_token_id);
             }
             Mutation::UserCreated { handle, record } => {
+                w.record_written(&record);
                 self.insert_slot(
                     w,
                     handle,
@@ -950,6 +925,7 @@ impl Engine {
                 for t in &tokens {
                     w.next_token_id = w.next_token_id.max(t.id.saturating_add(1));
                 }
+                w.record_written(&record);
                 self.insert_slot(
                     w,
                     handle,
@@ -965,8 +941,9 @@ impl Engine {
             }
             Mutation::UserReplaced { handle, record } => {
                 let new_keys: Vec<Box<str>> = record.discovery_keys().to_vec();
+                w.record_written(&record);
                 let old_keys = {
-                    let mut slot = self.slot_mut(handle, seq)?;
+                    let mut slot = self.slot_mut(w, handle, seq)?;
                     let old: Vec<Box<str>> = slot.record.discovery_keys().to_vec();
                     slot.record = record;
                     old
@@ -995,11 +972,12 @@ impl Engine {
         match m {
             Mutation::UserDeleted { handle } => {
                 self.removed(seq);
-                let slot = inner.users[shard_of(*handle)]
-                    .0
-                    .write()
-                    .remove(*handle)
-                    .ok_or_else(|| Self::corrupt("user"))?;
+                let removed = {
+                    let mut table = inner.users[shard_of(*handle)].0.write();
+                    w.before_change(*handle, table.get(*handle));
+                    table.remove(*handle)
+                };
+                let slot = removed.ok_or_else(|| Self::corrupt("user"))?;
                 inner.live_users.fetch_sub(1, Ordering::Relaxed);
                 inner.ids[id_shard(&slot.record.id)]
                     .0
@@ -1025,11 +1003,11 @@ impl Engine {
                     self.removed(seq);
                 }
                 if let Some(from) = moved_from {
-                    let mut slot = self.slot_mut(*from, seq)?;
+                    let mut slot = self.slot_mut(w, *from, seq)?;
                     slot.devices.retain(|d| d.push_token != device.push_token);
                 }
                 {
-                    let mut slot = self.slot_mut(*handle, seq)?;
+                    let mut slot = self.slot_mut(w, *handle, seq)?;
                     slot.devices.retain(|d| {
                         d.push_token != device.push_token && Some(&d.push_token) != evicted.as_ref()
                     });
@@ -1044,7 +1022,7 @@ impl Engine {
             Mutation::DeviceRemoved { handle, push_token } => {
                 self.removed(seq);
                 {
-                    let mut slot = self.slot_mut(*handle, seq)?;
+                    let mut slot = self.slot_mut(w, *handle, seq)?;
                     slot.devices.retain(|d| &d.push_token != push_token);
                 }
                 inner.push_tokens.write().remove(push_token.as_str());
@@ -1060,7 +1038,7 @@ impl Engine {
                 evicted,
             } => self.apply_issued(w, *handle, entry, evicted, seq)?,
             Mutation::AccessTokenRevoked { handle, token_id } => {
-                let mut slot = self.slot_mut(*handle, seq)?;
+                let mut slot = self.slot_mut(w, *handle, seq)?;
                 slot.tokens = slot
                     .tokens
                     .iter()
@@ -1069,15 +1047,15 @@ impl Engine {
                     .collect();
             }
             Mutation::AccessTokensRevoked { handle } => {
-                let mut slot = self.slot_mut(*handle, seq)?;
+                let mut slot = self.slot_mut(w, *handle, seq)?;
                 slot.tokens = Box::default();
             }
             Mutation::SessionsRevoked { handle, epoch } => {
-                let mut slot = self.slot_mut(*handle, seq)?;
+                let mut slot = self.slot_mut(w, *handle, seq)?;
                 slot.epoch = *epoch;
             }
             Mutation::TokenRequired { handle } => {
-                let mut slot = self.slot_mut(*handle, seq)?;
+                let mut slot = self.slot_mut(w, *handle, seq)?;
                 slot.token_required = true;
             }
             Mutation::Counters { .. }
@@ -1103,7 +1081,7 @@ impl Engine {
         seq: u64,
     ) -> Result<()> {
         w.next_token_id = w.next_token_id.max(entry.id + 1);
-        let mut slot = self.slot_mut(handle, seq)?;
+        let mut slot = self.slot_mut(w, handle, seq)?;
         let kept = || slot.tokens.iter().filter(|t| !evicted.contains(&t.id));
         // Sized exactly up front: growing and then shrinking would leave allocator fragments
         // behind on every issue.
@@ -1117,10 +1095,17 @@ impl Engine {
 
     /// Write access to one user's slot, for `apply`: a mutation naming a user that does not
     /// exist does not fit the state, which only a corrupt journal can cause.
-    /// The slot is stamped with the mutation's ticket `seq`.
-    fn slot_mut(&self, handle: u64, seq: u64) -> Result<MappedRwLockWriteGuard<'_, UserSlot>> {
+    /// The slot is stamped with the mutation's ticket `seq`, after any copy of the state in
+    /// progress has saved it.
+    fn slot_mut(
+        &self,
+        w: &WriterState,
+        handle: u64,
+        seq: u64,
+    ) -> Result<MappedRwLockWriteGuard<'_, UserSlot>> {
         RwLockWriteGuard::try_map(self.inner.users[shard_of(handle)].0.write(), |t| {
             let slot = t.get_mut(handle)?;
+            w.before_change(handle, Some(slot));
             slot.seq = seq;
             Some(slot)
         })
@@ -1151,16 +1136,17 @@ impl Engine {
             .collect();
         // The slot goes in before the indexes that point at it, so a reader that finds the
         // id always finds the user.
-        let inserted = inner.users[shard_of(handle)]
-            .0
-            .write()
-            .insert(handle, slot)
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Exhausted,
-                    format!("no memory for the user table to reach handle {handle} ({e})"),
-                )
-            })?;
+        let inserted = {
+            let mut table = inner.users[shard_of(handle)].0.write();
+            w.before_change(handle, table.get(handle));
+            table.insert(handle, slot)
+        }
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Exhausted,
+                format!("no memory for the user table to reach handle {handle} ({e})"),
+            )
+        })?;
         w.next_handle = w.next_handle.max(handle + 1);
         if inserted {
             inner.live_users.fetch_add(1, Ordering::Relaxed);
@@ -2247,6 +2233,11 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Corrupt);
     }
 }
+
+#[path = "engine/state_copy.rs"]
+mod state_copy;
+#[cfg(test)]
+pub(crate) use state_copy::saved_for_tests;
 
 #[cfg(test)]
 #[path = "engine/durability_tests.rs"]

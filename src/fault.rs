@@ -1,12 +1,14 @@
 //! Fault injection for crash tests (cargo feature `fault-injection`, off by default; the test
 //! suite turns it on through a dev-dependency on this crate). Holds the journal's group commit
 //! just before it writes a batch, so a test can kill the process at the worst instant: a
-//! mutation applied in memory, its record not yet in the file. Also holds a backup just
-//! before it publishes its finished copy.
+//! mutation applied in memory, its record not yet in the file. Holds a compaction at one of
+//! its stages ([`CompactionStage`]), so a test can write meanwhile and kill the process there.
+//! Also holds a backup just before it publishes its finished copy.
 //!
 //! Not part of the supported API: nothing here exists in a default build.
 
 use parking_lot::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
 
 #[derive(Default)]
 struct Latch {
@@ -117,4 +119,63 @@ pub(crate) fn before_backup_rename(target: &std::path::Path) {
         BACKUPS_CHANGED.wait(&mut held);
     }
     held.1 -= 1;
+}
+
+/// The instants of a compaction a test can stop it at ([`hold_compaction`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactionStage {
+    /// The new journal has taken over and the copy of the state is cut, the writer mutex is
+    /// released, nothing is copied yet.
+    Switched,
+    /// Half of the users' handles are copied into the snapshot's temporary file.
+    MidCopy,
+    /// The snapshot is durable under its final name; the files it supersedes are still
+    /// there.
+    SnapshotRenamed,
+}
+
+struct StageLatch {
+    /// Compactions of this data directory stop at this stage.
+    held: Option<(PathBuf, CompactionStage)>,
+    /// Where a compaction is stopped right now.
+    waiting_at: Option<CompactionStage>,
+}
+
+static STAGE: Mutex<StageLatch> = Mutex::new(StageLatch {
+    held: None,
+    waiting_at: None,
+});
+static STAGE_CHANGED: Condvar = Condvar::new();
+
+/// From now on, every compaction of the data directory `dir` stops when it reaches `stage`,
+/// until [`release_compaction`]. Replaces an earlier hold: a compaction stopped at another
+/// stage goes on (to stop at this one, if it is later).
+pub fn hold_compaction(dir: &Path, stage: CompactionStage) {
+    STAGE.lock().held = Some((dir.to_path_buf(), stage));
+    STAGE_CHANGED.notify_all();
+}
+
+/// Lets held compactions go on.
+pub fn release_compaction() {
+    STAGE.lock().held = None;
+    STAGE_CHANGED.notify_all();
+}
+
+/// The stage a compaction is stopped at right now, if any.
+pub fn compaction_waiting_at() -> Option<CompactionStage> {
+    STAGE.lock().waiting_at
+}
+
+/// Called by a compaction of `dir` when it reaches `stage` (with no lock held).
+pub(crate) fn at_compaction_stage(dir: &Path, stage: CompactionStage) {
+    let mut latch = STAGE.lock();
+    let held = |l: &StageLatch| matches!(&l.held, Some((d, s)) if d == dir && *s == stage);
+    if !held(&latch) {
+        return;
+    }
+    latch.waiting_at = Some(stage);
+    while held(&latch) {
+        STAGE_CHANGED.wait(&mut latch);
+    }
+    latch.waiting_at = None;
 }

@@ -12,17 +12,27 @@
 //! commit (the `fault-injection` feature) while one thread revokes a user's sessions and
 //! another asks for a new session token, and is killed while the revocation is in flight.
 //! No session token it acknowledged may come back to life after the lost revocation.
+//!
+//! A third test kills the child in the middle of a compaction, held at its worst instants
+//! (the `fault-injection` compaction stages): right after the journal switch, with half of the
+//! snapshot copied, and with the snapshot durable but the files it supersedes not yet
+//! deleted — each time after writes made while it was held (to users the copy had read and
+//! users it had not). The reopened directory must hold exactly the state the child last
+//! showed.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tessera::{Engine, ErrorKind, NewUser, UserPatch};
+use tessera::fault::CompactionStage;
+use tessera::{DeviceType, Engine, ErrorKind, NewDevice, NewUser, UserPatch, UserQuery};
 
 const CHILD_ENV: &str = "TESSERA_CRASH_CHILD";
 const TARGETED_ENV: &str = "TESSERA_CRASH_TARGETED_CHILD";
 const TRIAL_ENV: &str = "TESSERA_CRASH_TRIAL";
+const COMPACTION_ENV: &str = "TESSERA_CRASH_COMPACTION_CHILD";
+const STAGES_ENV: &str = "TESSERA_CRASH_STAGES";
 
 /// The write the child makes at step `i` of trial `trial`: a pure function, so the parent
 /// knows what an acknowledged step did and which user the one unacknowledged step touched.
@@ -100,6 +110,13 @@ fn crash_child() {
         writeln!(out, "ACK {i} {extra} END").unwrap();
         out.flush().unwrap();
     }
+}
+
+/// Whether this process is one of the children the tests start.
+fn is_child() -> bool {
+    [CHILD_ENV, TARGETED_ENV, COMPACTION_ENV]
+        .iter()
+        .any(|v| std::env::var(v).is_ok())
 }
 
 fn random_below(n: u64, salt: u64) -> u64 {
@@ -214,7 +231,7 @@ fn run_trial(dir: &std::path::Path, trial: u64, model: &mut HashMap<String, Expe
 
 #[test]
 fn every_acknowledged_write_survives_sigkill() {
-    if std::env::var(CHILD_ENV).is_ok() || std::env::var(TARGETED_ENV).is_ok() {
+    if is_child() {
         return;
     }
     let trials: u64 = std::env::var("TESSERA_CRASH_TRIALS")
@@ -313,7 +330,7 @@ fn run_targeted_trial(dir: &std::path::Path, user: &str) -> Vec<String> {
 
 #[test]
 fn no_session_token_outlives_a_revocation_lost_to_sigkill() {
-    if std::env::var(CHILD_ENV).is_ok() || std::env::var(TARGETED_ENV).is_ok() {
+    if is_child() {
         return;
     }
     let trials: u64 = std::env::var("TESSERA_CRASH_TRIALS")
@@ -349,4 +366,279 @@ fn no_session_token_outlives_a_revocation_lost_to_sigkill() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ----- killed mid-compaction ----------------------------------------------------------------
+
+const USERS: usize = 40;
+
+fn stage_named(name: &str) -> CompactionStage {
+    match name {
+        "switched" => CompactionStage::Switched,
+        "mid-copy" => CompactionStage::MidCopy,
+        "renamed" => CompactionStage::SnapshotRenamed,
+        other => panic!("unknown stage {other}"),
+    }
+}
+
+/// Everything a client can see of the state, one line per fact: every user (all fields,
+/// handle included) with its access tokens and devices, then the verdict on every session and
+/// access token ever handed out.
+fn dump(engine: &Engine, sessions: &[String], access: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut query = UserQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    loop {
+        let page = engine.list_users(&query).unwrap();
+        for u in &page.users {
+            out.push(format!("{u:?}"));
+            out.push(format!(
+                "  tokens {:?}",
+                engine.list_access_tokens(&u.user_id).unwrap()
+            ));
+            out.push(format!(
+                "  devices {:?}",
+                engine.list_devices(&u.user_id).unwrap()
+            ));
+        }
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => break,
+        }
+    }
+    for t in sessions {
+        let v = engine.verify_session_token(t);
+        out.push(format!(
+            "session {:?}",
+            v.map(|v| v.user_id).map_err(|e| e.kind())
+        ));
+    }
+    for t in access {
+        let v = engine.verify_access_token(t);
+        let v = v.map(|v| (v.user_id, v.token_id)).map_err(|e| e.kind());
+        out.push(format!("access {v:?}"));
+    }
+    out
+}
+
+/// Writes touching users all over the handle range (so, mid-copy, some the copy has read and
+/// some it has not): renames, a delete and a re-create under the same id taking the deleted
+/// user's discovery key, a push token moved, tokens issued and revoked, sessions revoked, a
+/// deactivation, a discovery-key change, new users.
+fn writes_after_the_cut(engine: &Engine, round: usize, access: &mut Vec<String>) {
+    let u = |i: usize| format!("u{i}");
+    for i in (round..USERS).step_by(3) {
+        let patch = UserPatch {
+            nickname: Some(format!("round {round}")),
+            ..Default::default()
+        };
+        engine.update_user(&u(i), &patch).unwrap();
+    }
+    let (gone, reborn) = (u(5 + round), u(30 + round));
+    engine.delete_user(&gone).unwrap();
+    engine.delete_user(&reborn).unwrap();
+    let mut again = NewUser::new(gone.as_str(), "re-created");
+    again.discovery_keys = vec![format!("k{}", 30 + round)];
+    engine.create_user(again).unwrap();
+    engine
+        .add_device(
+            &u(35),
+            NewDevice::new(DeviceType::Ios, format!("p{}", 2 + round)),
+        )
+        .unwrap();
+    for i in [1, USERS - 1] {
+        let t = engine.issue_access_token(&u(i), None).unwrap();
+        access.push(t.token.as_str().to_owned());
+    }
+    for i in [10 + round, 33] {
+        let first = engine.list_access_tokens(&u(i)).unwrap()[0].id;
+        engine.revoke_access_token(&u(i), first).unwrap();
+    }
+    engine.revoke_sessions(&u(3 + round)).unwrap();
+    engine.revoke_sessions(&u(38)).unwrap();
+    engine.deactivate_user(&u(7 + round)).unwrap();
+    let patch = UserPatch {
+        discovery_keys: Some(vec![format!("k8-{round}")]),
+        ..Default::default()
+    };
+    engine.update_user(&u(8), &patch).unwrap();
+    engine
+        .create_user(NewUser::new(format!("new{round}"), ""))
+        .unwrap();
+}
+
+/// The child: builds a state, compacts once, writes into the new journal, then starts a
+/// compaction held at each stage of `TESSERA_CRASH_STAGES` in turn and writes while it is
+/// held there. Prints every token it handed out, then `STATE` lines (the dump), then `READY`,
+/// and waits to be killed with the compaction still held.
+#[test]
+fn crash_compaction_child() {
+    let Ok(dir) = std::env::var(COMPACTION_ENV) else {
+        return;
+    };
+    let stages: Vec<CompactionStage> = std::env::var(STAGES_ENV)
+        .unwrap()
+        .split(',')
+        .map(stage_named)
+        .collect();
+    let dir = std::path::PathBuf::from(dir);
+    let engine = Engine::open(&dir).unwrap();
+    let (mut sessions, mut access) = (Vec::new(), Vec::new());
+    for i in 0..USERS {
+        let id = format!("u{i}");
+        let mut n = NewUser::new(id.as_str(), "first");
+        n.discovery_keys = vec![format!("k{i}")];
+        engine.create_user(n).unwrap();
+        engine
+            .add_device(&id, NewDevice::new(DeviceType::Ios, format!("p{i}")))
+            .unwrap();
+        for _ in 0..2 {
+            let t = engine.issue_access_token(&id, None).unwrap();
+            access.push(t.token.as_str().to_owned());
+        }
+        sessions.push(
+            engine
+                .issue_session_token(&id, None)
+                .unwrap()
+                .as_str()
+                .to_owned(),
+        );
+    }
+    // A snapshot and a journal for the held compaction to supersede.
+    engine.compact().unwrap();
+    engine
+        .update_user(
+            "u0",
+            &UserPatch {
+                nickname: Some("in the journal".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let compactor = engine.clone();
+    tessera::fault::hold_compaction(&dir, stages[0]);
+    std::thread::spawn(move || compactor.compact().unwrap());
+    for (round, &stage) in stages.iter().enumerate() {
+        tessera::fault::hold_compaction(&dir, stage);
+        while tessera::fault::compaction_waiting_at() != Some(stage) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        writes_after_the_cut(&engine, round, &mut access);
+    }
+    let mut out = std::io::stdout().lock();
+    for t in &sessions {
+        writeln!(out, "SESSION {t} END").unwrap();
+    }
+    for t in &access {
+        writeln!(out, "ACCESS {t} END").unwrap();
+    }
+    for line in dump(&engine, &sessions, &access) {
+        writeln!(out, "STATE {line} END").unwrap();
+    }
+    writeln!(out, "READY END").unwrap();
+    out.flush().unwrap();
+    drop(out);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Runs the child for `stages` in a new directory, kills it once it is ready, and returns the
+/// directory, the tokens and the state it showed.
+fn run_compaction_trial(
+    stages: &str,
+) -> (std::path::PathBuf, Vec<String>, Vec<String>, Vec<String>) {
+    let dir = std::env::temp_dir().join(format!(
+        "tessera-crash-c-{}-{}",
+        std::process::id(),
+        stages.replace(',', "+")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_compaction_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(COMPACTION_ENV, &dir)
+        .env(STAGES_ENV, stages)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (mut sessions, mut access, mut state) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ready = false;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let Some(line) = line.strip_suffix(" END") else {
+            continue;
+        };
+        // libtest prints "test crash_compaction_child ... " in front of the first line.
+        let line = ["SESSION ", "ACCESS ", "STATE ", "READY"]
+            .iter()
+            .find_map(|p| line.find(p).map(|at| &line[at..]))
+            .unwrap_or(line);
+        if let Some(t) = line.strip_prefix("SESSION ") {
+            sessions.push(t.to_owned());
+        } else if let Some(t) = line.strip_prefix("ACCESS ") {
+            access.push(t.to_owned());
+        } else if let Some(s) = line.strip_prefix("STATE ") {
+            state.push(s.to_owned());
+        } else if line == "READY" {
+            ready = true;
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, the compaction still held
+    child.wait().unwrap();
+    assert!(ready, "{stages}: the child never got ready");
+    (dir, sessions, access, state)
+}
+
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_kill_at_any_stage_of_a_compaction_loses_nothing_and_adds_nothing() {
+    if is_child() {
+        return;
+    }
+    for stages in ["switched", "mid-copy", "renamed", "mid-copy,renamed"] {
+        let (dir, sessions, access, want) = run_compaction_trial(stages);
+        let names = file_names(&dir);
+        let snapshots = names.iter().filter(|n| n.ends_with(".tss")).count();
+        let journals = names.iter().filter(|n| n.ends_with(".tsj")).count();
+        if stages.ends_with("renamed") {
+            // The held snapshot is durable; the snapshot and journal it supersedes are still
+            // there.
+            assert_eq!((snapshots, journals), (2, 2), "{stages}: {names:?}");
+        } else {
+            // The new journal exists; the snapshot does not (its temporary file may).
+            assert_eq!((snapshots, journals), (1, 2), "{stages}: {names:?}");
+        }
+        let engine = Engine::open(&dir).unwrap_or_else(|e| panic!("{stages}: reopen failed: {e}"));
+        assert_eq!(
+            dump(&engine, &sessions, &access),
+            want,
+            "{stages}: after reopen"
+        );
+        // Recovery on top of recovery: compact what was recovered, reopen again.
+        engine.compact().unwrap();
+        drop(engine);
+        let engine = Engine::open(&dir).unwrap();
+        assert_eq!(
+            dump(&engine, &sessions, &access),
+            want,
+            "{stages}: after a compaction of the recovered state"
+        );
+        drop(engine);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

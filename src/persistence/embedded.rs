@@ -2,9 +2,10 @@
 //! ([`Engine::open`], [`EngineBuilder::open`], salvage).
 //!
 //! Records are [`Mutation`]s serialised with postcard (compact, serde, no schema in the data):
-//! journals hold the mutations as they happen, snapshots hold what [`Engine::export_from`]
-//! produces (counters, then one `UserRestored` per user). Both replay through
-//! [`Engine::replay`], the engine's own apply path, so recovery cannot drift from live behaviour.
+//! journals hold the mutations as they happen, snapshots hold the state as of the journal
+//! switch that `Engine::begin_copy` reads out (counters, then one `UserRestored` per user).
+//! Both replay through [`Engine::replay`], the engine's own apply path, so recovery cannot
+//! drift from live behaviour.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -171,52 +172,77 @@ impl Persistence for DurableStore {
     fn compact(&self, engine: &Engine) -> Result<()> {
         let store = self.store()?;
         let _one = self.compaction.lock();
-        // Blobs last written before `cutoff` and referenced by no user after the export are
-        // collected. Listed before the export (and without the writer mutex): a blob written
+        // Blobs last written before `cutoff` and referenced neither by the snapshot nor by a
+        // record written since its cut are collected. Listed before the cut: a blob written
         // later is not a candidate, and the grace period covers a write that stored its blob
-        // but had not yet appended its record when the state was copied.
+        // but had not yet appended its record when the copy was cut.
         let cutoff = SystemTime::now()
             .checked_sub(blob_grace())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let stored_blobs = store.blob_addresses()?;
+        // The new journal and the snapshot's file are created first, without the writer
+        // mutex; under it, only the old journal is synced and the new one takes over. The
+        // copy is of the state at that instant, read while writers go on.
+        let started = store
+            .prepare_compaction()
+            .and_then(|prepared| match prepared {
+                Some(p) => engine.begin_copy(|| p.switch().map(Some)),
+                None => Ok(None),
+            });
+        let (mut compaction, copy) = match started {
+            Ok(Some(started)) => started,
+            Ok(None) => return Ok(()), // another compaction is running
+            Err(e) => {
+                store.compaction_failed();
+                return Err(e);
+            }
+        };
+        #[cfg(feature = "fault-injection")]
+        crate::fault::at_compaction_stage(store.dir(), crate::fault::CompactionStage::Switched);
         let mut referenced = HashSet::new();
-        // Filled by the first closure, used by the second; both run under the writer mutex.
-        let compaction = std::cell::RefCell::new(None);
         let mut buf = Vec::new();
-        let result = engine.export_from(
-            || {
-                *compaction.borrow_mut() = store.begin_compaction()?;
-                Ok(())
-            },
-            |m| {
-                let mut compaction = compaction.borrow_mut();
-                let Some(c) = compaction.as_mut() else {
-                    return Ok(());
-                };
-                if let Mutation::UserRestored { record, .. } = m {
-                    if let Some(sha) = record.profile_url.as_deref().and_then(blob_address_in) {
-                        referenced.insert(sha);
-                    }
+        #[cfg(feature = "fault-injection")]
+        let mut half = Some(copy.handles() / 2);
+        let copied = copy.for_each(|m| {
+            #[cfg(feature = "fault-injection")]
+            if let (Mutation::UserRestored { handle, .. }, Some(h)) = (m, half) {
+                if *handle >= h {
+                    half = None;
+                    crate::fault::at_compaction_stage(
+                        store.dir(),
+                        crate::fault::CompactionStage::MidCopy,
+                    );
                 }
-                buf.clear();
-                serialize_into(m, &mut buf)?;
-                c.write(&buf)
-            },
-        );
-        let finished = result.and_then(|()| match compaction.into_inner() {
-            // The writer mutex is released: the sync and rename do not block writers.
-            Some(c) => c.finish().map(Some),
-            None => Ok(None),
+            }
+            if let Mutation::UserRestored { record, .. } = m {
+                if let Some(sha) = record.profile_url.as_deref().and_then(blob_address_in) {
+                    referenced.insert(sha);
+                }
+            }
+            buf.clear();
+            serialize_into(m, &mut buf)?;
+            compaction.write(&buf)
+        });
+        let finished = copied.and_then(|()| {
+            compaction.finish_with(|| {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::at_compaction_stage(
+                    store.dir(),
+                    crate::fault::CompactionStage::SnapshotRenamed,
+                );
+            })
         });
         match finished {
-            Ok(Some(bytes)) => {
+            Ok(bytes) => {
                 store.compaction_finished(bytes);
+                // The copy is still registered, so records written until now are known.
                 for sha in stored_blobs.iter().filter(|s| !referenced.contains(*s)) {
-                    store.collect_blob(sha, cutoff)?;
+                    if !copy.image_named_since_cut(sha) {
+                        store.collect_blob(sha, cutoff)?;
+                    }
                 }
                 Ok(())
             }
-            Ok(None) => Ok(()),
             Err(e) => {
                 store.compaction_failed();
                 Err(e)

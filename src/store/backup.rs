@@ -66,6 +66,8 @@ impl Store {
             std::sync::Arc::new(file),
             self.dir.join(journal_name(next)),
             salt,
+            // create_journal already synced the directory.
+            None,
         )?;
         *generation = next;
         drop(generation);

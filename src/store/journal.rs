@@ -125,6 +125,9 @@ struct State {
     next_batch: BatchCursor,
     /// Bytes of batches in the current file (synced or pending), for the compaction threshold.
     file_bytes: u64,
+    /// A directory to sync before the next batch is written: the current file was renamed
+    /// into place and no record in it may become durable before its name is.
+    dir_to_sync: Option<PathBuf>,
     shutdown: bool,
 }
 
@@ -173,6 +176,7 @@ impl Journal {
                 last_sync: Duration::ZERO,
                 next_batch,
                 file_bytes: next_batch.offset - BATCHES_START,
+                dir_to_sync: None,
                 shutdown: false,
             }),
             done: Condvar::new(),
@@ -282,8 +286,15 @@ impl Journal {
 
     /// Syncs everything appended so far and continues in a new, empty format-2 file whose
     /// prelude holds `salt`. Call with the engine's writer mutex held so no record is appended
-    /// in between.
-    pub(crate) fn switch_to(&self, sink: Arc<dyn Sink>, path: PathBuf, salt: u64) -> Result<()> {
+    /// in between. `dir_to_sync`, if given, is synced before the first batch of the new file is
+    /// written (the file was just renamed into place).
+    pub(crate) fn switch_to(
+        &self,
+        sink: Arc<dyn Sink>,
+        path: PathBuf,
+        salt: u64,
+        dir_to_sync: Option<PathBuf>,
+    ) -> Result<()> {
         self.sync_all()?;
         let mut st = self.inner.state.lock();
         while st.leading {
@@ -297,6 +308,7 @@ impl Journal {
         st.path = path;
         st.next_batch = BatchCursor::start(salt);
         st.file_bytes = 0;
+        st.dir_to_sync = dir_to_sync;
         Ok(())
     }
 
@@ -392,11 +404,15 @@ impl Inner {
             seq: at.seq + 1,
             offset: at.offset + batch.len() as u64,
         };
+        let dir_to_sync = st.dir_to_sync.take();
         let started = Instant::now();
         let result = MutexGuard::unlocked(st, || {
             seal_batch(&mut batch, at, records);
             #[cfg(feature = "fault-injection")]
             crate::fault::before_journal_write();
+            if let Some(dir) = &dir_to_sync {
+                std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+            }
             sink.write_all(&batch).and_then(|()| sink.sync_data())
         });
         st.last_sync = started.elapsed();
@@ -539,6 +555,31 @@ pub(crate) mod tests {
         let (got, scan) = batches_in(&sink);
         assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
         assert_eq!(scan.next.seq, 2);
+    }
+
+    /// After a switch into a file just renamed into place, the directory is synced before
+    /// the first batch is written: when that sync fails, nothing is written and the journal
+    /// is poisoned, so no record of the new file is acknowledged before its name is durable.
+    #[test]
+    fn the_first_batch_after_a_switch_syncs_the_directory_first() {
+        let old = Arc::new(FakeSink::default());
+        let j = journal(&old, SyncMode::Durable);
+        j.wait(j.append(b"old").unwrap()).unwrap();
+        let fine = Arc::new(FakeSink::default());
+        let dir = std::env::temp_dir();
+        j.switch_to(fine.clone(), PathBuf::from("new"), SALT, Some(dir))
+            .unwrap();
+        j.wait(j.append(b"after").unwrap()).unwrap();
+        assert_eq!(batches_in(&fine).0, [b"after".to_vec()]);
+
+        let broken = Arc::new(FakeSink::default());
+        let gone = std::env::temp_dir().join(format!("tessera-no-such-dir-{}", std::process::id()));
+        j.switch_to(broken.clone(), PathBuf::from("newer"), SALT, Some(gone))
+            .unwrap();
+        let e = j.wait(j.append(b"lost").unwrap()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert!(broken.written.lock().is_empty(), "the batch was written");
+        assert_eq!(j.append(b"later").unwrap_err().kind(), ErrorKind::Io);
     }
 
     #[test]

@@ -20,6 +20,14 @@ use crate::error::{Error, ErrorKind, Result};
 const FOOTER_MAGIC: &[u8; 8] = b"TSRAEND\0";
 const FOOTER_LEN: u64 = 24;
 
+/// A snapshot is synced every this many bytes while it is written. On ext4 (data=ordered) a
+/// journal `fdatasync` commits the file system's journal, which first writes out the data
+/// blocks allocated since the last commit — including the snapshot's. Syncing the snapshot in
+/// small steps keeps that backlog, and so the delay it adds to a concurrent write, to a few
+/// milliseconds; one sync at the end of a 135 MB snapshot held concurrent writes for 100–270
+/// ms.
+const SYNC_EVERY: u64 = 2 << 20;
+
 /// Writes one snapshot; nothing is visible under the final name until [`finish`] succeeds, and
 /// dropping an unfinished writer removes its temporary file.
 ///
@@ -30,6 +38,8 @@ pub(crate) struct SnapshotWriter {
     path: PathBuf,
     records: u64,
     frame: Vec<u8>,
+    /// Bytes written since the last intermediate sync.
+    unsynced: u64,
 }
 
 impl SnapshotWriter {
@@ -44,6 +54,7 @@ impl SnapshotWriter {
             path,
             records: 0,
             frame: Vec::new(),
+            unsynced: 0,
         };
         w.write_bytes(&encode_header(FileKind::Snapshot, generation))?;
         Ok(w)
@@ -52,7 +63,15 @@ impl SnapshotWriter {
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let out = self.out.as_mut().expect("writer used after finish");
         out.write_all(bytes)
-            .map_err(|e| Error::io(&format!("writing {}", self.tmp.display()), e))
+            .map_err(|e| Error::io(&format!("writing {}", self.tmp.display()), e))?;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            out.flush()
+                .and_then(|()| out.get_ref().sync_data())
+                .map_err(|e| Error::io(&format!("syncing {}", self.tmp.display()), e))?;
+        }
+        Ok(())
     }
 
     /// Appends one record.

@@ -596,3 +596,25 @@ fn a_journal_of_the_previous_format_opens_as_before_and_writing_goes_on_in_batch
     assert_eq!(journal_records(&got), records[..1]);
     assert!(rec.salvage_stopped_at.is_some());
 }
+
+/// A superseded file is shrunk in steps of `SHRINK_STEP` before it is deleted: one step is
+/// left whole, and a longer file is cut down to what remains past its last whole step (that
+/// remainder, at most one step, is left to the deletion).
+#[test]
+fn superseded_files_are_shrunk_step_by_step() {
+    let dir = TestDir::new("shrink");
+    for (len, left) in [
+        (0, 0),
+        (SHRINK_STEP, SHRINK_STEP),
+        (SHRINK_STEP + 1, 1),
+        (3 * SHRINK_STEP + 7, 7),
+    ] {
+        let path = dir.path().join("old");
+        let f = File::create(&path).unwrap();
+        f.set_len(len).unwrap();
+        drop(f);
+        shrink(&path).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), left, "{len}");
+    }
+    shrink(&dir.path().join("never there")).unwrap();
+}
