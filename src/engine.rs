@@ -417,9 +417,16 @@ impl Engine {
     /// Normalises `id` and finds its handle. A miss waits until every removal it may be
     /// seeing is synced (see [`Engine::settle_miss`]).
     fn handle_of(&self, id: &str) -> Result<(u64, String)> {
+        self.handle_of_borrowed(id)
+            .map(|(h, id)| (h, id.into_owned()))
+    }
+
+    /// [`Engine::handle_of`] without copying the id when normalising leaves it unchanged
+    /// (hot paths that need the id only for an error message).
+    fn handle_of_borrowed<'a>(&self, id: &'a str) -> Result<(u64, std::borrow::Cow<'a, str>)> {
         let id = normalize_user_id(&self.inner.config, id)?;
         match self.handle_of_normalized(&id) {
-            Some(h) => Ok((h, id.into_owned())),
+            Some(h) => Ok((h, id)),
             None => {
                 self.settle_miss()?;
                 Err(not_found(&id))
@@ -1724,7 +1731,7 @@ impl Engine {
             config.session_max_ttl_ms,
         )?;
         self.inner.persistence.check_fresh()?;
-        let (handle, id) = self.handle_of(user_id)?;
+        let (handle, id) = self.handle_of_borrowed(user_id)?;
         // The token carries the epoch read here: a revocation that set it must be on disk
         // before the token is handed out, or a crash could bring the epoch back below the
         // token's and a later revocation would make the token valid again.
