@@ -36,7 +36,16 @@ impl UserTable {
     ) -> Result<bool, std::collections::TryReserveError> {
         let i = Self::index(handle);
         if i >= self.slots.len() {
-            self.slots.try_reserve_exact(i + 1 - self.slots.len())?;
+            let needed = i + 1 - self.slots.len();
+            if self.slots.capacity() - self.slots.len() < needed {
+                // Grown by at least an eighth: n new users then cost O(n) copying. Growing by
+                // exactly what was needed reallocated (and mostly copied) the whole table for
+                // every new user: quadratic, minutes to open 10 M users. The slack stays
+                // under an eighth of a pointer per user; a handle too large to reach still
+                // fails here, without growing anything.
+                let extra = needed.max(self.slots.capacity() / 8);
+                self.slots.try_reserve_exact(extra)?;
+            }
             self.slots.resize_with(i + 1, || None);
         }
         Ok(self.slots[i].replace(Box::new(slot)).is_none())
@@ -44,5 +53,53 @@ impl UserTable {
 
     pub fn remove(&mut self, handle: u64) -> Option<UserSlot> {
         self.slots.get_mut(Self::index(handle))?.take().map(|b| *b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::user::UserRecord;
+
+    fn slot() -> UserSlot {
+        UserSlot {
+            record: UserRecord {
+                id: Box::from("u"),
+                nickname: Box::from(""),
+                profile_url: None,
+                created_at_ms: 0,
+                active: true,
+                extra: None,
+            },
+            epoch: 0,
+            token_required: false,
+            tokens: Box::default(),
+            devices: Box::default(),
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn growth_is_geometric_and_its_slack_bounded() {
+        // Users arrive in handle order; each new one extends the table by one entry. The
+        // table must be reallocated O(log n) times, not once per user.
+        let mut t = UserTable::default();
+        let (mut reallocations, mut capacity) = (0, 0);
+        let n = 20_000u64;
+        for h in 0..n {
+            assert_eq!(t.insert(h * SHARDS as u64, slot()), Ok(true));
+            if t.slots.capacity() != capacity {
+                capacity = t.slots.capacity();
+                reallocations += 1;
+            }
+        }
+        assert!(
+            reallocations < 100,
+            "{reallocations} reallocations for {n} users"
+        );
+        assert!(t.slots.capacity() <= n as usize + n as usize / 8 + 1);
+        // A handle no table can reach fails without growing it.
+        assert!(t.insert(u64::MAX, slot()).is_err());
+        assert_eq!(t.slots.capacity(), capacity);
     }
 }
