@@ -146,3 +146,19 @@ def test_a_struct_whose_length_disagrees_is_read_in_full(
         got = e.verify_session_token(e.issue_session_token("abcdef").token).user_id
     assert cut == [6]
     assert got == "ab\0def"
+
+
+def test_verified_session_is_the_dataclass_with_every_field_set(engine: tessera.Engine) -> None:
+    # The hot path builds VerifiedSession without calling it: each dataclass field must be
+    # set (a slot left unset raises AttributeError) and equal what the constructor gives.
+    import dataclasses
+
+    engine.create_user("carol")
+    s = engine.issue_session_token("carol")
+    v = engine.verify_session_token(s.token)
+    assert type(v) is tessera.VerifiedSession
+    values = {f.name: getattr(v, f.name) for f in dataclasses.fields(tessera.VerifiedSession)}
+    assert v == tessera.VerifiedSession(**values)
+    assert values["user_id"] == "carol"
+    assert values["expires_at_ms"] == s.expires_at_ms
+    assert values["key_id"] == engine.keys()[-1].key_id
