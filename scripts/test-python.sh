@@ -33,7 +33,10 @@ echo "== mypy --strict bindings/python/tessera (the package ships py.typed)"
 
 echo "== pytest bindings/python/tests"
 unset TESSERA_LIBRARY
-# Run from outside the source tree so `import tessera` is the installed package.
+# Run from outside the source tree so `import tessera` is the installed package. pytest runs
+# as `python -m pytest`: the venv's `pytest` script carries the absolute path of the python it
+# was installed with, so a venv copied along with a target/ directory (as a worktree's warm
+# target/ is) would run another venv's interpreter and test that venv's tessera.
 cd "$root/target"
-TESSERA_EXPECT_INSTALLED=1 "$venv/bin/pytest" -q -p no:cacheprovider \
+TESSERA_EXPECT_INSTALLED=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
   --rootdir "$root/bindings/python" "$root/bindings/python/tests" "$@"

@@ -62,7 +62,9 @@ pub(crate) struct UserSlot {
     pub token_required: bool,
     /// Exactly sized: a user's tokens change rarely and are many in total.
     pub tokens: Box<[AccessTokenEntry]>,
-    pub devices: Vec<Device>,
+    /// Exactly sized too: a boxed slice is 8 bytes smaller than a `Vec`, which keeps the slot
+    /// within one 128-byte allocation (`user_slot_fits_one_128_byte_allocation`).
+    pub devices: Box<[Device]>,
     /// Durability ticket of the last mutation that changed this slot (0 for state loaded at
     /// open). A read that finds it newer than what is synced waits for that sync first, so
     /// nothing a call returns depends on a change a crash could still undo.
@@ -427,9 +429,16 @@ impl Engine {
     /// Normalises `id` and finds its handle. A miss waits until every removal it may be
     /// seeing is synced (see [`Engine::settle_miss`]).
     fn handle_of(&self, id: &str) -> Result<(u64, String)> {
+        self.handle_of_borrowed(id)
+            .map(|(h, id)| (h, id.into_owned()))
+    }
+
+    /// [`Engine::handle_of`] without copying the id when normalising leaves it unchanged
+    /// (hot paths that need the id only for an error message).
+    fn handle_of_borrowed<'a>(&self, id: &'a str) -> Result<(u64, std::borrow::Cow<'a, str>)> {
         let id = normalize_user_id(&self.inner.config, id)?;
         match self.handle_of_normalized(&id) {
-            Some(h) => Ok((h, id.into_owned())),
+            Some(h) => Ok((h, id)),
             None => {
                 self.settle_miss()?;
                 Err(not_found(&id))
@@ -909,7 +918,7 @@ impl Engine {
                         epoch: 0,
                         token_required: false,
                         tokens: Box::default(),
-                        devices: Vec::new(),
+                        devices: Box::default(),
                         seq,
                     },
                 )?;
@@ -934,7 +943,7 @@ impl Engine {
                         epoch,
                         token_required,
                         tokens: tokens.into_boxed_slice(),
-                        devices,
+                        devices: devices.into_boxed_slice(),
                         seq,
                     },
                 )?;
@@ -1004,14 +1013,22 @@ impl Engine {
                 }
                 if let Some(from) = moved_from {
                     let mut slot = self.slot_mut(w, *from, seq)?;
-                    slot.devices.retain(|d| d.push_token != device.push_token);
+                    edit_devices(
+                        &mut slot.devices,
+                        |d| d.push_token != device.push_token,
+                        None,
+                    );
                 }
                 {
                     let mut slot = self.slot_mut(w, *handle, seq)?;
-                    slot.devices.retain(|d| {
-                        d.push_token != device.push_token && Some(&d.push_token) != evicted.as_ref()
-                    });
-                    slot.devices.push(device.clone());
+                    edit_devices(
+                        &mut slot.devices,
+                        |d| {
+                            d.push_token != device.push_token
+                                && Some(&d.push_token) != evicted.as_ref()
+                        },
+                        Some(device.clone()),
+                    );
                 }
                 let mut p = inner.push_tokens.write();
                 if let Some(e) = evicted {
@@ -1023,7 +1040,7 @@ impl Engine {
                 self.removed(seq);
                 {
                     let mut slot = self.slot_mut(w, *handle, seq)?;
-                    slot.devices.retain(|d| &d.push_token != push_token);
+                    edit_devices(&mut slot.devices, |d| &d.push_token != push_token, None);
                 }
                 inner.push_tokens.write().remove(push_token.as_str());
             }
@@ -1570,7 +1587,7 @@ impl Engine {
 
     /// The user's devices, oldest first.
     pub fn list_devices(&self, user_id: &str) -> Result<Vec<Device>> {
-        self.with_user(user_id, Durability::Read, |s| Ok(s.devices.clone()))
+        self.with_user(user_id, Durability::Read, |s| Ok(s.devices.to_vec()))
     }
 
     /// Removes the user's device with this push token.
@@ -1772,7 +1789,7 @@ impl Engine {
             config.session_max_ttl_ms,
         )?;
         self.inner.persistence.check_fresh()?;
-        let (handle, id) = self.handle_of(user_id)?;
+        let (handle, id) = self.handle_of_borrowed(user_id)?;
         // The token carries the epoch read here: a revocation that set it must be on disk
         // before the token is handed out, or a crash could bring the epoch back below the
         // token's and a later revocation would make the token valid again.
@@ -2017,6 +2034,19 @@ impl Engine {
     }
 }
 
+/// Keeps the devices `keep` accepts and appends `add`: a slot's devices are an exactly sized
+/// boxed slice (they change rarely), rebuilt on each change.
+fn edit_devices(
+    devices: &mut Box<[Device]>,
+    keep: impl FnMut(&Device) -> bool,
+    add: Option<Device>,
+) {
+    let mut v = std::mem::take(devices).into_vec();
+    v.retain(keep);
+    v.extend(add);
+    *devices = v.into_boxed_slice();
+}
+
 fn deactivated(id: &str) -> Error {
     Error::new(
         ErrorKind::UserDeactivated,
@@ -2041,6 +2071,15 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::device::DeviceType;
+
+    #[test]
+    fn user_slot_fits_one_128_byte_allocation() {
+        // Every user is one boxed slot. glibc serves n bytes from a chunk of n + 8 rounded up
+        // to 16: 120 bytes is the most a 128-byte chunk holds, and 121..=136 take 144, i.e.
+        // 16 bytes more per user (the budget is 300 per minimal user at 10 M users).
+        let size = std::mem::size_of::<UserSlot>();
+        assert!(size <= 120, "UserSlot is {size} bytes");
+    }
 
     fn state(e: &Engine) -> Vec<Mutation> {
         let mut v = Vec::new();

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::session_token::EncodedHeader;
 
 /// The largest key number: `zzz` in base 36.
 pub const MAX_KEY_NUMBER: u32 = 36 * 36 * 36 - 1;
@@ -129,6 +130,8 @@ pub(crate) struct SigningKey {
     pub created_at_ms: i64,
     secret: Zeroizing<[u8; 32]>,
     pub mac: Hmac<Sha256>,
+    /// The header of every token this key signs, already encoded.
+    pub header: EncodedHeader,
 }
 
 impl SigningKey {
@@ -137,12 +140,14 @@ impl SigningKey {
         // HMAC accepts keys of any length, so this cannot fail.
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret[..])
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let id = KeyId::from_number(number);
         SigningKey {
-            id: KeyId::from_number(number),
+            id,
             number,
             created_at_ms,
             secret,
             mac,
+            header: EncodedHeader::new(id),
         }
     }
 }
@@ -403,6 +408,17 @@ impl KeyRing {
             .iter()
             .find(|k| k.id == id)
             .map(|k| KeySecret(k.secret.clone()))
+    }
+
+    /// The live key whose encoded header (with its '.') begins `token`, newest first: how
+    /// nearly every genuine token finds its key, with no decoding.
+    #[inline]
+    pub fn live_by_header(&self, token: &[u8]) -> Option<&SigningKey> {
+        self.keys
+            .iter()
+            .rev()
+            .map(|k| &**k)
+            .find(|k| token.starts_with(k.header.as_bytes()))
     }
 
     /// The key with this number, live or retired; `None` for a number never issued (or

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::constant_time;
 use crate::error::{Error, ErrorKind, Result};
@@ -62,7 +62,9 @@ const V1_RV: &[u8] = br#","rv":"#;
 /// A freshly issued session token. `Debug` is redacted; the text is wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionToken {
-    token: Zeroizing<String>,
+    // A boxed `str`, not a `String`: zeroize wipes a `str` as one bulk fill behind an
+    // optimisation barrier, a `String` one volatile byte at a time (~30 ns per token here).
+    token: Zeroizing<Box<str>>,
     expires_at_ms: i64,
 }
 
@@ -188,40 +190,82 @@ pub(crate) fn accepted_at(exp_s: i64, leeway_ms: i64, now_ms: i64) -> bool {
         .is_some_and(|limit| now_ms < limit)
 }
 
-/// A small stack buffer writer, so encoding allocates only the returned string.
-struct Buf<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
+/// A key's token header, `{"alg":"HS256","kid":"<kid>"}`, base64url-encoded and followed by
+/// the '.' that ends it: the same for every token the key signs, so it is encoded once, when
+/// the key is loaded. Issuing copies it; verifying compares a token's first bytes with it.
+#[derive(Clone, Copy)]
+pub(crate) struct EncodedHeader {
+    bytes: [u8; HEADER_B64_MAX + 1],
+    len: u8,
 }
 
-impl<const N: usize> Buf<N> {
-    fn new() -> Self {
-        Buf {
-            bytes: [0; N],
-            len: 0,
+/// Longest encoded header: a 3-character key id makes the JSON 27 bytes, 36 characters.
+const HEADER_B64_MAX: usize = 36;
+
+impl EncodedHeader {
+    pub(crate) fn new(kid: KeyId) -> EncodedHeader {
+        let mut json = [0u8; 27];
+        let kid = kid.as_str().as_bytes();
+        let mut n = 0;
+        for part in [HEADER_PREFIX, kid, HEADER_SUFFIX] {
+            json[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        let mut bytes = [0u8; HEADER_B64_MAX + 1];
+        // 25..=27 bytes of JSON are 34..=36 characters, which always fit.
+        let len = URL_SAFE_NO_PAD
+            .encode_slice(&json[..n], &mut bytes)
+            .unwrap_or_else(|_| unreachable!("a key id has 1..=3 characters"));
+        bytes[len] = b'.';
+        EncodedHeader {
+            bytes,
+            len: (len + 1) as u8,
         }
     }
-    fn push(&mut self, s: &[u8]) {
-        self.bytes[self.len..self.len + s.len()].copy_from_slice(s);
-        self.len += s.len();
-    }
-    fn push_u64(&mut self, mut v: u64) {
-        let mut tmp = [0u8; 20];
-        let mut i = tmp.len();
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.push(&tmp[i..]);
-    }
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
+
+    /// The encoded header and its trailing '.'.
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
+
+/// The eight decimal digits of `v` (below 10^8, leading zeros included) as ASCII, the first
+/// in the lowest byte. All digits are computed at once: the number is split into two 4-digit
+/// lanes, each into two 2-digit lanes, each into two digits, dividing every lane by a
+/// multiplication and a shift that are exact in the lane's range (x / 100 = x·10486 >> 20
+/// for x < 10^4; x / 10 = x·103 >> 10 for x < 100), so no lane spills into its neighbour.
+#[inline(always)]
+fn ascii8(v: u64) -> u64 {
+    debug_assert!(v < 100_000_000);
+    let x = (v / 10_000) | ((v % 10_000) << 32);
+    let hundreds = ((x * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let x = hundreds | ((x - hundreds * 100) << 16);
+    let tens = ((x * 103) >> 10) & 0x000F_000F_000F_000F;
+    let x = tens | ((x - tens * 10) << 8);
+    x + 0x3030_3030_3030_3030
+}
+
+/// Writes `v` (below 10^16) in decimal at `out[at..]` and returns the index after its last
+/// digit. Writes 16 bytes: `out` needs room for them; bytes after the number are scratch.
+#[inline(always)]
+fn put_u64(out: &mut [u8], at: usize, v: u64) -> usize {
+    debug_assert!(v < 10_000_000_000_000_000);
+    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    let text = u128::from(ascii8(v / 100_000_000)) | (u128::from(ascii8(v % 100_000_000)) << 64);
+    // The leading zeros are the low bytes: shift them out.
+    out[at..at + 16].copy_from_slice(&(text >> (8 * (16 - n))).to_le_bytes());
+    at + n
+}
+
+#[inline]
+fn put(out: &mut [u8], at: usize, s: &[u8]) -> usize {
+    out[at..at + s.len()].copy_from_slice(s);
+    at + s.len()
+}
+
+/// Longest payload: 10-digit handle, 5-digit epoch, 10-digit times.
+const PAYLOAD_MAX: usize = 65;
 
 /// Signs `claims` with `key`. The claims must be within the documented ranges.
 pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> {
@@ -237,44 +281,47 @@ pub(crate) fn encode(key: &SigningKey, claims: &Claims) -> Result<SessionToken> 
             "session token claims out of range",
         ));
     }
-    let mut header = Buf::<32>::new();
-    header.push(HEADER_PREFIX);
-    header.push(key.id.as_str().as_bytes());
-    header.push(HEADER_SUFFIX);
-    let mut payload = Buf::<72>::new();
-    payload.push(SUB);
-    payload.push_u64(claims.handle);
-    payload.push(RV_AFTER_SUB);
-    payload.push_u64(u64::from(claims.epoch));
-    payload.push(br#","iat":"#);
-    payload.push_u64(claims.iat_s.unsigned_abs());
-    payload.push(br#","exp":"#);
-    payload.push_u64(claims.exp_s.unsigned_abs());
-    payload.push(b"}");
+    // 16 bytes of scratch after the payload for `put_u64`.
+    let mut payload = [0u8; PAYLOAD_MAX + 16];
+    let mut p = put(&mut payload, 0, SUB);
+    p = put_u64(&mut payload, p, claims.handle);
+    p = put(&mut payload, p, RV_AFTER_SUB);
+    p = put_u64(&mut payload, p, u64::from(claims.epoch));
+    p = put(&mut payload, p, br#","iat":"#);
+    p = put_u64(&mut payload, p, claims.iat_s.unsigned_abs());
+    p = put(&mut payload, p, br#","exp":"#);
+    p = put_u64(&mut payload, p, claims.exp_s.unsigned_abs());
+    p = put(&mut payload, p, b"}");
+    let payload = &payload[..p];
 
-    // Assembled in a stack buffer with slice encoders (the string-appending encoder costs
-    // more than the HMAC's own bookkeeping), then copied once into the returned string.
-    let mut buf = Zeroizing::new([0u8; SESSION_TOKEN_MAX_LEN]);
+    // Written straight into the returned allocation, sized exactly (unpadded base64 of n
+    // bytes is ⌈4n / 3⌉ characters), so the token text exists in one place only.
+    let header = key.header.as_bytes();
+    let signing_len = header.len() + (4 * payload.len()).div_ceil(3);
+    let mut text = Zeroizing::new(Vec::with_capacity(signing_len + 1 + SIG_B64_LEN));
+    text.extend_from_slice(header);
+    text.resize(signing_len + 1 + SIG_B64_LEN, 0);
     let internal = || Error::new(ErrorKind::Internal, "session token buffer overflow");
-    let mut n = URL_SAFE_NO_PAD
-        .encode_slice(header.as_slice(), &mut buf[..])
-        .map_err(|_| internal())?;
-    *buf.get_mut(n).ok_or_else(internal)? = b'.';
-    n += 1;
-    n += URL_SAFE_NO_PAD
-        .encode_slice(payload.as_slice(), &mut buf[n..])
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(payload, &mut text[header.len()..signing_len])
         .map_err(|_| internal())?;
     let mut mac = key.mac.clone();
-    mac.update(&buf[..n]);
+    mac.update(&text[..signing_len]);
     let sig = mac.finalize().into_bytes();
-    *buf.get_mut(n).ok_or_else(internal)? = b'.';
-    n += 1;
-    n += URL_SAFE_NO_PAD
-        .encode_slice(sig, &mut buf[n..])
+    text[signing_len] = b'.';
+    let sig_written = URL_SAFE_NO_PAD
+        .encode_slice(sig, &mut text[signing_len + 1..])
         .map_err(|_| internal())?;
-    let text = std::str::from_utf8(&buf[..n]).map_err(|_| internal())?;
+    if header.len() + written != signing_len || sig_written != SIG_B64_LEN {
+        return Err(internal());
+    }
+    // Base64url and the header are ASCII, so this never fails; the bytes move, not copy.
+    let text = String::from_utf8(std::mem::take(&mut *text)).map_err(|e| {
+        e.into_bytes().zeroize();
+        internal()
+    })?;
     Ok(SessionToken {
-        token: Zeroizing::new(String::from(text)),
+        token: Zeroizing::new(text.into_boxed_str()),
         expires_at_ms: claims.exp_ms(),
     })
 }
@@ -301,30 +348,19 @@ pub(crate) struct Genuine {
     pub key_retired: bool,
 }
 
-/// Checks a token's format and MAC and returns its claims and key. Expiry, revocation and the
-/// user's state are the engine's to check. A token signed by a retired key is returned too
-/// (marked), since only after its MAC is checked may it be called revoked rather than invalid.
-pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
-    let bytes = token.as_bytes();
-    if !(SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&bytes.len()) {
-        return Err(Error::invalid_token());
-    }
-    // No scanning for the dots: the signature is always the last 43 characters, and the
-    // header is 34..=36 characters (its key id has 1..=3). Any other '.' is rejected by the
-    // base64 decoders and the signature compare that follow.
-    let d2 = bytes.len() - SIG_B64_LEN - 1;
+/// The header of a token that no live key's header begins: decoded, to find a retired key
+/// (whose genuine tokens are revoked, not invalid) or to refuse it. Returns where the header
+/// ends, the key's HMAC state and id, and whether the key is retired.
+#[cold]
+fn header_by_decoding(ring: &KeyRing, bytes: &[u8]) -> Result<(usize, Hmac<Sha256>, KeyId, bool)> {
+    // The header is 34..=36 characters (its key id has 1..=3).
     let d1 = (34..=36)
         .find(|&i| bytes[i] == b'.')
         .ok_or_else(Error::invalid_token)?;
-    if bytes[d2] != b'.' {
-        return Err(Error::invalid_token());
-    }
-    let (header_b64, payload_b64, sig_b64) = (&bytes[..d1], &bytes[d1 + 1..d2], &bytes[d2 + 1..]);
-
-    // The header is `{"alg":"HS256","kid":` (exactly 21 bytes, so exactly 28 base64
-    // characters that never change) followed by `"<kid>"}`: compare the constant part and
-    // decode only the few characters that carry the key id.
-    let tail_b64 = header_b64
+    // `{"alg":"HS256","kid":` (exactly 21 bytes, so exactly 28 base64 characters that never
+    // change) followed by `"<kid>"}`: compare the constant part and decode only the few
+    // characters that carry the key id.
+    let tail_b64 = bytes[..d1]
         .strip_prefix(HEADER_PREFIX_B64)
         .ok_or_else(Error::invalid_token)?;
     let mut tail_buf = [0u8; 8];
@@ -334,17 +370,51 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
         .and_then(|t| t.strip_suffix(HEADER_SUFFIX))
         .ok_or_else(Error::invalid_token)?;
     let number = KeyId::parse_number(kid).ok_or_else(Error::invalid_token)?;
-    let (mut mac, key_id, key_retired) =
+    Ok(
         match ring.lookup(number).ok_or_else(Error::invalid_token)? {
-            KeyRef::Live(key) => (key.mac.clone(), key.id, false),
-            // Rare (only revoked tokens come here): derive the HMAC state from the kept secret.
+            // Not reached for canonical headers (the text compare found those), kept so the
+            // two paths cannot disagree.
+            KeyRef::Live(key) => (d1, key.mac.clone(), key.id, false),
+            // Only revoked tokens come here: derive the HMAC state from the kept secret.
             KeyRef::Retired(secret) => (
+                d1,
                 <Hmac<Sha256> as Mac>::new_from_slice(secret)
                     .map_err(|_| Error::new(ErrorKind::Internal, "HMAC takes any key length"))?,
                 KeyId::from_number(number),
                 true,
             ),
-        };
+        },
+    )
+}
+
+/// Checks a token's format and MAC and returns its claims and key. Expiry, revocation and the
+/// user's state are the engine's to check. A token signed by a retired key is returned too
+/// (marked), since only after its MAC is checked may it be called revoked rather than invalid.
+pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
+    let bytes = token.as_bytes();
+    if !(SESSION_TOKEN_MIN_LEN..=SESSION_TOKEN_MAX_LEN).contains(&bytes.len()) {
+        return Err(Error::invalid_token());
+    }
+    // No scanning for the dots: the signature is always the last 43 characters, and the
+    // header ends where the key's encoded header does. Any other '.' is rejected by the
+    // base64 decoder and the signature compare that follow.
+    let d2 = bytes.len() - SIG_B64_LEN - 1;
+    if bytes[d2] != b'.' {
+        return Err(Error::invalid_token());
+    }
+    // Nearly every token names a live key, and then its header is that key's encoded header,
+    // byte for byte (only one encoding of it is accepted), so comparing text finds the key
+    // without decoding anything. Anything else takes the decoding path.
+    let (d1, mut mac, key_id, key_retired) = match ring.live_by_header(bytes) {
+        Some(key) => (
+            key.header.as_bytes().len() - 1,
+            key.mac.clone(),
+            key.id,
+            false,
+        ),
+        None => header_by_decoding(ring, bytes)?,
+    };
+    let (payload_b64, sig_b64) = (&bytes[d1 + 1..d2], &bytes[d2 + 1..]);
 
     // Encode the expected MAC and compare text in constant time: cheaper than decoding the
     // presented one, and equally strict, since only the canonical encoding can be equal.
@@ -358,9 +428,9 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
     }
 
     // The MAC is genuine, so these bytes are ours; still parse strictly rather than trust.
-    let mut payload_buf = [0u8; 72];
-    let payload = decode(payload_b64, &mut payload_buf)?;
-    let claims = parse_payload(payload).ok_or_else(Error::invalid_token)?;
+    let mut payload_buf = [0u8; PAYLOAD_BUF];
+    let len = decode(payload_b64, &mut payload_buf[..72])?.len();
+    let claims = parse_payload(&payload_buf, len).ok_or_else(Error::invalid_token)?;
     Ok(Genuine {
         claims,
         key_id,
@@ -368,42 +438,96 @@ pub(crate) fn verify(ring: &KeyRing, token: &str) -> Result<Genuine> {
     })
 }
 
+/// Where a payload is decoded and parsed: room for the longest payload (66 bytes, format
+/// 1) and, after it, zeros — never digits — so 16 bytes can be read from any position in it.
+const PAYLOAD_BUF: usize = 96;
+/// The longest payload either format allows.
+const PAYLOAD_MAX_ANY: usize = 66;
+
+/// Eight ASCII bytes (little-endian) checked and converted at once: the bytes' values
+/// (meaningful only for digits) and a mask whose byte is non-zero wherever the byte is not
+/// an ASCII digit.
+#[inline(always)]
+fn swar_digits(chunk: u64) -> (u64, u64) {
+    const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+    let t = chunk ^ 0x3030_3030_3030_3030; // '0'..='9' become 0..=9, high nibble 0
+                                           // High nibble set: not 0x30..=0x3F; low nibble + 6 carries: 0x3A..=0x3F. The addition
+                                           // is done on low nibbles only, so no byte carries into its neighbour.
+    let not_digit = (t & !LOW) | (((t & LOW) + 0x0606_0606_0606_0606) & !LOW);
+    (t, not_digit)
+}
+
+/// The number written by eight digit values (each 0..=9), the first in the lowest byte.
+/// Each step merges neighbouring lanes; the products' overflow past bit 63 lands only in
+/// lanes that the next mask drops, hence the wrapping multiplications.
+#[inline(always)]
+fn swar_value(d: u64) -> u64 {
+    let d = d * 10 + (d >> 8); // even bytes: pairs of digits (at most 99, no carry)
+    let d = (d & 0x00FF_00FF_00FF_00FF).wrapping_mul((100 << 16) + 1) >> 16; // 4 digits
+    (d & 0x0000_FFFF_0000_FFFF).wrapping_mul((10_000 << 32) + 1) >> 32
+}
+
+/// Reads the canonical decimal number (1..=`max_digits` digits, no leading zero) at `at`
+/// and returns it with the index after it. Every byte is checked in two 8-byte words,
+/// without a branch per digit.
+#[inline(always)]
+fn number(buf: &[u8; PAYLOAD_BUF], at: usize, max_digits: usize) -> Option<(u64, usize)> {
+    debug_assert!(max_digits <= 16 && at + 16 <= PAYLOAD_BUF);
+    let word =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(buf.get(i..i + 8)?.try_into().ok()?)) };
+    let (lo, lo_bad) = swar_digits(word(at)?);
+    let (hi, hi_bad) = swar_digits(word(at + 8)?);
+    let n = if lo_bad != 0 {
+        (lo_bad.trailing_zeros() / 8) as usize
+    } else {
+        8 + (hi_bad.trailing_zeros() / 8) as usize // 16 when all 16 are digits
+    };
+    if n == 0 || n > max_digits || (n > 1 && buf[at] == b'0') {
+        return None;
+    }
+    // Shifting left drops the bytes after the number and puts zeros (leading zero digits)
+    // in front of it.
+    let v = if n <= 8 {
+        swar_value(lo << (64 - 8 * n))
+    } else {
+        swar_value(lo) * 10u64.pow((n - 8) as u32) + swar_value(hi << (64 - 8 * (n - 8)))
+    };
+    Some((v, at + n))
+}
+
 /// Parses `{"sub":"N","rv":N,"iat":N,"exp":N}` (or format 1's `{"u":N,"rv":N,...}`) with
-/// canonical decimal numbers.
-fn parse_payload(p: &[u8]) -> Option<Claims> {
-    /// Reads `name` then a canonical number of at most `max_digits` digits.
+/// canonical decimal numbers, from the first `len` bytes of `buf` (the rest are zeros).
+fn parse_payload(buf: &[u8; PAYLOAD_BUF], len: usize) -> Option<Claims> {
+    let p = buf.get(..len)?;
+    if len > PAYLOAD_MAX_ANY {
+        return None;
+    }
     #[inline(always)]
-    fn field(p: &[u8], at: &mut usize, name: &[u8], max_digits: usize) -> Option<u64> {
+    fn field(
+        buf: &[u8; PAYLOAD_BUF],
+        p: &[u8],
+        at: &mut usize,
+        name: &[u8],
+        max_digits: usize,
+    ) -> Option<u64> {
         if p.get(*at..*at + name.len())? != name {
             return None;
         }
-        let start = *at + name.len();
-        let mut i = start;
-        let mut v = 0u64;
-        while let Some(&d) = p.get(i) {
-            if !d.is_ascii_digit() || i - start == max_digits {
-                break;
-            }
-            v = v * 10 + u64::from(d - b'0');
-            i += 1;
-        }
-        let n = i - start;
-        if n == 0 || (n > 1 && p[start] == b'0') || p.get(i).is_some_and(u8::is_ascii_digit) {
-            return None;
-        }
-        *at = i;
+        // Zeros follow the payload, so a number never runs past its end.
+        let (v, end) = number(buf, *at + name.len(), max_digits)?;
+        *at = end;
         Some(v)
     }
     let mut at = 0;
     let (handle, epoch) = if p.starts_with(SUB) {
-        let handle = field(p, &mut at, SUB, 10)?;
-        (handle, field(p, &mut at, RV_AFTER_SUB, 5)?)
+        let handle = field(buf, p, &mut at, SUB, 10)?;
+        (handle, field(buf, p, &mut at, RV_AFTER_SUB, 5)?)
     } else {
-        let handle = field(p, &mut at, V1_U, 12)?;
-        (handle, field(p, &mut at, V1_RV, 7)?)
+        let handle = field(buf, p, &mut at, V1_U, 12)?;
+        (handle, field(buf, p, &mut at, V1_RV, 7)?)
     };
-    let iat = field(p, &mut at, br#","iat":"#, 10)?;
-    let exp = field(p, &mut at, br#","exp":"#, 10)?;
+    let iat = field(buf, p, &mut at, br#","iat":"#, 10)?;
+    let exp = field(buf, p, &mut at, br#","exp":"#, 10)?;
     if &p[at..] != b"}" || handle == 0 {
         return None;
     }
@@ -478,9 +602,11 @@ pub(crate) fn diagnose(ring: &KeyRing, token: &str) -> std::result::Result<Genui
     {
         return Err(SessionFlaw::Signature(key_id));
     }
-    let mut payload_buf = [0u8; 72];
-    let payload = decode(&bytes[d1 + 1..d2], &mut payload_buf).map_err(|_| SessionFlaw::Claims)?;
-    let claims = parse_payload(payload).ok_or(SessionFlaw::Claims)?;
+    let mut payload_buf = [0u8; PAYLOAD_BUF];
+    let len = decode(&bytes[d1 + 1..d2], &mut payload_buf[..72])
+        .map_err(|_| SessionFlaw::Claims)?
+        .len();
+    let claims = parse_payload(&payload_buf, len).ok_or(SessionFlaw::Claims)?;
     Ok(Genuine {
         claims,
         key_id,
@@ -493,6 +619,55 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use ring::rand::SystemRandom;
+
+    /// The byte-at-a-time parser the word-at-a-time one replaced, kept as its model.
+    /// Parses `{"sub":"N","rv":N,"iat":N,"exp":N}` (or format 1's `{"u":N,"rv":N,...}`) with
+    /// canonical decimal numbers.
+    fn parse_payload_reference(p: &[u8]) -> Option<Claims> {
+        /// Reads `name` then a canonical number of at most `max_digits` digits.
+        #[inline(always)]
+        fn field(p: &[u8], at: &mut usize, name: &[u8], max_digits: usize) -> Option<u64> {
+            if p.get(*at..*at + name.len())? != name {
+                return None;
+            }
+            let start = *at + name.len();
+            let mut i = start;
+            let mut v = 0u64;
+            while let Some(&d) = p.get(i) {
+                if !d.is_ascii_digit() || i - start == max_digits {
+                    break;
+                }
+                v = v * 10 + u64::from(d - b'0');
+                i += 1;
+            }
+            let n = i - start;
+            if n == 0 || (n > 1 && p[start] == b'0') || p.get(i).is_some_and(u8::is_ascii_digit) {
+                return None;
+            }
+            *at = i;
+            Some(v)
+        }
+        let mut at = 0;
+        let (handle, epoch) = if p.starts_with(SUB) {
+            let handle = field(p, &mut at, SUB, 10)?;
+            (handle, field(p, &mut at, RV_AFTER_SUB, 5)?)
+        } else {
+            let handle = field(p, &mut at, V1_U, 12)?;
+            (handle, field(p, &mut at, V1_RV, 7)?)
+        };
+        let iat = field(p, &mut at, br#","iat":"#, 10)?;
+        let exp = field(p, &mut at, br#","exp":"#, 10)?;
+        if &p[at..] != b"}" || handle == 0 {
+            return None;
+        }
+        // At most 12, 7 and 10 digits: every value fits its type.
+        Some(Claims {
+            handle,
+            epoch: u32::try_from(epoch).ok()?,
+            iat_s: i64::try_from(iat).ok()?,
+            exp_s: i64::try_from(exp).ok()?,
+        })
+    }
 
     fn ring_with_keys(n: u32) -> KeyRing {
         let rng = SystemRandom::new();
@@ -844,7 +1019,103 @@ mod tests {
         assert!(!shown.contains(&t.as_str()[..20]));
     }
 
+    #[test]
+    fn numbers_are_written_in_decimal_at_every_digit_count() {
+        let mut values = vec![0u64, 9_999_999_999_999_999, 1_234_567_890_123_456];
+        for k in 1..=15 {
+            let p = 10u64.pow(k);
+            values.extend([p - 1, p, p + 1, 5 * p + 5]);
+        }
+        for v in values {
+            let mut out = [b'x'; 24];
+            let end = put_u64(&mut out, 2, v);
+            assert_eq!(&out[2..end], v.to_string().as_bytes());
+            assert_eq!(&out[..2], b"xx", "{v}");
+        }
+    }
+
+    #[test]
+    fn encoded_headers_are_the_headers_of_each_key_id_length() {
+        for number in [1, 35, 36, 1295, 1296, crate::key_ring::MAX_KEY_NUMBER] {
+            let kid = KeyId::from_number(number);
+            let json = format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#);
+            let expected = format!("{}.", URL_SAFE_NO_PAD.encode(json));
+            assert_eq!(
+                EncodedHeader::new(kid).as_bytes(),
+                expected.as_bytes(),
+                "{kid}"
+            );
+        }
+    }
+
+    /// Runs the word-at-a-time parser the way `verify` does (zeros after the payload).
+    fn parse(p: &[u8]) -> Option<Claims> {
+        let mut buf = [0u8; PAYLOAD_BUF];
+        let n = p.len().min(72);
+        buf[..n].copy_from_slice(&p[..n]);
+        parse_payload(&buf, n)
+    }
+
+    #[test]
+    fn payload_parser_edges() {
+        let ok = |p: &str, c: Claims| assert_eq!(parse(p.as_bytes()), Some(c), "{p}");
+        let bad = |p: &str| assert_eq!(parse(p.as_bytes()), None, "{p}");
+        ok(r#"{"sub":"1","rv":0,"iat":0,"exp":0}"#, claims(1, 0, 0, 0));
+        ok(
+            r#"{"sub":"9999999999","rv":99999,"iat":9999999999,"exp":9999999999}"#,
+            claims(MAX_HANDLE, MAX_EPOCH, MAX_SECONDS, MAX_SECONDS),
+        );
+        ok(
+            r#"{"u":999999999999,"rv":9999999,"iat":12345678,"exp":123456789}"#,
+            claims(999_999_999_999, 9_999_999, 12_345_678, 123_456_789),
+        );
+        // Every digit count of a time, each digit position mattering.
+        for n in 1..=10u32 {
+            let v = (1..=n).fold(0u64, |v, d| v * 10 + u64::from(d % 10));
+            ok(
+                &format!(r#"{{"sub":"7","rv":3,"iat":{v},"exp":1}}"#),
+                claims(7, 3, v as i64, 1),
+            );
+        }
+        bad(r#"{"sub":"1","rv":0,"iat":0,"exp":0"#); // no closing brace
+        bad(r#"{"sub":"1","rv":0,"iat":0,"exp":}"#); // no digits
+        bad(r#"{"sub":"1","rv":0,"iat":0,"exp":00}"#); // leading zero
+        bad(r#"{"sub":"1","rv":0,"iat":12345678901,"exp":0}"#); // 11 digits
+        bad(r#"{"sub":"1","rv":0,"iat":0,"exp":0}0"#); // trailing byte
+        bad(r#"{"sub":"1","rv":0,"iat":0,"exp":9:}"#); // ':' is 0x3A, just past '9'
+        bad(r#"{"sub":"1","rv":0,"iat":0,"exp":9/}"#); // '/' is 0x2F, just before '0'
+        bad(r#"{"u":1234567890123,"rv":0,"iat":0,"exp":0}"#); // 13 digits
+    }
+
     proptest! {
+        #[test]
+        fn payload_parser_agrees_with_the_byte_at_a_time_model(
+            (shape, n1, n2, n3, n4, junk) in (
+                0u8..3,
+                "[0-9]{0,14}",
+                "[0-9]{0,9}",
+                "[0-9]{0,12}",
+                "[0-9:/a]{0,12}",
+                proptest::collection::vec(any::<u8>(), 0..72),
+            )
+        ) {
+            let p = match shape {
+                0 => format!(r#"{{"sub":"{n1}","rv":{n2},"iat":{n3},"exp":{n4}}}"#).into_bytes(),
+                1 => format!(r#"{{"u":{n1},"rv":{n2},"iat":{n3},"exp":{n4}}}"#).into_bytes(),
+                _ => junk,
+            };
+            prop_assume!(p.len() <= 72);
+            prop_assert_eq!(parse(&p), parse_payload_reference(&p));
+        }
+
+        #[test]
+        fn numbers_are_written_in_decimal(v in 0u64..10_000_000_000_000_000) {
+            let mut out = [0u8; 20];
+            let end = put_u64(&mut out, 1, v);
+            let text = v.to_string();
+            prop_assert_eq!(&out[1..end], text.as_bytes());
+        }
+
         #[test]
         fn length_is_always_within_bounds(
             handle in 1..=MAX_HANDLE,

@@ -332,7 +332,18 @@ pub(crate) fn normalize_user_id<'a>(config: &Config, id: &'a str) -> Result<Cow<
         UserIdPolicy::Strict => !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'),
         _ => c.is_control() || c.is_whitespace() || matches!(c, '/' | '?' | '#' | '%'),
     };
-    if let Some(c) = id.chars().find(forbidden) {
+    // The same rule on bytes, for ASCII ids: below 0x20 and 0x7F are the ASCII control
+    // characters, and every ASCII whitespace character is one of them or the space.
+    let forbidden_byte = |b: u8| match config.user_id_policy {
+        UserIdPolicy::Strict => !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        _ => b <= b' ' || b == 0x7F || matches!(b, b'/' | b'?' | b'#' | b'%'),
+    };
+    let bad = if ascii {
+        id.bytes().find(|&b| forbidden_byte(b)).map(char::from)
+    } else {
+        id.chars().find(forbidden)
+    };
+    if let Some(c) = bad {
         return Err(Error::new(
             ErrorKind::InvalidUserId,
             format!("user id contains the forbidden character {c:?}"),
@@ -585,6 +596,10 @@ mod tests {
         }
     }
 
+    fn allowed_strict(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    }
+
     #[test]
     fn ascii_fast_path_agrees_with_the_general_rules() {
         for policy in [UserIdPolicy::Default, UserIdPolicy::Strict] {
@@ -601,8 +616,17 @@ mod tests {
                         .map(|s| s.trim_end_matches('é').to_owned());
                     let fast = normalize_user_id(&c, &id).map(|s| s.into_owned());
                     match policy {
-                        UserIdPolicy::Strict => assert!(general.is_err()),
+                        UserIdPolicy::Strict => {
+                            assert!(general.is_err());
+                            assert_eq!(fast.is_ok(), allowed_strict(b), "byte {b}");
+                        }
                         _ => assert_eq!(fast.is_ok(), general.is_ok(), "byte {b}"),
+                    }
+                    // The byte rule names the same character the char rule names.
+                    if let (Err(f), Err(g)) = (&fast, &general) {
+                        if policy == UserIdPolicy::Default || !allowed_strict(b) {
+                            assert_eq!(f.to_string(), g.to_string(), "byte {b}");
+                        }
                     }
                     if let (Ok(f), Ok(g)) = (&fast, &general) {
                         assert_eq!(f, g, "byte {b}");

@@ -139,6 +139,97 @@ pub fn session_verify_floor(
     (p, s, tag)
 }
 
+/// The four integer claims of a session token (current format), for the issue floor.
+#[derive(Clone, Copy, Debug)]
+pub struct IssueClaims {
+    pub handle: u64,
+    pub epoch: u64,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+impl IssueClaims {
+    /// The claims of a token in the current format (`{"sub":"N","rv":N,"iat":N,"exp":N}`),
+    /// read back from its payload, so a floor can re-issue exactly what the engine issued.
+    pub fn of_token(token: &str) -> IssueClaims {
+        let payload = URL_SAFE_NO_PAD
+            .decode(split_jwt(token).payload_b64)
+            .expect("base64url payload");
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("JSON payload");
+        let n = |k: &str| v[k].as_u64().expect("integer claim");
+        IssueClaims {
+            handle: v["sub"]
+                .as_str()
+                .expect("sub")
+                .parse()
+                .expect("decimal sub"),
+            epoch: n("rv"),
+            iat: n("iat"),
+            exp: n("exp"),
+        }
+    }
+}
+
+/// Appends the decimal digits of `v` at `out[at..]`, returning the new end.
+#[inline(always)]
+fn put_u64(out: &mut [u8], at: usize, mut v: u64) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let n = tmp.len() - i;
+    out[at..at + n].copy_from_slice(&tmp[i..]);
+    at + n
+}
+
+#[inline(always)]
+fn put(out: &mut [u8], at: usize, s: &[u8]) -> usize {
+    out[at..at + s.len()].copy_from_slice(s);
+    at + s.len()
+}
+
+/// The floor of a session *issue*: the least work any HS256 issuer of Tessera's token shape
+/// must do. The header is a constant, already base64url-encoded (`header_b64_dot`, with its
+/// trailing '.'); the four integer claims are written into a stack buffer; one HMAC-SHA256 is
+/// computed from a pre-keyed state (RustCrypto, the faster here); the payload and the
+/// signature are base64url-encoded into `out`. No allocation, no clock, no user lookup, no
+/// range checks. Returns the token's length; `out[..len]` is byte-for-byte the token the
+/// engine issues for the same key and claims (engine.rs checks that).
+#[inline(always)]
+pub fn session_issue_floor(
+    keyed: &Hmac<Sha256>,
+    header_b64_dot: &[u8],
+    c: &IssueClaims,
+    out: &mut [u8; 168],
+) -> usize {
+    let mut payload = [0u8; 72];
+    let mut p = put(&mut payload, 0, br#"{"sub":""#);
+    p = put_u64(&mut payload, p, c.handle);
+    p = put(&mut payload, p, br#"","rv":"#);
+    p = put_u64(&mut payload, p, c.epoch);
+    p = put(&mut payload, p, br#","iat":"#);
+    p = put_u64(&mut payload, p, c.iat);
+    p = put(&mut payload, p, br#","exp":"#);
+    p = put_u64(&mut payload, p, c.exp);
+    p = put(&mut payload, p, b"}");
+    let mut n = put(out, 0, header_b64_dot);
+    n += URL_SAFE_NO_PAD
+        .encode_slice(&payload[..p], &mut out[n..])
+        .expect("fits");
+    let tag = hmac_rustcrypto(keyed, &out[..n]);
+    out[n] = b'.';
+    n += 1;
+    n + URL_SAFE_NO_PAD
+        .encode_slice(tag, &mut out[n..])
+        .expect("fits")
+}
+
 /// Whether this is a real benchmark run (`cargo bench`) rather than `cargo test --benches`,
 /// which runs each benchmark once to check it works. Test mode builds small data sets so the
 /// test suite stays fast in the debug profile; the numbers it prints mean nothing.

@@ -176,7 +176,7 @@ impl StateCopy<'_> {
                 epoch: slot.epoch,
                 token_required: slot.token_required,
                 tokens: slot.tokens.into_vec(),
-                devices: slot.devices,
+                devices: slot.devices.into_vec(),
             })?;
         }
         Ok(())

@@ -760,12 +760,24 @@ class Engine:
                 h.idle.set()
         if st:
             raise _ffi.error(st)
-        uid, n, iat, exp, kid = _unpack_session(out)
+        # The fields after the id in one unpack, and the id through ctypes' array getter,
+        # which stops at its NUL: no copy of the whole 765-byte id field, no slice.
+        n, iat, exp, kid = _unpack_session_tail(out, _SESSION_TAIL_AT)
+        uid = out.user_id
+        if len(uid) != n:  # an id holding a NUL: ids never do (control characters are refused)
+            uid = _ffi.unpack_verified_session(out)[0][:n]
         _session_structs.append(out)
         key_id = _key_ids.get(kid)
         if key_id is None:
             key_id = _key_id(kid)
-        return VerifiedSession(uid[:n].decode(), iat, exp, key_id)
+        # The dataclass's four slots set directly: calling it runs its generated __init__, a
+        # Python frame costing about twice these stores (test_hot_path checks every field).
+        v = _new_object(VerifiedSession)
+        v.user_id = uid.decode()
+        v.issued_at_ms = iat
+        v.expires_at_ms = exp
+        v.key_id = key_id
+        return v
 
     def revoke_sessions(self, user_id: str) -> None:
         """Revokes every session token of the user issued before this call returns."""
@@ -855,7 +867,9 @@ _verify_session = lib.tessera_session_token_verify
 _verify_access = lib.tessera_access_token_verify
 _VerifiedSessionStruct = _ffi.tessera_verified_session
 _VerifiedAccessTokenStruct = _ffi.tessera_verified_access_token
-_unpack_session = _ffi.unpack_verified_session
+_new_object = object.__new__
+_unpack_session_tail = _ffi.unpack_verified_session_tail
+_SESSION_TAIL_AT = _ffi.VERIFIED_SESSION_TAIL_OFFSET
 _unpack_access = _ffi.unpack_verified_access_token
 # Free lists of result structs (see verify_session_token); as long as the most calls ever in
 # flight at once.

@@ -108,3 +108,57 @@ def test_close_while_verifying_from_threads() -> None:
     with pytest.raises(tessera.EngineClosed):
         e.verify_session_token(s)
     assert e._h.inflight == [], "a refused call leaves no trace"
+
+
+def test_verified_ids_of_every_size_come_back_whole() -> None:
+    # The hot path reads the id up to its NUL and checks it against user_id_len: the
+    # shortest id, the longest ASCII one and the longest in 3-byte characters (573 bytes),
+    # each after a longer one left its bytes in a reused result struct.
+    m = tessera.USER_ID_MAX_CHARS
+    ids = ["x" * m, "€" * m, "a", "€" * (m - 1) + "z", "b"]
+    with tessera.Engine.in_memory(user_id_max_chars=m) as e:
+        tokens = {}
+        for uid in ids:
+            e.create_user(uid)
+            tokens[uid] = e.issue_session_token(uid).token
+        for _ in range(2):
+            for uid in ids:
+                assert e.verify_session_token(tokens[uid]).user_id == uid
+
+
+def test_a_struct_whose_length_disagrees_is_read_in_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An id field whose NUL comes before user_id_len (which no valid id produces) must not
+    # be cut short: the fallback reads user_id_len bytes.
+    real = engine_module._unpack_session_tail
+    cut: List[int] = []
+
+    def tail_then_cut(out: Any, at: int) -> Any:
+        n, iat, exp, kid = real(out, at)
+        out.user_id = b"ab\0" + bytes(out.user_id[3:n])  # a NUL inside the id's bytes
+        cut.append(n)
+        return n, iat, exp, kid
+
+    monkeypatch.setattr(engine_module, "_unpack_session_tail", tail_then_cut)
+    with tessera.Engine.in_memory() as e:
+        e.create_user("abcdef")
+        got = e.verify_session_token(e.issue_session_token("abcdef").token).user_id
+    assert cut == [6]
+    assert got == "ab\0def"
+
+
+def test_verified_session_is_the_dataclass_with_every_field_set(engine: tessera.Engine) -> None:
+    # The hot path builds VerifiedSession without calling it: each dataclass field must be
+    # set (a slot left unset raises AttributeError) and equal what the constructor gives.
+    import dataclasses
+
+    engine.create_user("carol")
+    s = engine.issue_session_token("carol")
+    v = engine.verify_session_token(s.token)
+    assert type(v) is tessera.VerifiedSession
+    values = {f.name: getattr(v, f.name) for f in dataclasses.fields(tessera.VerifiedSession)}
+    assert v == tessera.VerifiedSession(**values)
+    assert values["user_id"] == "carol"
+    assert values["expires_at_ms"] == s.expires_at_ms
+    assert values["key_id"] == engine.keys()[-1].key_id
