@@ -68,7 +68,7 @@ pub use ffi::{parse_config_document, ConfigDocument};
 pub use key_ring::{KeyId, KeyInfo, KeySecret};
 #[cfg(feature = "postgres")]
 pub use persistence::postgres::ClusterOptions;
-pub use persistence::BackupStats;
+pub use persistence::{BackupProgress, BackupStats};
 pub use profile_image::{ImageFormat, ProfileImage};
 pub use session_token::{
     SessionToken, VerifiedSession, MAX_EPOCH as SESSION_EPOCH_MAX, SESSION_TOKEN_MAX_LEN,

@@ -540,6 +540,82 @@ fn a_salvage_engine_backs_up_what_it_loaded() {
     check_copy(&salvage, &dir.join("b"), &tokens);
 }
 
+/// Runs a backup and returns its stats with every progress report it made.
+fn backup_reporting(engine: &Engine, to: &Path) -> (tessera::BackupStats, Vec<(u64, u64)>) {
+    let mut reports = Vec::new();
+    let stats = engine
+        .backup_to_with_progress(to, |p| reports.push((p.bytes_copied, p.bytes_expected)))
+        .unwrap();
+    // Never backwards, never past what is expected, and done at the end.
+    for w in reports.windows(2) {
+        assert!(w[0].0 <= w[1].0, "{reports:?}");
+    }
+    assert!(reports.iter().all(|&(c, e)| c <= e), "{reports:?}");
+    let &(last, expected) = reports.last().expect("at least one report");
+    assert_eq!(last, expected, "{reports:?}");
+    (stats, reports)
+}
+
+#[test]
+fn progress_is_reported_after_every_file_and_ends_at_what_was_expected() {
+    let dir = TestDir::new("progress");
+    let engine = Engine::open(dir.join("data")).unwrap();
+    populate(&engine);
+    engine.compact().unwrap();
+    engine.create_user(NewUser::new("later", "l")).unwrap();
+    let (stats, reports) = backup_reporting(&engine, &dir.join("b"));
+    // A start, then the snapshot, the journal, the key file and 8 images, one report each.
+    assert_eq!(reports.len(), 12, "{reports:?}");
+    assert_eq!(reports[0].0, 0);
+    assert_eq!(reports.last().unwrap().0, stats.bytes);
+}
+
+#[test]
+fn an_intact_salvage_open_is_copied_file_by_file() {
+    let dir = TestDir::new("salvage-files");
+    let tokens = populate(&Engine::open(dir.join("data")).unwrap());
+    let (salvage, damage) = Engine::open_salvage(dir.join("data")).unwrap();
+    assert!(damage.is_none());
+    let (_, reports) = backup_reporting(&salvage, &dir.join("b"));
+    // File by file (a start and one report per file), not one import at the end.
+    assert!(reports.len() > 2, "{reports:?}");
+    // The source's journal itself, byte for byte: nothing was replayed into a new one.
+    assert_eq!(
+        std::fs::read(dir.join("b/journal-0000000000000001.tsj")).unwrap(),
+        std::fs::read(dir.join("data/journal-0000000000000001.tsj")).unwrap()
+    );
+    check_copy(&salvage, &dir.join("b"), &tokens);
+}
+
+#[test]
+fn a_salvage_open_that_stopped_at_damage_backs_up_what_it_loaded_not_the_files() {
+    let dir = TestDir::new("salvage-damage");
+    {
+        let e = Engine::open(dir.join("data")).unwrap();
+        // One durable batch per create, so damage in the middle leaves later batches behind.
+        for u in 0..40 {
+            e.create_user(NewUser::new(format!("u{u}").as_str(), "n"))
+                .unwrap();
+        }
+    }
+    let journal = dir.join("data/journal-0000000000000001.tsj");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&journal, &bytes).unwrap();
+    let (salvage, damage) = Engine::open_salvage(dir.join("data")).unwrap();
+    assert_eq!(damage.unwrap().kind(), ErrorKind::Corrupt);
+    let loaded = salvage.user_count();
+    assert!(loaded > 0 && loaded < 40, "{loaded}");
+    let (stats, reports) = backup_reporting(&salvage, &dir.join("b"));
+    assert_eq!(stats.users, loaded);
+    // Copied through import_from: one report, at the end.
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    // The copy is the loaded prefix, and intact: it opens read-write with nothing to cut.
+    let copy = Engine::open(dir.join("b")).unwrap();
+    assert_eq!(dump(&copy), dump(&salvage));
+}
+
 #[test]
 fn a_target_that_exists_and_is_not_empty_is_refused_and_left_alone() {
     let dir = TestDir::new("targets");

@@ -480,9 +480,10 @@ pub unsafe extern "C" fn tessera_engine_store_stats(
 /// instant during the call (every write that returned before the call started, none started
 /// after it returned), with the signing keys (the key file keeps mode 0600) and profile
 /// images. A durable engine pauses writers only to sync its journal and start a new one, then
-/// copies its files with no lock held (a compaction asked for meanwhile waits); an in-memory,
-/// salvage or cluster engine is copied into a new data directory, its writers waiting while
-/// the state is read out of memory. The copy is built in a hidden temporary directory beside
+/// copies its files with no lock held (a compaction asked for meanwhile waits); a salvage
+/// engine that found no damage copies its files as they are; an in-memory or cluster engine
+/// (or a salvage one that stopped at damage) is copied into a new data directory from a
+/// copy-on-write cut of its state, writers going on. The copy is built in a hidden temporary directory beside
 /// `dir` (`.<name>.backup-*.tmp`) and renamed to `dir` last: after a crash or a failure
 /// there is no partial backup at `dir` (a crash may leave the temporary directory, which can
 /// be deleted).

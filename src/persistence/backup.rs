@@ -10,9 +10,11 @@
 //! - a durable engine switches its journal to a new generation under the writer mutex (a sync
 //!   and a file creation) and then copies the snapshot and journals that hold the state at
 //!   that instant, without any engine lock; writers are paused only for the switch;
-//! - an in-memory, salvage or cluster engine has no such files: a new data directory is
-//!   opened in the temporary directory and [`Engine::import_from`] copies the state into it
-//!   (writers wait while the state is read out of memory).
+//! - a salvage (read-only) engine whose open found no damage copies its files as they are
+//!   (nothing can write them while it holds the shared lock);
+//! - an in-memory or cluster engine, or a salvage open that stopped at damage, has no files
+//!   holding its state: a new data directory is opened in the temporary directory and
+//!   [`Engine::import_from`] copies the state into it (a copy-on-write cut; writers go on).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,15 @@ pub struct BackupStats {
     pub bytes: u64,
 }
 
+/// How far a backup is ([`Engine::backup_to_with_progress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupProgress {
+    /// Bytes written into the copy so far.
+    pub bytes_copied: u64,
+    /// Bytes the copy is expected to hold (never less than `bytes_copied`).
+    pub bytes_expected: u64,
+}
+
 /// Temporary directories of backups, beside their targets: `.<target name>.backup-<pid>-<n>.tmp`.
 /// A crash leaves one behind; it is never opened by anything and can be deleted.
 const TMP_MARK: &str = ".backup-";
@@ -47,9 +58,10 @@ impl Engine {
     ///
     /// A durable engine pauses writers only to sync its journal and start a new one; then
     /// the files are copied with no engine lock held (a compaction asked for meanwhile waits
-    /// for the copy). An in-memory, salvage (read-only) or cluster engine is copied through
-    /// [`Engine::import_from`] into a new data directory, its writers waiting while the state
-    /// is read out of memory.
+    /// for the copy). A salvage (read-only) engine whose open found no damage copies its
+    /// files as they are. An in-memory or cluster engine, or a salvage open that stopped at
+    /// damage, is copied through [`Engine::import_from`] into a new data directory (the state
+    /// it holds at one instant, read while writers go on).
     ///
     /// The copy is built in a temporary directory beside `dir` (`.<name>.backup-*.tmp`),
     /// synced, and renamed to `dir` last, so a crash or an error never leaves a partial
@@ -73,6 +85,20 @@ impl Engine {
     /// # Ok::<(), tessera::Error>(())
     /// ```
     pub fn backup_to(&self, dir: impl AsRef<Path>) -> Result<BackupStats> {
+        self.backup_to_with_progress(dir, |_| {})
+    }
+
+    /// [`Engine::backup_to`], reporting as it goes: `progress` gets the bytes copied so far
+    /// and the bytes expected (the store's files and images as they were when the copy
+    /// started), for a progress bar with a rate and an ETA. A durable engine reports after
+    /// each file; an engine copied through [`Engine::import_from`] (in memory, cluster, or a
+    /// salvage open that stopped at damage) only once, at the end. It runs on the calling
+    /// thread, and the copy goes on once it returns.
+    pub fn backup_to_with_progress(
+        &self,
+        dir: impl AsRef<Path>,
+        mut progress: impl FnMut(BackupProgress),
+    ) -> Result<BackupStats> {
         let target = dir.as_ref();
         let name = target_name(target)?;
         check_target(target)?;
@@ -84,7 +110,13 @@ impl Engine {
             .map_err(|e| Error::io(&format!("creating {}", parent.display()), e))?;
         let tmp = parent.join(tmp_name(name));
         create_private_dir(&tmp)?;
-        let result = self.backup_into(&tmp).and_then(|stats| {
+        let mut report = |copied, expected| {
+            progress(BackupProgress {
+                bytes_copied: copied,
+                bytes_expected: expected,
+            })
+        };
+        let result = self.backup_into(&tmp, &mut report).and_then(|stats| {
             #[cfg(feature = "fault-injection")]
             crate::fault::before_backup_rename(target);
             publish(&tmp, target, &parent)?;
@@ -97,8 +129,8 @@ impl Engine {
     }
 
     /// Fills the empty directory `tmp` with the state.
-    fn backup_into(&self, tmp: &Path) -> Result<BackupStats> {
-        if let Some(stats) = self.persistence().backup_files(self, tmp)? {
+    fn backup_into(&self, tmp: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<BackupStats> {
+        if let Some(stats) = self.persistence().backup_files(self, tmp, progress)? {
             return Ok(stats);
         }
         let users = {
@@ -109,6 +141,7 @@ impl Engine {
         let _ = fs::remove_file(tmp.join("LOCK"));
         let (files, bytes) = count_files(tmp)?;
         crate::store::sync_tree(tmp)?;
+        progress(bytes, bytes);
         Ok(BackupStats {
             users,
             files,

@@ -35,6 +35,8 @@ struct DurableStore {
     background_compaction: Arc<AtomicBool>,
     /// The thread of the last background compaction, joined by [`Persistence::close`].
     background_thread: Mutex<Option<JoinHandle<()>>>,
+    /// A salvage open stopped at damage: what it loaded is less than its files hold.
+    salvage_damage: AtomicBool,
 }
 
 impl DurableStore {
@@ -142,26 +144,38 @@ impl Persistence for DurableStore {
         }
     }
 
-    fn backup_files(&self, engine: &Engine, to: &Path) -> Result<Option<BackupStats>> {
+    fn backup_files(
+        &self,
+        engine: &Engine,
+        to: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Option<BackupStats>> {
         let store = self.store()?;
-        if store.is_read_only() {
-            // A salvage engine has no journal to switch: its loaded state is copied instead.
-            return Ok(None);
-        }
         // Compaction deletes the files a new snapshot makes obsolete and collects images no
         // user names: kept away until the copy is done (it waits; writers do not).
         let _no_compaction = self.compaction.lock();
-        let (source, users, keys) = engine.with_writers_paused(|| {
-            Ok((
-                store.begin_backup()?,
-                engine.user_count(),
-                engine.stored_keys(),
-            ))
-        })?;
+        let (source, users, keys) = if store.is_read_only() {
+            if self.salvage_damage.load(Ordering::Acquire) {
+                // The files hold damage the open stopped at: copy the state it loaded.
+                return Ok(None);
+            }
+            // Nothing can write while this open holds its shared lock: the files are the
+            // state, as they are.
+            let source = store.read_only_backup_source()?;
+            (source, engine.user_count(), engine.stored_keys())
+        } else {
+            engine.with_writers_paused(|| {
+                Ok((
+                    store.begin_backup()?,
+                    engine.user_count(),
+                    engine.stored_keys(),
+                ))
+            })?
+        };
         let mut ring = Zeroizing::new(Vec::new());
         serialize_into(&keys, &mut ring)?;
         let blobs = store.blob_addresses()?;
-        let copied = source.copy_into(to, &ring, &blobs, |sha| store.get_blob(sha))?;
+        let copied = source.copy_into(to, &ring, &blobs, |sha| store.get_blob(sha), progress)?;
         Ok(Some(BackupStats {
             users,
             files: copied.files,
@@ -394,6 +408,7 @@ impl EngineBuilder {
             compaction: Mutex::new(()),
             background_compaction: Arc::new(AtomicBool::new(false)),
             background_thread: Mutex::new(None),
+            salvage_damage: AtomicBool::new(false),
         });
         let engine = Engine::assemble(self.config, self.clock, durable.clone(), keys);
         let opts = StoreOptions { sync: self.sync };
@@ -411,6 +426,9 @@ impl EngineBuilder {
         }
         if recovery.torn_bytes > 0 {
             engine.event(EventKind::StoreTornTail, None, None, None);
+        }
+        if recovery.salvage_stopped_at.is_some() {
+            durable.salvage_damage.store(true, Ordering::Release);
         }
         Ok((engine, recovery.salvage_stopped_at))
     }

@@ -15,7 +15,7 @@ pub(crate) mod postgres;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backup::BackupStats;
+pub use backup::{BackupProgress, BackupStats};
 pub(crate) use memory::MemoryPersistence;
 
 use crate::engine::Engine;
@@ -102,8 +102,14 @@ pub(crate) trait Persistence: Send + Sync + 'static {
     /// Copies the files holding the engine's state at one instant into the empty directory
     /// `to`, while readers and writers go on ([`Engine::backup_to`]), and returns what it
     /// wrote. `None`: this backend has no such files, and the backup copies the state through
-    /// [`Engine::import_from`] instead.
-    fn backup_files(&self, _engine: &Engine, _to: &Path) -> Result<Option<BackupStats>> {
+    /// [`Engine::import_from`] instead. `progress(bytes copied, bytes expected)` is called as
+    /// the copy goes.
+    fn backup_files(
+        &self,
+        _engine: &Engine,
+        _to: &Path,
+        _progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Option<BackupStats>> {
         Ok(None)
     }
     /// Group-commit counters ([`Engine::store_stats`]); zero in memory.

@@ -71,7 +71,20 @@ impl Store {
         )?;
         *generation = next;
         drop(generation);
+        self.backup_source(current)
+    }
 
+    /// The files of a read-only (salvage) open, which nothing can change while it holds its
+    /// shared lock (a writer needs the exclusive one): the state it loaded, as long as the
+    /// open stopped at no damage (the caller checks). A torn tail is copied as it is; the
+    /// copy's own first open cuts it, as this store's would.
+    pub(crate) fn read_only_backup_source(&self) -> Result<BackupSource> {
+        let current = *self.generation.lock();
+        self.backup_source(current)
+    }
+
+    /// The newest snapshot up to generation `current` and the journals from it to `current`.
+    fn backup_source(&self, current: u64) -> Result<BackupSource> {
         let mut snapshots = Vec::new();
         let mut journals = Vec::new();
         let entries = fs::read_dir(&self.dir)
@@ -129,17 +142,34 @@ impl BackupSource {
         key_ring: &[u8],
         blobs: &[[u8; 32]],
         read_blob: impl Fn(&[u8; 32]) -> Result<Option<Vec<u8>>>,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Copied> {
         let mut copied = Copied::default();
+        // What is expected: the store's files, and the images as they are on disk now.
+        let size = |p: PathBuf| fs::metadata(p).map_or(0, |m| m.len());
+        let total = self
+            .snapshot
+            .iter()
+            .chain(&self.journals)
+            .map(|name| size(self.dir.join(name)))
+            .chain(
+                blobs
+                    .iter()
+                    .map(|sha| size(self.dir.join(IMAGES_DIR).join(hex(sha)))),
+            )
+            .fold(key_ring.len() as u64, u64::saturating_add);
+        progress(0, total);
         for name in self.snapshot.iter().chain(&self.journals) {
             copied.bytes += copy_file(&self.dir.join(name), &to.join(name))?;
             copied.files += 1;
+            progress(copied.bytes, total.max(copied.bytes));
         }
         write_key_file(&to.join(KEY_FILE), key_ring)?;
         copied.files += 1;
         copied.bytes += fs::metadata(to.join(KEY_FILE))
             .map_err(|e| Error::io(&format!("reading {}", to.join(KEY_FILE).display()), e))?
             .len();
+        progress(copied.bytes, total.max(copied.bytes));
         let images = to.join(IMAGES_DIR);
         fs::create_dir(&images)
             .map_err(|e| Error::io(&format!("creating {}", images.display()), e))?;
@@ -153,6 +183,7 @@ impl BackupSource {
             write_synced(&path, &bytes)?;
             copied.files += 1;
             copied.bytes += bytes.len() as u64;
+            progress(copied.bytes, total.max(copied.bytes));
         }
         sync_dir(&images)?;
         sync_dir(to)?;

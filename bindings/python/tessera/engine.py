@@ -368,8 +368,8 @@ class Engine:
         directory. ``path`` must not exist or be an empty directory (its parent is created if
         missing). The copy is the state at one instant during the call, with the signing keys
         and profile images. A durable engine pauses writers only to start a new journal; an
-        in-memory, salvage or cluster engine is copied into a new data directory, its writers
-        waiting while the state is read out of memory. The copy is built beside ``path`` and
+        in-memory or cluster engine is copied into a new data directory from a copy-on-write
+        cut of its state, writers going on. The copy is built beside ``path`` and
         renamed into place last, so a crash never leaves a partial backup at ``path``.
 
         Raises :class:`~tessera.InvalidArgument` when ``path`` exists and is not an empty

@@ -112,6 +112,18 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A progress bar in bytes with rate and ETA on stderr (hidden when stderr is not a terminal).
+pub fn byte_bar(what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(0);
+    let style = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb.set_message(what.to_owned());
+    pb
+}
+
 /// A spinner with elapsed time, for one long step whose progress cannot be counted.
 pub fn spinner(what: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();

@@ -260,19 +260,23 @@ fn check_empty_dir(dir: &Path, what: &str) -> Result<(), Failure> {
 }
 
 /// Copies `source` into the new data directory `dest` with [`Engine::backup_to`]: built
-/// beside it and renamed into place, so an interrupted copy never looks like a store.
-fn copy_store(source: &Engine, dest: &Path) -> Result<usize, Failure> {
-    Ok(source.backup_to(dest)?.users)
+/// beside it and renamed into place, so an interrupted copy never looks like a store. Shows
+/// the bytes copied, the rate and the ETA.
+fn copy_store(source: &Engine, dest: &Path, what: &str) -> Result<usize, Failure> {
+    let pb = output::byte_bar(what);
+    let result = source.backup_to_with_progress(dest, |p| {
+        pb.set_length(p.bytes_expected);
+        pb.set_position(p.bytes_copied);
+    });
+    pb.finish_and_clear();
+    Ok(result?.users)
 }
 
 pub fn backup(target: &Target, dest: &Path, out: &Out) -> Result<(), Failure> {
     check_empty_dir(dest, "backup directory")?;
     let engine = target.open(Access::Read)?;
-    let pb = output::spinner("backing up");
     let started = Instant::now();
-    let result = copy_store(&engine, dest);
-    pb.finish_and_clear();
-    let users = result?;
+    let users = copy_store(&engine, dest, "backing up")?;
     let secs = started.elapsed().as_secs_f64();
     if out.json {
         return out.json(
@@ -290,23 +294,27 @@ pub fn backup(target: &Target, dest: &Path, out: &Out) -> Result<(), Failure> {
 pub fn restore(backup: &Path, target: &Target, out: &Out) -> Result<(), Failure> {
     // The backup must open, intact, before anything is written.
     let source = open_dir(backup, Access::Read)?;
-    let pb = output::spinner("restoring");
     let started = Instant::now();
-    let result = match target {
+    let users = match target {
         Target::Dir(dest) => {
-            check_empty_dir(dest, "data directory").and_then(|()| copy_store(&source, dest))
+            check_empty_dir(dest, "data directory")?;
+            copy_store(&source, dest, "restoring")?
         }
-        Target::Pg(_) => target.open(Access::Write).and_then(|cluster| {
-            if cluster.user_count() != 0 {
-                return Err(failure::invalid(
-                    "the cluster already holds users; restore needs an empty one",
-                ));
-            }
-            cluster.import_from(&source).map_err(Failure::from)
-        }),
+        Target::Pg(_) => {
+            // One transaction: nothing to count until it commits.
+            let pb = output::spinner("restoring");
+            let result = target.open(Access::Write).and_then(|cluster| {
+                if cluster.user_count() != 0 {
+                    return Err(failure::invalid(
+                        "the cluster already holds users; restore needs an empty one",
+                    ));
+                }
+                cluster.import_from(&source).map_err(Failure::from)
+            });
+            pb.finish_and_clear();
+            result?
+        }
     };
-    pb.finish_and_clear();
-    let users = result?;
     let secs = started.elapsed().as_secs_f64();
     if out.json {
         return out.json(&json!({"restored": users, "seconds": secs}));
