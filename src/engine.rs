@@ -2284,4 +2284,4 @@ mod durability_tests;
 
 #[path = "engine/diagnosis.rs"]
 mod diagnosis;
-pub use diagnosis::{TokenDiagnosis, TokenFinding, TokenFormat};
+pub use diagnosis::{utc_rfc3339, TokenDiagnosis, TokenFinding, TokenFormat};

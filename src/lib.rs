@@ -59,8 +59,8 @@ pub use config::{
 };
 pub use device::{Device, DeviceAdded, DeviceType, NewDevice, PushMode};
 pub use engine::{
-    AuthMethod, Authenticated, Engine, EngineBuilder, TokenDiagnosis, TokenFinding, TokenFormat,
-    Upserted, UserPage, UserQuery,
+    utc_rfc3339, AuthMethod, Authenticated, Engine, EngineBuilder, TokenDiagnosis, TokenFinding,
+    TokenFormat, Upserted, UserPage, UserQuery,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};

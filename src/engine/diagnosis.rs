@@ -149,7 +149,7 @@ impl fmt::Display for TokenFinding {
             } => write!(
                 f,
                 "expired at {} (Unix ms {expired_at_ms}; leeway {leeway_ms} ms)",
-                utc(*expired_at_ms)
+                utc_rfc3339(*expired_at_ms)
             ),
             TokenFinding::KeyRetired { key_id } => {
                 write!(f, "revoked: its signing key {key_id:?} was retired")
@@ -228,12 +228,14 @@ fn kind_of(finding: &TokenFinding) -> Option<ErrorKind> {
     })
 }
 
-/// `ms` as an RFC 3339 UTC time (`1970-01-01T00:00:00.000Z`), without a date crate.
-pub(crate) fn utc(ms: i64) -> String {
+/// `ms` since the Unix epoch as an RFC 3339 UTC time (`1970-01-01T00:00:00.000Z`), for any
+/// i64 (a date crate would refuse the extremes a stored record can hold). Diagnoses and the
+/// `tessera` command print times with it.
+pub fn utc_rfc3339(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let rest = ms.rem_euclid(86_400_000);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
+    // Howard Hinnant's civil_from_days, in i128 so that no i64 overflows.
+    let z = i128::from(days) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -241,7 +243,7 @@ pub(crate) fn utc(ms: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let y = yoe + era * 400 + i128::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rest / 3_600_000,
@@ -533,10 +535,13 @@ mod tests {
 
     #[test]
     fn utc_formats_the_edges() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(utc(9_999_999_999_000), "2286-11-20T17:46:39.000Z");
+        assert_eq!(utc_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(utc_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(utc_rfc3339(9_999_999_999_000), "2286-11-20T17:46:39.000Z");
+        // Any i64 a stored record can hold formats without overflowing.
+        assert!(utc_rfc3339(i64::MIN).starts_with("-292275055-"));
+        assert!(utc_rfc3339(i64::MAX).starts_with("292278994-"));
     }
 
     proptest::proptest! {

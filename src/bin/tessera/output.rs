@@ -135,29 +135,8 @@ pub fn spinner(what: &str) -> ProgressBar {
     pb
 }
 
-/// `ms` since the Unix epoch as an RFC 3339 UTC time, for any i64 (a date crate would refuse
-/// the extremes a stored record can hold).
-pub fn utc(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rest = ms.rem_euclid(86_400_000);
-    // Howard Hinnant's civil_from_days, in i128 so that no i64 overflows.
-    let z = i128::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i128::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000
-    )
-}
+/// Times are printed as the library's diagnoses print them.
+pub use tessera::utc_rfc3339 as utc;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
